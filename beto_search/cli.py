@@ -1,0 +1,270 @@
+"""The ``beto-search`` command line: thin click commands over ``SearchEngine``."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .errors import BetoSearchError
+from .types import Hit
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _errors(func: F) -> F:
+    """Turn library errors into one-line click errors (exit code 1)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BetoSearchError as exc:
+            msg = str(exc)
+            raise click.ClickException(msg[:1].upper() + msg[1:]) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _index_option(func: F) -> F:
+    return click.option("--index", "index", type=click.Path(path_type=Path), envvar="BETO_SEARCH_INDEX",
+                        default="indexes/default", show_default=True,
+                        help="Index folder (env BETO_SEARCH_INDEX).")(func)
+
+
+def _encoder_options(func: F) -> F:
+    opts = [
+        click.option("--model", default=None,
+                     help="Hub id or local folder of the encoder (env BETO_SEARCH_MODEL; default "
+                          "dccuchile/bert-base-spanish-wwm-uncased)."),
+        click.option("--pooling", type=click.Choice(["mean", "max", "cls"]), default=None,
+                     help="Pooling of token vectors (new indexes; default mean)."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "int8"]), default=None,
+                     help="Encoder arithmetic (default: the index's, else fp32)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                     show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def _open(index: Path, create: bool = False, wait: float = 0.0, **enc: Any) -> Any:
+    from .engine import SearchEngine
+
+    return SearchEngine.open(index, create=create, wait=wait, **enc)
+
+
+@click.group()
+@click.version_option(package_name="beto-search")
+@click.option("--verbose", "-v", is_flag=True, help="Log what happens (skips, heals).")
+def cli(verbose: bool) -> None:
+    """Spanish semantic search with BETO: ingest documents, then query them by meaning."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_index_option
+@_encoder_options
+@click.option("--id-field", default="id", show_default=True, help="Id field of JSON/CSV records.")
+@click.option("--text-field", default="text", show_default=True, help="Text field of JSON/CSV records.")
+@click.option("--title-field", default="title", show_default=True,
+              help="Title field of JSON/CSV records.")
+@click.option("--encoding", default=None, help="Force a text encoding (e.g. cp1252) instead of detecting.")
+@click.option("--chunk-tokens", type=click.IntRange(min=8), default=None,
+              help="Tokens per chunk (new indexes; default: the model's maximum).")
+@click.option("--overlap", type=click.IntRange(min=0), default=None,
+              help="Tokens shared by consecutive chunks (new indexes; default 64).")
+@click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivf"]), default=None,
+              help="FAISS index type (new indexes; default auto).")
+@click.option("--prune", is_flag=True, help="Remove documents whose files are gone from the folders.")
+@click.option("--strict", is_flag=True, help="Exit non-zero when any input was skipped.")
+@click.option("--wait", type=click.FloatRange(min=0), default=0.0,
+              help="Seconds to wait for another writer to finish.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_errors
+def ingest(paths: tuple[Path, ...], index: Path, id_field: str, text_field: str, title_field: str,
+           encoding: str | None, chunk_tokens: int | None, overlap: int | None,
+           index_type: str | None, prune: bool, strict: bool, wait: float, quiet: bool,
+           as_json: bool, **enc: Any) -> None:
+    """Read, chunk, embed and store documents from files or folders."""
+    from .readers import ReaderOptions
+
+    opts = ReaderOptions(id_field, text_field, title_field, encoding)
+    with _open(index, create=True, wait=wait, chunk_tokens=chunk_tokens, overlap=overlap,
+               index_type=index_type, **enc) as engine:
+        summary = engine.ingest(paths, opts, prune=prune, progress=not quiet and sys.stderr.isatty())
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), ensure_ascii=False))
+    else:
+        click.echo(f"files: {summary.files}  documents added: {summary.added}  updated: "
+                   f"{summary.updated}  unchanged: {summary.unchanged}  pruned: {summary.pruned}  "
+                   f"duplicate ids: {summary.duplicates}  skipped: {len(summary.skipped)}  chunks: "
+                   f"{summary.chunks}  seconds: {summary.seconds:.1f}")
+        for reason, count in sorted(summary.reasons().items()):
+            click.echo(f"skipped ({count}): {reason}")
+        for skip in summary.skipped:
+            click.echo(f"  {skip.where}: {skip.reason}", err=True)
+    if strict and summary.skipped:
+        raise click.ClickException(f"{len(summary.skipped)} inputs were skipped (--strict).")
+
+
+def _where(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"'{pair}' is not KEY=VALUE.", param_hint="--where")
+        out[key.strip()] = value
+    return out
+
+
+def _print_hits(hits: list[Hit], explain: bool) -> None:
+    if not hits:
+        click.echo("No results.")
+    for h in hits:
+        click.echo(f"{h.rank:>3}. {h.score:.4f}  {click.style(h.doc_id, fg='cyan')}  {h.title}")
+        if explain:
+            dense = "-" if h.dense_score is None else f"{h.dense_score:.4f}"
+            lex = "-" if h.lexical_score is None else f"{h.lexical_score:.4f}"
+            click.echo(f"     dense {dense}  lexical {lex}  fused {h.score:.4f}")
+        from .snippets import Snippet
+
+        snippet = Snippet(h.snippet, h.snippet_start, h.snippet_end, h.highlight_spans)
+        bold = click.style("\x00", bold=True).split("\x00")
+        text = snippet.marked(bold[0], bold[1], escape=False).replace("\n", " ")
+        click.echo(f"     {text}")
+
+
+@cli.command()
+@click.argument("text")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Number of documents.")
+@_index_option
+@_encoder_options
+@click.option("--mode", type=click.Choice(["semantic", "lexical", "hybrid"]), default="hybrid",
+              show_default=True)
+@click.option("--fusion", type=click.Choice(["rrf", "convex"]), default="rrf", show_default=True)
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Weight of the dense score in convex fusion.")
+@click.option("--where", multiple=True, help="KEY=VALUE filter on metadata, title or source (repeatable).")
+@click.option("--source", "source_glob", default=None, help="Only documents whose source matches GLOB.")
+@click.option("--ef-search", type=click.IntRange(min=1), default=None, help="HNSW search depth.")
+@click.option("--nprobe", type=click.IntRange(min=1), default=None, help="IVF lists to visit.")
+@click.option("--explain", is_flag=True, help="Show dense, lexical and fused scores.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_errors
+def query(text: str, k: int, index: Path, mode: str, fusion: str, alpha: float,
+          where: tuple[str, ...], source_glob: str | None, ef_search: int | None,
+          nprobe: int | None, explain: bool, as_json: bool, **enc: Any) -> None:
+    """Search the index for TEXT; prints ranked documents with snippets."""
+    filters = _where(where)
+    with _open(index, **enc) as engine:
+        hits = engine.search(text, k=k, mode=mode, fusion=fusion, alpha=alpha, where=filters,
+                             source=source_glob, ef_search=ef_search, nprobe=nprobe)
+    if as_json:
+        click.echo(json.dumps({"query": text, "mode": mode, "fusion": fusion,
+                               "results": [h.to_dict(explain) for h in hits]}, ensure_ascii=False))
+    else:
+        _print_hits(hits, explain)
+
+
+@cli.command()
+@click.argument("doc_id")
+@click.option("-k", "k", type=int, default=10, show_default=True)
+@_index_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_errors
+def similar(doc_id: str, k: int, index: Path, as_json: bool) -> None:
+    """Documents closest to the stored document DOC_ID (no re-encoding)."""
+    with _open(index) as engine:
+        hits = engine.similar(doc_id, k)
+    if as_json:
+        click.echo(json.dumps({"doc_id": doc_id, "results": [h.to_dict() for h in hits]},
+                              ensure_ascii=False))
+    else:
+        _print_hits(hits, False)
+
+
+@cli.command()
+@_index_option
+@click.option("--json", "as_json", is_flag=True)
+@_errors
+def info(index: Path, as_json: bool) -> None:
+    """Documents, chunks, encoder, index type and sizes on disk."""
+    with _open(index) as engine:
+        facts = engine.info()
+    if as_json:
+        click.echo(json.dumps(facts, ensure_ascii=False))
+        return
+    for key, value in facts.items():
+        if key != "files":
+            click.echo(f"{key}: {value}")
+
+
+@cli.command()
+@click.argument("doc_ids", nargs=-1, required=True)
+@_index_option
+@click.option("--wait", type=click.FloatRange(min=0), default=0.0)
+@_errors
+def delete(doc_ids: tuple[str, ...], index: Path, wait: float) -> None:
+    """Delete documents by id."""
+    with _open(index, wait=wait) as engine:
+        found = engine.delete(doc_ids)
+    missing = sorted(set(doc_ids) - set(found))
+    click.echo(f"deleted {len(found)} documents")
+    if missing:
+        raise click.ClickException(f"no such documents: {', '.join(missing)}.")
+
+
+@cli.command()
+@_index_option
+@_errors
+def verify(index: Path) -> None:
+    """Check the index (healing the FAISS cache from SQLite); exit 1 if anything is wrong."""
+    with _open(index) as engine:
+        problems = engine.verify()
+        facts = engine.info()
+    if problems:
+        for p in problems:
+            click.echo(f"problem: {p}", err=True)
+        raise click.ClickException(f"{len(problems)} problems found in {index}.")
+    click.echo(f"ok: {facts['documents']} documents, {facts['chunks']} chunks, vectors consistent")
+
+
+@cli.command()
+@_index_option
+@click.option("--wait", type=click.FloatRange(min=0), default=0.0)
+@_errors
+def repair(index: Path, wait: float) -> None:
+    """Rebuild the FAISS file from the vectors stored in SQLite."""
+    with _open(index, wait=wait) as engine:
+        out = engine.repair()
+    click.echo(f"rebuilt the vector index: {out['vectors']} vectors")
+
+
+@cli.command()
+@_index_option
+@click.option("--wait", type=click.FloatRange(min=0), default=0.0)
+@_errors
+def compact(index: Path, wait: float) -> None:
+    """Reclaim the space of deleted documents (VACUUM and a fresh FAISS file)."""
+    with _open(index, wait=wait) as engine:
+        out = engine.compact()
+    click.echo(f"compacted: {out['bytes_before']} -> {out['bytes_after']} bytes")
+
+
+def main() -> None:
+    cli(prog_name="beto-search")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""The ingest summary and the per-batch preparation of documents (hash, chunks, terms)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .readers import Skip
+from .types import Document
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest did: counts, skips with reasons, time."""
+
+    files: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    pruned: int = 0
+    chunks: int = 0
+    seconds: float = 0.0
+    skipped: list[Skip] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["skipped"] = [{"where": s.where, "reason": s.reason} for s in self.skipped]
+        out["seconds"] = round(self.seconds, 3)
+        return out
+
+    def reasons(self) -> dict[str, int]:
+        """Skip counts by reason (the reason's text before any parenthesis)."""
+        out: dict[str, int] = {}
+        for s in self.skipped:
+            key = s.reason.split(" (")[0]
+            out[key] = out.get(key, 0) + 1
+        return out
+
+
+def content_hash(doc: Document) -> str:
+    """A hash of everything stored for a document; equal hashes mean nothing to re-encode."""
+    h = hashlib.sha256()
+    for part in (doc.title, doc.text, doc.source,
+                 json.dumps(doc.metadata, sort_keys=True, ensure_ascii=False, default=str)):
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def as_document(record: Document | dict[str, Any]) -> Document:
+    """Accept a Document or a dict with id, text and optional title, source, metadata."""
+    from .errors import InputError
+    from .readers import clean_text
+
+    if isinstance(record, Document):
+        doc = record
+    elif isinstance(record, dict):
+        if "id" not in record or "text" not in record:
+            raise InputError("each record needs an 'id' and a 'text'.")
+        doc = Document(id=str(record["id"]), text=str(record["text"]),
+                       title=str(record.get("title") or ""), source=str(record.get("source") or ""),
+                       metadata=dict(record.get("metadata") or {}))
+    else:
+        raise InputError("records must be dicts or Documents.")
+    if not doc.id.strip():
+        raise InputError("a document id may not be empty.")
+    return Document(id=clean_text(doc.id), text=clean_text(doc.text), title=clean_text(doc.title),
+                    source=doc.source, metadata=doc.metadata)

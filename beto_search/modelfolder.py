@@ -1,0 +1,71 @@
+"""BETO-shaped model folders built locally: for offline tests, benchmarks and demos.
+
+The hub cannot always be reached; these folders have BETO's architecture (BertModel, WordPiece,
+uncased with accents kept, [PAD] = 1) with random weights, and load through exactly the same path
+as the real model (``BetoEncoder(folder)``).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+BETO_PAD_ID = 1
+TOKENIZER_CONFIG = {
+    "tokenizer_class": "BertTokenizer",
+    "do_lower_case": True,
+    "strip_accents": False,
+    "model_max_length": 512,
+}
+
+
+def train_vocab(texts: Iterable[str], folder: Path, vocab_size: int = 4000) -> Path:
+    """Train a WordPiece vocabulary (BETO's special tokens and ids) and write vocab.txt."""
+    from tokenizers import BertWordPieceTokenizer
+
+    tok = BertWordPieceTokenizer(lowercase=True, strip_accents=False, clean_text=True)
+    special = ["[MASK]", "[PAD]", "[UNUSED]", "[UNK]", "[CLS]", "[SEP]"]  # BETO's order
+    tok.train_from_iterator(list(texts), vocab_size=vocab_size, special_tokens=special)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save_model(str(folder))
+    return folder / "vocab.txt"
+
+
+def build_bert_folder(
+    folder: Path,
+    vocab: Path,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    intermediate: int = 64,
+    max_positions: int = 512,
+    seed: int = 0,
+) -> Path:
+    """Write a random-weight BertModel with BETO's tokenizer settings into ``folder``."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if vocab.resolve() != (folder / "vocab.txt").resolve():
+        shutil.copy(vocab, folder / "vocab.txt")
+    n_vocab = sum(1 for _ in (folder / "vocab.txt").open(encoding="utf-8"))
+    (folder / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG))
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=n_vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=intermediate, max_position_embeddings=max_positions,
+        pad_token_id=BETO_PAD_ID,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def build_full_beto(folder: Path, beto_dir: Path, seed: int = 0) -> Path:
+    """A full-size BETO (12 layers, 768 hidden) with random weights, from ../shared/beto/<case>."""
+    cfg = json.loads((beto_dir / "config.json").read_text())
+    return build_bert_folder(
+        folder, beto_dir / "vocab.txt", hidden=cfg["hidden_size"], layers=cfg["num_hidden_layers"],
+        heads=cfg["num_attention_heads"], intermediate=cfg["intermediate_size"],
+        max_positions=cfg["max_position_embeddings"], seed=seed,
+    )

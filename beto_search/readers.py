@@ -1,0 +1,328 @@
+"""Turning files into Documents: formats, encodings, stable ids, and reasons for every skip.
+
+Formats: .txt and .md (one document per file; first line / first heading is the title),
+.jsonl (one object per line), .json (a list of objects), .csv (one row per document).
+A BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``) is recognised without flags.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import re
+import sys
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from charset_normalizer import from_bytes
+
+from .errors import InputError
+from .types import Document
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = (".txt", ".md", ".jsonl", ".json", ".csv")
+SNIFF_BYTES = 64 * 1024
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
+
+
+@dataclass
+class ReaderOptions:
+    """Field names for record formats and an optional forced text encoding."""
+
+    id_field: str = "id"
+    text_field: str = "text"
+    title_field: str = "title"
+    encoding: str | None = None
+
+
+@dataclass
+class Skip:
+    """One input that was not ingested, and why."""
+
+    where: str
+    reason: str
+
+
+@dataclass
+class ReadReport:
+    """What a walk over the inputs met: files read and every skip with its reason."""
+
+    files: int = 0
+    skips: list[Skip] = field(default_factory=list)
+
+    def skip(self, where: str, reason: str) -> None:
+        log.info("skipped %s: %s", where, reason)
+        self.skips.append(Skip(where, reason))
+
+
+def clean_text(text: str) -> str:
+    """NFC-normalise, drop a leading BOM and NUL bytes."""
+    text = text.lstrip("\ufeff").replace("\x00", "")
+    return unicodedata.normalize("NFC", text)
+
+
+def decode_bytes(data: bytes, encoding: str | None = None) -> str:
+    """Decode file bytes: forced encoding, else UTF-8 (with or without BOM), else detected."""
+    if encoding:
+        try:
+            return data.decode(encoding)
+        except (LookupError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot decode as {encoding}: {exc}") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    best = from_bytes(data[: 4 * SNIFF_BYTES]).best()
+    if best is None:
+        raise InputError("not text (no character encoding fits)")
+    return data.decode(best.encoding, errors="replace")
+
+
+def looks_binary(head: bytes) -> bool:
+    """A file whose first bytes hold many NULs or control bytes is binary, not text."""
+    if not head:
+        return False
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 BOMs are text
+        return False
+    controls = sum(1 for b in head if b < 9 or 13 < b < 32)
+    return head.count(0) > len(head) // 100 + 1 or controls > len(head) // 10
+
+
+def iter_files(paths: list[Path], report: ReadReport) -> Iterator[tuple[Path, Path]]:
+    """Yield (file, root) for every supported file under ``paths``, safely walking folders."""
+    for root in paths:
+        if not root.exists():
+            raise InputError(f"{root} does not exist.")
+        if root.is_file():
+            if root.suffix.lower() in EXTENSIONS:
+                yield root, root.parent
+            else:
+                report.skip(str(root), f"unsupported extension {root.suffix or '(none)'}")
+            continue
+        seen: set[tuple[int, int]] = set()
+
+        def onerror(err: OSError) -> None:
+            report.skip(str(err.filename), f"unreadable folder ({err.strerror})")
+
+        for folder, dirs, files in os.walk(root, followlinks=True, onerror=onerror):
+            try:
+                st = os.stat(folder)
+            except OSError as exc:
+                report.skip(folder, f"unreadable folder ({exc.strerror})")
+                dirs[:] = []
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                report.skip(folder, "symlink loop (folder already visited)")
+                dirs[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if name.startswith("."):
+                    continue
+                path = Path(folder) / name
+                if path.suffix.lower() in EXTENSIONS:
+                    yield path, root
+
+
+def doc_id_for(path: Path, root: Path) -> str:
+    """The stable id of a one-document file: its path relative to the ingested folder."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _title_from_text(text: str, markdown: bool) -> str:
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if markdown:
+            m = _HEADING.match(line)
+            if m:
+                return m.group(1).strip()
+        return line.strip()[:200]
+    return ""
+
+
+def _read_text_file(path: Path, root: Path, opts: ReaderOptions) -> Iterator[Document]:
+    text = clean_text(decode_bytes(path.read_bytes(), opts.encoding))
+    if not text.strip():
+        raise InputError("empty or whitespace-only")
+    yield Document(
+        id=doc_id_for(path, root),
+        text=text,
+        title=_title_from_text(text, path.suffix.lower() == ".md"),
+        source=str(path),
+    )
+
+
+def _record_to_document(
+    record: Any, opts: ReaderOptions, default_id: str, source: str
+) -> Document:
+    if not isinstance(record, dict):
+        raise InputError("not a JSON object")
+    id_field = opts.id_field
+    if id_field not in record and id_field == "id" and "_id" in record:
+        id_field = "_id"  # BEIR corpus.jsonl
+    text = record.get(opts.text_field)
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"no text in field '{opts.text_field}'")
+    raw_id = record.get(id_field)
+    doc_id = str(raw_id).strip() if raw_id not in (None, "") else default_id
+    title = record.get(opts.title_field) or ""
+    used = {id_field, opts.text_field, opts.title_field}
+    metadata = {k: v for k, v in record.items() if k not in used}
+    return Document(
+        id=clean_text(doc_id),
+        text=clean_text(text),
+        title=clean_text(str(title)),
+        source=source,
+        metadata=metadata,
+    )
+
+
+def _text_lines(path: Path, opts: ReaderOptions) -> Iterator[str]:
+    """Stream a text file line by line in its detected encoding (memory bounded)."""
+    encoding = opts.encoding
+    with path.open("rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+    if encoding is None:
+        try:
+            head.decode("utf-8")
+            encoding = "utf-8-sig"
+        except UnicodeDecodeError as exc:
+            encoding = "utf-8-sig" if exc.start > len(head) - 4 else None
+        if encoding is None:
+            best = from_bytes(head).best()
+            encoding = best.encoding if best else "utf-8"
+    try:
+        with path.open("r", encoding=encoding, errors="replace", newline="") as fh:
+            yield from fh
+    except LookupError:
+        raise InputError(f"unknown encoding {encoding}") from None
+
+
+def _read_jsonl(
+    path: Path, root: Path, opts: ReaderOptions, report: ReadReport
+) -> Iterator[Document]:
+    rel = doc_id_for(path, root)
+    for lineno, line in enumerate(_text_lines(path, opts), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(line.replace("\x00", ""))
+            yield _record_to_document(record, opts, f"{rel}#{lineno}", str(path))
+        except json.JSONDecodeError as exc:
+            report.skip(where, f"malformed JSON ({exc.msg})")
+        except InputError as exc:
+            report.skip(where, str(exc))
+
+
+def _read_json(
+    path: Path, root: Path, opts: ReaderOptions, report: ReadReport
+) -> Iterator[Document]:
+    rel = doc_id_for(path, root)
+    try:
+        data = json.loads(clean_text(decode_bytes(path.read_bytes(), opts.encoding)))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON at line {exc.lineno} ({exc.msg})") from None
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise InputError("a .json file must hold an object or a list of objects")
+    for i, record in enumerate(data, start=1):
+        try:
+            yield _record_to_document(record, opts, f"{rel}#{i}", str(path))
+        except InputError as exc:
+            report.skip(f"{path}[{i}]", str(exc))
+
+
+def _read_csv(
+    path: Path, root: Path, opts: ReaderOptions, report: ReadReport
+) -> Iterator[Document]:
+    rel = doc_id_for(path, root)
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    lines = (line.replace("\x00", "") for line in _text_lines(path, opts))
+    reader = csv.reader(lines)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InputError("empty CSV file") from None
+    except csv.Error as exc:
+        raise InputError(f"malformed CSV header ({exc})") from None
+    header = [clean_text(h).strip() for h in header]
+    if opts.text_field not in header:
+        raise InputError(f"CSV has no '{opts.text_field}' column (columns: {', '.join(header)})")
+    row_no = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            report.skip(f"{path}:{reader.line_num}", f"malformed CSV row ({exc})")
+            continue
+        row_no += 1
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            report.skip(
+                f"{path}:{reader.line_num}",
+                f"malformed CSV row ({len(row)} fields, header has {len(header)})",
+            )
+            continue
+        try:
+            yield _record_to_document(dict(zip(header, row)), opts, f"{rel}#{row_no}", str(path))
+        except InputError as exc:
+            report.skip(f"{path}:{reader.line_num}", str(exc))
+
+
+def read_file(
+    path: Path, root: Path, opts: ReaderOptions, report: ReadReport
+) -> Iterator[Document]:
+    """Documents in one file; problems with single records become skips in ``report``."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(SNIFF_BYTES)
+    except OSError as exc:
+        report.skip(str(path), f"unreadable file ({exc.strerror})")
+        return
+    if not head.strip(b" \t\r\n\x00\xef\xbb\xbf"):
+        report.skip(str(path), "empty or whitespace-only")
+        return
+    if looks_binary(head):
+        report.skip(str(path), "binary file, not text")
+        return
+    report.files += 1
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".txt", ".md"):
+            yield from _read_text_file(path, root, opts)
+        elif suffix == ".jsonl":
+            yield from _read_jsonl(path, root, opts, report)
+        elif suffix == ".json":
+            yield from _read_json(path, root, opts, report)
+        elif suffix == ".csv":
+            yield from _read_csv(path, root, opts, report)
+    except InputError as exc:
+        report.skip(str(path), str(exc))
+    except OSError as exc:
+        report.skip(str(path), f"unreadable file ({exc.strerror or exc})")
+
+
+def read_documents(
+    paths: list[Path], opts: ReaderOptions, report: ReadReport
+) -> Iterator[tuple[Document, Path]]:
+    """Every document under ``paths`` with the root folder it was found under."""
+    for path, root in iter_files(paths, report):
+        for doc in read_file(path, root, opts, report):
+            yield doc, root

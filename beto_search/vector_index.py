@@ -1,0 +1,225 @@
+"""The FAISS cache of the chunk vectors: build by type, add/remove, search, atomic checkpoints.
+
+The vectors' source of truth is SQLite; this index is a checkpoint of it. Each file is named after
+the change sequence it reflects (``vectors-<seq>.faiss``), written to a temporary file, fsynced and
+renamed, so a crash leaves either the old checkpoint or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .errors import InputError, StorageError
+
+log = logging.getLogger(__name__)
+
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")
+_FILE = re.compile(r"^vectors-(\d{12})\.faiss$")
+AUTO_FLAT_MAX = 50_000  # flat (exact) search up to this many vectors, then IVF
+
+
+@dataclass
+class IndexSpec:
+    """Which FAISS index to build and its parameters (recorded in the manifest)."""
+
+    type: str = "auto"
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 96
+    nlist: int = 0  # 0: chosen from the number of vectors
+    nprobe: int = 24
+    quantizer: str = "SQ8"  # "Flat" keeps full float32 vectors
+
+    def __post_init__(self) -> None:
+        if self.type not in INDEX_TYPES:
+            raise InputError(f"index type must be one of {', '.join(INDEX_TYPES)}, not '{self.type}'.")
+        if self.quantizer not in ("SQ8", "Flat"):
+            raise InputError("the vector quantizer must be SQ8 or Flat.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IndexSpec:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def concrete(self, n: int) -> str:
+        """The type to build for ``n`` vectors."""
+        if self.type != "auto":
+            return self.type
+        return "flat" if n <= AUTO_FLAT_MAX else "ivf"
+
+    def nlist_for(self, n: int) -> int:
+        if self.nlist:
+            return self.nlist
+        return int(max(16, min(65536, 4 * int(np.sqrt(max(n, 1))))))
+
+    def factory(self, n: int) -> str:
+        kind = self.concrete(n)
+        if kind == "flat":
+            return "IDMap2,Flat"
+        if kind == "hnsw":
+            return f"IDMap2,HNSW{self.hnsw_m},{self.quantizer}" if self.quantizer != "Flat" \
+                else f"IDMap2,HNSW{self.hnsw_m},Flat"
+        return f"IVF{self.nlist_for(n)},{self.quantizer}"
+
+
+@dataclass
+class SearchParams:
+    """Per-query knobs of approximate indexes."""
+
+    ef_search: int | None = None
+    nprobe: int | None = None
+
+
+@dataclass
+class VectorIndex:
+    """A FAISS index keyed by chunk id, the sequence number it reflects, and tombstones."""
+
+    index: Any
+    dim: int
+    spec: IndexSpec
+    kind: str
+    seq: int = 0
+    tombstones: set[int] = field(default_factory=set)
+
+    # ----- construction --------------------------------------------------------------------
+    @classmethod
+    def build(cls, spec: IndexSpec, dim: int, n: int, train: np.ndarray | None) -> VectorIndex:
+        """An empty index of the right type for ``n`` vectors, trained on ``train`` if needed."""
+        kind = spec.concrete(n)
+        factory = spec.factory(n)
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        if kind == "hnsw":
+            hnsw = faiss.downcast_index(index.index)
+            hnsw.hnsw.efConstruction = spec.ef_construction
+            hnsw.hnsw.efSearch = spec.ef_search
+        if not index.is_trained:
+            if train is None or len(train) == 0:
+                raise InputError(f"a {kind} index needs vectors to train on.")
+            index.train(np.ascontiguousarray(train, dtype=np.float32))
+        if kind == "ivf":
+            faiss.extract_index_ivf(index).nprobe = spec.nprobe
+        return cls(index=index, dim=dim, spec=spec, kind=kind)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def ids(self) -> np.ndarray:
+        """Every id the index holds (tombstones included)."""
+        if self.kind == "ivf":
+            ivf = faiss.extract_index_ivf(self.index)
+            invlists = ivf.invlists
+            parts = []
+            for lst in range(ivf.nlist):
+                size = invlists.list_size(lst)
+                if size:
+                    ptr = invlists.get_ids(lst)
+                    parts.append(faiss.rev_swig_ptr(ptr, size).copy())
+                    invlists.release_ids(lst, ptr)
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+
+    # ----- changes -------------------------------------------------------------------------
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
+                                    np.ascontiguousarray(ids, dtype=np.int64))
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Remove ids; HNSW cannot remove, so its ids become tombstones filtered at search."""
+        if not len(ids):
+            return
+        if self.kind == "hnsw":
+            self.tombstones.update(int(i) for i in ids)
+            return
+        self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64)))
+
+    # ----- search --------------------------------------------------------------------------
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
+        params: SearchParams | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the k nearest vectors; -1 ids pad missing results."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k = max(1, min(k, self.ntotal))
+        params = params or SearchParams()
+        selector = None
+        if allowed is not None:
+            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        elif self.tombstones:
+            tomb = np.fromiter(self.tombstones, dtype=np.int64)
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(tomb))
+        if self.kind == "hnsw":
+            sp = faiss.SearchParametersHNSW(efSearch=max(params.ef_search or self.spec.ef_search, k))
+        elif self.kind == "ivf":
+            sp = faiss.SearchParametersIVF(nprobe=params.nprobe or self.spec.nprobe)
+        else:
+            sp = faiss.SearchParameters()
+        if selector is not None:
+            sp.sel = selector
+        return self.index.search(queries, k, params=sp)
+
+    # ----- persistence ---------------------------------------------------------------------
+    def save(self, folder: Path) -> Path:
+        """Write an atomic checkpoint for ``self.seq`` and remove older ones."""
+        target = folder / f"vectors-{self.seq:012d}.faiss"
+        tmp = folder / f".vectors-{self.seq:012d}.faiss.tmp-{os.getpid()}"
+        try:
+            faiss.write_index(self.index, str(tmp))
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+            dfd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except (OSError, RuntimeError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"could not write the vector index file ({exc}).") from None
+        for old in checkpoints(folder):
+            if old[1] != target:
+                old[1].unlink(missing_ok=True)
+        return target
+
+    @classmethod
+    def load(cls, path: Path, seq: int, dim: int, spec: IndexSpec) -> VectorIndex:
+        """Read a checkpoint; raises on a damaged file or a dimension mismatch."""
+        index = faiss.read_index(str(path))
+        if index.d != dim:
+            raise ValueError(f"dimension {index.d} != {dim}")
+        if isinstance(index, faiss.IndexIDMap2):
+            inner = faiss.downcast_index(index.index)
+            kind = "hnsw" if isinstance(inner, faiss.IndexHNSW) else "flat"
+            if index.ntotal != index.id_map.size():
+                raise ValueError("id map and vectors differ in length")
+        else:
+            faiss.extract_index_ivf(index).nprobe = spec.nprobe
+            kind = "ivf"
+        return cls(index=index, dim=dim, spec=spec, kind=kind, seq=seq)
+
+
+def checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """The checkpoint files in ``folder``, newest first."""
+    out = []
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = _FILE.match(p.name)
+            if m:
+                out.append((int(m.group(1)), p))
+    return sorted(out, reverse=True)

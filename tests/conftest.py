@@ -1,0 +1,72 @@
+"""Shared fixtures: a small BETO-shaped model built at test time, loaded like the real one."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "corpora" / "es"
+SHARED_BETO = ROOT.parent / "shared" / "beto"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network in tests
+os.environ.pop("BETO_SEARCH_MODEL", None)
+os.environ.pop("BETO_SEARCH_INDEX", None)
+
+
+def corpus_texts() -> list[str]:
+    texts = []
+    for p in sorted(CORPUS.rglob("*")):
+        if p.is_file():
+            texts.append(p.read_text(encoding="utf-8"))
+    return texts
+
+
+@pytest.fixture(scope="session")
+def beto_vocab_dir() -> Path:
+    """BETO's real uncased vocabulary folder (skips when ../shared is absent)."""
+    folder = SHARED_BETO / "uncased"
+    if not (folder / "vocab.txt").exists():
+        pytest.skip("../shared/beto/uncased is absent: BETO's vocabulary is needed for this test")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer BETO-shaped BertModel folder: BETO's vocabulary when present, else one trained."""
+    from beto_search.modelfolder import build_bert_folder, train_vocab
+
+    folder = tmp_path_factory.mktemp("tiny-beto")
+    vocab = SHARED_BETO / "uncased" / "vocab.txt"
+    if not vocab.exists():
+        vocab = train_vocab(corpus_texts(), tmp_path_factory.mktemp("vocab"))
+    return build_bert_folder(folder, vocab)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_model: Path):
+    from beto_search import BetoEncoder
+
+    return BetoEncoder(str(tiny_model))
+
+
+@pytest.fixture(scope="session")
+def corpus_index(tmp_path_factory: pytest.TempPathFactory, tiny_encoder) -> Path:
+    """corpora/es ingested once with the tiny model (tests copy it before changing it)."""
+    from beto_search import SearchEngine
+
+    folder = tmp_path_factory.mktemp("corpus-index") / "idx"
+    with SearchEngine.open(folder, encoder=tiny_encoder) as engine:
+        engine.ingest([CORPUS])
+    return folder
+
+
+@pytest.fixture
+def index_copy(corpus_index: Path, tmp_path: Path) -> Path:
+    """A private copy of the corpus index."""
+    import shutil
+
+    dest = tmp_path / "idx"
+    shutil.copytree(corpus_index, dest)
+    return dest
