@@ -58,7 +58,7 @@ class SpanishAnalyzer:
         out: list[Token] = []
         for m in _WORD.finditer(text):
             word = m.group().lower()
-            if word in self._stop:
+            if word in self._stop or fold(word) in self._stop:
                 continue
             term = fold(self._stemmer.stemWord(word))
             if term:

@@ -262,6 +262,44 @@ def compact(index: Path, wait: float) -> None:
     click.echo(f"compacted: {out['bytes_before']} -> {out['bytes_after']} bytes")
 
 
+@cli.command("eval")
+@_index_option
+@_encoder_options
+@click.option("--queries", required=True, type=click.Path(path_type=Path),
+              help="Queries: BEIR queries.jsonl (_id, text) or TREC topics (qid<TAB>text).")
+@click.option("--qrels", required=True, type=click.Path(path_type=Path),
+              help="Judgements: BEIR TSV (query-id, corpus-id, score) or TREC (qid 0 docid rel).")
+@click.option("--mode", type=click.Choice(["semantic", "lexical", "hybrid", "all"]), default="hybrid",
+              show_default=True, help="Search mode; 'all' shows the three side by side.")
+@click.option("-k", "k", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Documents retrieved per query.")
+@click.option("--fusion", type=click.Choice(["rrf", "convex"]), default="rrf", show_default=True)
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Weight of the dense score in convex fusion.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--per-query", type=click.Path(path_type=Path), default=None,
+              help="Write per-query metrics: JSON Lines (one object per mode and query, with the "
+                   "query's text and metadata), or TSV when FILE ends in .tsv.")
+@click.option("--run", "run_file", type=click.Path(path_type=Path), default=None,
+              help="Write a TREC run file (qid Q0 docid rank score tag); with --mode all, one file "
+                   "per mode named STEM.MODE.SUFFIX.")
+@_errors
+def eval_(index: Path, queries: Path, qrels: Path, mode: str, k: int, fusion: str, alpha: float,
+          as_json: bool, per_query: Path | None, run_file: Path | None, **enc: Any) -> None:
+    """Score the index on a judged query set: nDCG@10, MRR@10, R@1, R@10, R@100, MAP@100."""
+    from .evaluation import load_eval_set, run_evaluation
+
+    eval_set = load_eval_set(queries, qrels)
+    with _open(index, **enc) as engine:
+        report = run_evaluation(engine, eval_set, mode, k, fusion, alpha, per_query, run_file)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
+        return
+    for line in report.warning_lines():
+        click.echo(f"warning: {line}", err=True)
+    click.echo(report.table())
+
+
 def main() -> None:
     cli(prog_name="beto-search")
 

@@ -70,3 +70,38 @@ def index_copy(corpus_index: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "idx"
     shutil.copytree(corpus_index, dest)
     return dest
+
+
+class HashEncoder:
+    """A custom encoder (not BETO): hashed bag of words, to test the Encoder interface."""
+
+    name = "test-hash-encoder"
+    dimension = 64
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def _encode(self, texts: list[str]):
+        import re
+        import zlib
+
+        import numpy as np
+
+        self.calls += 1
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                out[i, zlib.crc32(word.encode()) % self.dimension] += 1.0
+            out[i, 0] += 1e-3
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    def encode_documents(self, texts: list[str]):
+        return self._encode(texts)
+
+    def encode_queries(self, texts: list[str]):
+        return self._encode(texts)
+
+
+@pytest.fixture
+def hash_encoder() -> HashEncoder:
+    return HashEncoder()

@@ -1,0 +1,138 @@
+"""BetoEncoder: pooling math with padding, normalisation, tokenization with BETO's vocabulary."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from beto_search import BetoEncoder, Encoder
+from beto_search.errors import InputError, ModelLoadError
+
+TEXTS = ["Hola.", "¿Cuál es la capital de España? Madrid es la capital y la ciudad más poblada."]
+
+
+def _hand_pooled(model_dir: Path, texts: list[str], pooling: str) -> np.ndarray:
+    """Token vectors from the raw BertModel, pooled by hand over the real (unpadded) tokens."""
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = BertModel.from_pretrained(model_dir).eval()
+    out = []
+    for text in texts:  # one at a time: no padding at all
+        enc = tok(text, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**enc).last_hidden_state[0].numpy()
+        vec = {"mean": hidden.mean(0), "max": hidden.max(0), "cls": hidden[0]}[pooling]
+        out.append(vec / np.linalg.norm(vec))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "cls"])
+def test_pooling_matches_hand_computation_with_padding(tiny_model: Path, pooling: str) -> None:
+    enc = BetoEncoder(str(tiny_model), pooling=pooling)
+    got = enc.encode_documents(TEXTS)  # one batch: the short text is padded
+    want = _hand_pooled(tiny_model, TEXTS, pooling)
+    assert got.dtype == np.float32 and got.shape == (2, enc.dimension)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_padding_does_not_change_a_vector(tiny_encoder: BetoEncoder) -> None:
+    alone = tiny_encoder.encode_documents([TEXTS[0]])
+    batched = tiny_encoder.encode_documents(TEXTS)[:1]
+    np.testing.assert_allclose(alone, batched, atol=1e-5)
+
+
+def test_encoder_protocol_and_facts(tiny_encoder: BetoEncoder, tiny_model: Path) -> None:
+    assert isinstance(tiny_encoder, Encoder)
+    assert tiny_encoder.name == str(tiny_model)
+    assert tiny_encoder.dimension == 32
+    assert tiny_encoder.max_seq_length == 512
+    assert tiny_encoder.describe()["pooling"] == "mean"
+    q = tiny_encoder.encode_queries(["una consulta"])
+    assert q.shape == (1, 32)
+
+
+def test_long_text_is_truncated_to_the_model_window(tiny_encoder: BetoEncoder) -> None:
+    ids = tiny_encoder.tokenize(["palabra " * 2000])[0]
+    assert len(ids) == 510
+    assert tiny_encoder.encode_documents(["palabra " * 2000]).shape == (1, 32)
+
+
+def test_batches_respect_the_token_budget(tiny_model: Path) -> None:
+    enc = BetoEncoder(str(tiny_model), batch_size=8, max_batch_tokens=100)
+    lengths = [50, 10, 12, 48, 11, 30, 9]
+    batches = enc.batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) * max(lengths[i] for i in b) <= 100 or len(b) == 1
+
+
+def test_saved_sentence_transformers_folder_loads(tiny_encoder: BetoEncoder, tmp_path: Path) -> None:
+    folder = tmp_path / "st"
+    tiny_encoder._model.save(str(folder))
+    enc = BetoEncoder(str(folder))
+    assert enc.pooling == "mean"
+    np.testing.assert_allclose(enc.encode_documents(TEXTS), tiny_encoder.encode_documents(TEXTS),
+                               atol=1e-5)
+    assert BetoEncoder(str(folder), pooling="max").pooling == "max"
+
+
+def test_missing_folder_is_one_clear_sentence(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError) as err:
+        BetoEncoder(str(tmp_path / "no-such-model"))
+    msg = str(err.value)
+    assert "does not exist" in msg and "\n" not in msg
+
+
+def test_unreachable_hub_is_one_clear_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError) as err:
+        BetoEncoder("dccuchile/bert-base-spanish-wwm-uncased")
+    msg = str(err.value)
+    assert "dccuchile/bert-base-spanish-wwm-uncased" in msg
+    assert "--model" in msg and ".save(" in msg and "\n" not in msg
+
+
+def test_folder_without_weights_is_refused(tmp_path: Path, tiny_model: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(tiny_model / "vocab.txt", bad / "vocab.txt")
+    (bad / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ModelLoadError):
+        BetoEncoder(str(bad))
+
+
+@pytest.mark.parametrize("kwargs", [{"pooling": "sum"}, {"precision": "fp64"}, {"device": "tpu"},
+                                    {"batch_size": 0}])
+def test_bad_settings_are_refused(tiny_model: Path, kwargs: dict) -> None:
+    with pytest.raises(InputError):
+        BetoEncoder(str(tiny_model), **kwargs)
+
+
+def test_beto_vocabulary_tokenizes_spanish_without_unk(beto_vocab_dir: Path, tmp_path: Path) -> None:
+    """The transformers-5 trap: a wrongly built tokenizer maps every token to [UNK]."""
+    from transformers import AutoTokenizer
+
+    from beto_search.modelfolder import TOKENIZER_CONFIG
+
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    shutil.copy(beto_vocab_dir / "vocab.txt", folder / "vocab.txt")
+    (folder / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG))
+    tok = AutoTokenizer.from_pretrained(folder)
+    tokens = tok.tokenize("¿Cuál es la capital de España?")
+    assert "[UNK]" not in tokens
+    assert "cuál" in tokens and "españa" in tokens  # lower-cased, accents kept
+    ids = tok("¿Cuál es la capital de España?")["input_ids"]
+    assert ids[0] == 4 and ids[-1] == 5 and tok.unk_token_id not in ids  # [CLS] 4, [SEP] 5
+    assert tok.pad_token_id == 1
+
+
+def test_tiny_model_uses_beto_vocabulary(beto_vocab_dir: Path, tiny_encoder: BetoEncoder) -> None:
+    ids = tiny_encoder.tokenize(["¿Cuál es la capital de España? Canción, canciones, año."])[0]
+    assert tiny_encoder.tokenizer.unk_token_id not in ids
