@@ -22,7 +22,11 @@ log = logging.getLogger(__name__)
 
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")
 _FILE = re.compile(r"^vectors-(\d{12})\.faiss$")
+MIN_TRAIN = 1000  # below this many vectors an approximate index is built flat (exact)
 AUTO_FLAT_MAX = 50_000  # flat (exact) search up to this many vectors, then IVF
+TRAIN_PER_LIST = 50  # IVF training vectors per list
+TRAIN_MAX = 200_000
+HNSW_REBUILD_FRACTION = 0.2  # rebuild an HNSW index once this share of it is tombstones
 
 
 @dataclass
@@ -51,7 +55,9 @@ class IndexSpec:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def concrete(self, n: int) -> str:
-        """The type to build for ``n`` vectors."""
+        """The type to build for ``n`` vectors: too few to train a quantizer on means flat."""
+        if self.type == "flat" or (self.type != "auto" and n < MIN_TRAIN):
+            return "flat"
         if self.type != "auto":
             return self.type
         return "flat" if n <= AUTO_FLAT_MAX else "ivf"
@@ -59,7 +65,11 @@ class IndexSpec:
     def nlist_for(self, n: int) -> int:
         if self.nlist:
             return self.nlist
-        return int(max(16, min(65536, 4 * int(np.sqrt(max(n, 1))))))
+        return int(max(4, min(65536, 2 * int(np.sqrt(max(n, 1))), n // 39)))
+
+    def train_size(self, n: int) -> int:
+        """How many stored vectors to train an IVF index on (k-means wants ~40+ per list)."""
+        return int(min(n, TRAIN_PER_LIST * self.nlist_for(n), TRAIN_MAX))
 
     def factory(self, n: int) -> str:
         kind = self.concrete(n)
@@ -113,6 +123,21 @@ class VectorIndex:
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 
+    @property
+    def live(self) -> int:
+        """Vectors that searches can return (tombstones excluded)."""
+        return self.ntotal - len(self.tombstones)
+
+    def needs_rebuild(self) -> bool:
+        """True once tombstones take too large a share of an HNSW index, or an IVF index has
+        grown so much that its lists are too long (the list count it would get now is over
+        twice the one it was trained with)."""
+        if self.tombstones and len(self.tombstones) > HNSW_REBUILD_FRACTION * self.ntotal:
+            return True
+        if self.kind == "ivf" and not self.spec.nlist:
+            return self.spec.nlist_for(self.live) > 2 * faiss.extract_index_ivf(self.index).nlist
+        return False
+
     def ids(self) -> np.ndarray:
         """Every id the index holds (tombstones included)."""
         if self.kind == "ivf":
@@ -131,6 +156,8 @@ class VectorIndex:
     # ----- changes -------------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
+            if self.tombstones:  # an id given back (never by the engine: its ids are not reused)
+                self.tombstones.difference_update(int(i) for i in ids)
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
                                     np.ascontiguousarray(ids, dtype=np.int64))
 
@@ -157,7 +184,13 @@ class VectorIndex:
         params = params or SearchParams()
         selector = None
         if allowed is not None:
-            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+            allowed = np.ascontiguousarray(allowed, dtype=np.int64)
+            if self.tombstones:
+                allowed = allowed[~np.isin(allowed, np.fromiter(self.tombstones, dtype=np.int64))]
+            if not len(allowed):
+                return (np.full((len(queries), k), -np.inf, dtype=np.float32),
+                        np.full((len(queries), k), -1, dtype=np.int64))
+            selector = faiss.IDSelectorBatch(allowed)
         elif self.tombstones:
             tomb = np.fromiter(self.tombstones, dtype=np.int64)
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(tomb))
