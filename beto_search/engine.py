@@ -437,7 +437,7 @@ class SearchEngine:
             spec = self.spec
             train = None
             if spec.concrete(n) != "flat":
-                train = self.store.sample_embeddings(dim, min(n, 100 * spec.nlist_for(n), 200_000))
+                train = self.store.sample_embeddings(dim, spec.train_size(n))
             vi = VectorIndex.build(spec, dim, n, train)
             for ids, vecs in self.store.iter_embeddings(dim):
                 vi.add(ids, vecs)
@@ -474,9 +474,11 @@ class SearchEngine:
         with self.store.snapshot():
             if self._vectors is None:
                 vi = self._load_vectors()
+                if vi.kind == "hnsw":  # HNSW cannot remove: ids SQLite lacks are tombstones
+                    vi.tombstones = set(vi.ids().tolist()) - set(self.store.chunk_ids().tolist())
                 self._catch_up(vi)
                 live = self.store.counts()["chunks"]
-                if vi.kind != "hnsw" and vi.ntotal != live:
+                if vi.live != live:
                     vi = self._rebuild_vectors(
                         f"the vector index holds {vi.ntotal} vectors for {live} chunks")
                 self._vectors = vi
@@ -488,7 +490,7 @@ class SearchEngine:
         if self._manifest is None:
             return
         vi = self.vectors()
-        if self.spec.concrete(vi.ntotal) != vi.kind:
+        if self.spec.concrete(vi.live) != vi.kind or vi.needs_rebuild():
             vi = self._vectors = self._rebuild_vectors()
         if not checkpoints(self.folder) or checkpoints(self.folder)[0][0] != vi.seq:
             vi.save(self.folder)
@@ -531,18 +533,21 @@ class SearchEngine:
             allowed = self.store.filtered_chunk_ids(flt) if flt else None
             if allowed is not None and not len(allowed):
                 return []
-            total = len(allowed) if allowed is not None else self.store.counts()["chunks"]
             depth = max(4 * k, 50)
             while True:
                 dense = self._dense(qvec, depth, allowed, params) if qvec is not None else {}
                 lexical = self._lexical(query, depth, flt) if mode != "semantic" else {}
                 fused = self._fuse(mode, fusion, alpha, dense, lexical)
                 hits = self._to_hits(fused, dense, lexical, k)
-                if len(hits) >= k or depth >= total:
+                if len(hits) >= k or depth >= self._candidates(allowed):
                     break
                 depth *= 4
             self._finish_hits(hits, query, qvec)
         return hits
+
+    def _candidates(self, allowed: np.ndarray | None) -> int:
+        """How many chunks a search can reach (to know when widening is done)."""
+        return len(allowed) if allowed is not None else self.store.counts()["chunks"]
 
     def _dense(
         self, qvec: np.ndarray, depth: int, allowed: np.ndarray | None, params: SearchParams
