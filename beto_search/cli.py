@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from .errors import BetoSearchError
+from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS
 from .types import Hit
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -152,8 +153,8 @@ def _print_hits(hits: list[Hit], explain: bool) -> None:
 @_encoder_options
 @click.option("--mode", type=click.Choice(["semantic", "lexical", "hybrid"]), default="hybrid",
               show_default=True)
-@click.option("--fusion", type=click.Choice(["rrf", "convex"]), default="rrf", show_default=True)
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True)
+@click.option("--alpha", type=click.FloatRange(0, 1), default=DEFAULT_ALPHA, show_default=True,
               help="Weight of the dense score in convex fusion.")
 @click.option("--where", multiple=True, help="KEY=VALUE filter on metadata, title or source (repeatable).")
 @click.option("--source", "source_glob", default=None, help="Only documents whose source matches GLOB.")
@@ -265,22 +266,22 @@ def compact(index: Path, wait: float) -> None:
 @cli.command("eval")
 @_index_option
 @_encoder_options
-@click.option("--queries", required=True, type=click.Path(path_type=Path),
+@click.option("--queries", required=True, type=click.Path(path_type=Path), metavar="FILE",
               help="Queries: BEIR queries.jsonl (_id, text) or TREC topics (qid<TAB>text).")
-@click.option("--qrels", required=True, type=click.Path(path_type=Path),
+@click.option("--qrels", required=True, type=click.Path(path_type=Path), metavar="FILE",
               help="Judgements: BEIR TSV (query-id, corpus-id, score) or TREC (qid 0 docid rel).")
 @click.option("--mode", type=click.Choice(["semantic", "lexical", "hybrid", "all"]), default="hybrid",
               show_default=True, help="Search mode; 'all' shows the three side by side.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=100, show_default=True,
               help="Documents retrieved per query.")
-@click.option("--fusion", type=click.Choice(["rrf", "convex"]), default="rrf", show_default=True)
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True)
+@click.option("--alpha", type=click.FloatRange(0, 1), default=DEFAULT_ALPHA, show_default=True,
               help="Weight of the dense score in convex fusion.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--per-query", type=click.Path(path_type=Path), default=None,
+@click.option("--per-query", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Write per-query metrics: JSON Lines (one object per mode and query, with the "
                    "query's text and metadata), or TSV when FILE ends in .tsv.")
-@click.option("--run", "run_file", type=click.Path(path_type=Path), default=None,
+@click.option("--run", "run_file", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Write a TREC run file (qid Q0 docid rank score tag); with --mode all, one file "
                    "per mode named STEM.MODE.SUFFIX.")
 @_errors

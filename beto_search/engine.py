@@ -23,7 +23,7 @@ from .errors import (
     InputError,
     ManifestMismatchError,
 )
-from .fusion import FUSIONS, RRF_K, convex, rrf
+from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS, RRF_K, convex, rrf
 from .ingest import IngestSummary, as_document, content_hash
 from .locking import WriteLock
 from .readers import ReaderOptions, ReadReport, iter_files, read_file
@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 DB_NAME = "index.db"
 MODES = ("semantic", "lexical", "hybrid")
-DEFAULT_FUSION = "rrf"
-DEFAULT_ALPHA = 0.5
 WORD_BUDGET = 200  # chunk size in words for encoders without a tokenizer
 DEFAULT_OVERLAP = 64
 BATCH_CHUNKS = 128  # chunks per ingest transaction
@@ -507,8 +505,9 @@ class SearchEngine:
         source: str | None = None,
         ef_search: int | None = None,
         nprobe: int | None = None,
+        snippets: bool = True,
     ) -> list[Hit]:
-        """The k best documents for ``query``, best first."""
+        """The k best documents for ``query``, best first (snippets=False skips highlighting)."""
         if not isinstance(query, str) or not query.strip():
             raise InputError("the query is empty; give some text to search for.")
         if not isinstance(k, int) or k < 1:
@@ -542,7 +541,7 @@ class SearchEngine:
                 if len(hits) >= k or depth >= self._candidates(allowed):
                     break
                 depth *= 4
-            self._finish_hits(hits, query, qvec)
+            self._finish_hits(hits, query, qvec, snippets)
         return hits
 
     def _candidates(self, allowed: np.ndarray | None) -> int:
@@ -616,7 +615,9 @@ class SearchEngine:
                             lexical_score=lexical.get(cid)))
         return hits
 
-    def _finish_hits(self, hits: list[Hit], query: str, qvec: np.ndarray | None) -> None:
+    def _finish_hits(
+        self, hits: list[Hit], query: str, qvec: np.ndarray | None, snippets: bool = True
+    ) -> None:
         """Exact dense scores for the explanation, and snippets with highlights."""
         if qvec is not None:
             missing = [h.chunk_id for h in hits if h.dense_score is None]
@@ -626,7 +627,7 @@ class SearchEngine:
                 for h in hits:
                     if h.dense_score is None:
                         h.dense_score = exact.get(h.chunk_id)
-        for h in hits:
+        for h in hits if snippets else []:
             snip = make_snippet(h.text, h.start, query, self.analyzer)
             h.snippet, h.snippet_start, h.snippet_end = snip.text, snip.start, snip.end
             h.highlight_spans = snip.spans

@@ -30,6 +30,7 @@ import ir_measures
 from ir_measures import AP, R, RR, nDCG
 
 from .errors import InputError
+from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION
 
 MODES = ("semantic", "lexical", "hybrid")
 # JSON key -> (ir_measures measure, name shown in tables)
@@ -146,12 +147,9 @@ def _detect_queries(path: Path, lines: list[tuple[int, str]]) -> str:
     if head and head[0].startswith("<"):
         raise InputError(f"{path} looks like TREC XML topics, which are not supported; write one "
                          "'qid<TAB>text' per line instead.")
-    jsonish = sum(t.startswith("{") for t in head)
-    if jsonish * 2 > len(head) or (jsonish * 2 == len(head) and path.suffix in (".jsonl", ".json")):
+    if path.suffix.lower() in (".jsonl", ".json"):
         return "beir"
-    if not head and path.suffix in (".jsonl", ".json"):
-        return "beir"
-    return "trec"
+    return "beir" if sum(t.startswith("{") for t in head) * 2 > len(head) else "trec"
 
 
 def read_queries(path: Path, warnings: list[str]) -> tuple[dict[str, Query], str]:
@@ -346,13 +344,14 @@ def score_run(eval_set: EvalSet, run: dict[str, list[tuple[str, float]]]
 
 
 def evaluate(engine: Any, eval_set: EvalSet, mode: str = "hybrid", k: int = 100,
-             fusion: str = "rrf", alpha: float = 0.5) -> EvalReport:
+             fusion: str = DEFAULT_FUSION, alpha: float = DEFAULT_ALPHA) -> EvalReport:
     """Search every query in each mode (document-level hits) and score the runs."""
     modes = modes_for(mode)
     if not isinstance(k, int) or k < 1:
         raise InputError("the number of results (k) must be a whole number of at least 1.")
-    if k < 100:
-        eval_set.warnings.append(f"k is {k}: recall@100 and map@100 only see the top {k} results")
+    shallow = f"k is {k}: recall@100 and map@100 only see the top {k} results"
+    if k < 100 and shallow not in eval_set.warnings:
+        eval_set.warnings.append(shallow)
     missing = missing_documents(engine, eval_set)
     means: dict[str, dict[str, float]] = {}
     per_query: dict[str, dict[str, dict[str, float]]] = {}
@@ -360,7 +359,7 @@ def evaluate(engine: Any, eval_set: EvalSet, mode: str = "hybrid", k: int = 100,
     for m in modes:
         run = {}
         for qid, q in eval_set.queries.items():
-            hits = engine.search(q.text, k=k, mode=m, fusion=fusion, alpha=alpha)
+            hits = engine.search(q.text, k=k, mode=m, fusion=fusion, alpha=alpha, snippets=False)
             run[qid] = [(h.doc_id, float(h.score)) for h in hits]
         runs[m] = run
         means[m], per_query[m] = score_run(eval_set, run)
@@ -442,7 +441,7 @@ def _cell(value: Any) -> str:
 
 
 def run_evaluation(engine: Any, eval_set: EvalSet, mode: str = "hybrid", k: int = 100,
-                   fusion: str = "rrf", alpha: float = 0.5, per_query: Path | None = None,
+                   fusion: str = DEFAULT_FUSION, alpha: float = DEFAULT_ALPHA, per_query: Path | None = None,
                    run: Path | None = None) -> EvalReport:
     """``evaluate`` plus the optional per-query and TREC run files (their paths in ``files``)."""
     report = evaluate(engine, eval_set, mode, k, fusion, alpha)

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 FUSIONS = ("rrf", "convex")
 RRF_K = 60
+# Chosen on corpora/es-dev: convex with a low dense weight degrades gracefully when the dense
+# ranking is weak (raw BETO is not a trained retriever); RRF gives a weak ranking equal say.
+DEFAULT_FUSION = "convex"
+DEFAULT_ALPHA = 0.3
 
 
 def rrf(rankings: list[list[int]], k: int = RRF_K) -> dict[int, float]:
