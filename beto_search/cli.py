@@ -173,7 +173,7 @@ def query(text: str, k: int, index: Path, mode: str, fusion: str, alpha: float,
                              source=source_glob, ef_search=ef_search, nprobe=nprobe)
     if as_json:
         click.echo(json.dumps({"query": text, "mode": mode, "fusion": fusion,
-                               "results": [h.to_dict(explain) for h in hits]}, ensure_ascii=False))
+                               "results": [h.to_dict() for h in hits]}, ensure_ascii=False))
     else:
         _print_hits(hits, explain)
 

@@ -163,6 +163,7 @@ class BetoEncoder:
 
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # no retry chatter
         path = Path(name).expanduser()
         if _looks_like_path(name) and not path.is_dir():
             raise ModelLoadError(

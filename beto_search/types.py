@@ -49,8 +49,8 @@ class Hit:
     highlight: str = ""
     highlight_spans: list[tuple[int, int]] = field(default_factory=list)
 
-    def to_dict(self, explain: bool = False) -> dict[str, Any]:
-        """The JSON shape of a hit."""
+    def to_dict(self, explain: bool = True) -> dict[str, Any]:
+        """The JSON shape of a hit (with its dense, lexical and fused scores unless explain=False)."""
         out: dict[str, Any] = {
             "rank": self.rank,
             "score": self.score,
@@ -63,6 +63,7 @@ class Hit:
             "metadata": self.metadata,
             "snippet": {"text": self.snippet, "start": self.snippet_start, "end": self.snippet_end},
             "highlight": self.highlight,
+            "highlight_spans": [list(span) for span in self.highlight_spans],
         }
         if explain:
             out["explain"] = {

@@ -47,7 +47,7 @@ def test_ingest_query_info_delete(runner: CliRunner, tmp_path: Path, tiny_model:
 
 def test_query_json_shape(runner: CliRunner, corpus_index: Path) -> None:
     res = runner.invoke(cli, ["query", "receta de cocina tradicional", "--index", str(corpus_index),
-                              "--json", "-k", "4", "--explain"])
+                              "--json", "-k", "4"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert set(out) >= {"query", "mode", "results"} and out["mode"] == "hybrid"

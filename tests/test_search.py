@@ -93,6 +93,7 @@ def test_snippet_and_highlight_offsets(small: SearchEngine) -> None:
     assert words == ["canciones", "populares"]
     assert "<mark>canciones</mark> <mark>populares</mark>" in hit.highlight
     assert hit.to_dict()["highlight"] == hit.highlight
+    assert hit.to_dict()["highlight_spans"] == [list(s) for s in hit.highlight_spans]
 
 
 def test_highlight_escapes_html(tmp_path: Path, tiny_encoder) -> None:
