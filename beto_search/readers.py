@@ -61,9 +61,35 @@ class ReadReport:
 
 
 def clean_text(text: str) -> str:
-    """NFC-normalise, drop a leading BOM and NUL bytes."""
+    """NFC-normalise, drop a leading BOM and NUL bytes, replace lone surrogates with U+FFFD."""
     text = text.lstrip("\ufeff").replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # e.g. undecodable argv bytes: SQLite and tokenizers refuse them
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return unicodedata.normalize("NFC", text)
+
+
+# Non-ASCII characters of Spanish text as cp1252 decodes them (few of them are what
+# cp1252 makes of Cyrillic, Greek or Central European letters).
+_WESTERN = set("áéíóúüñÁÉÍÓÚÜÑ¿¡«»€“”‘’—–…ºª°·çÇ\u00a0")
+
+
+def detect_encoding(sample: bytes) -> str | None:
+    """The encoding of non-UTF-8 bytes: cp1252 when it reads as Western text, else detected.
+
+    charset-normalizer alone often takes Spanish latin-1/cp1252 text for a Baltic or Central
+    European code page (ñ -> ń), and short samples for anything at all, so cp1252 goes first.
+    """
+    try:
+        text = sample.decode("cp1252")
+    except UnicodeDecodeError:
+        text = ""
+    high = [c for c in text if ord(c) > 127]
+    if high and sum(c in _WESTERN for c in high) >= 0.6 * len(high):
+        return "cp1252"
+    best = from_bytes(sample).best()
+    return best.encoding if best is not None else None
 
 
 def decode_bytes(data: bytes, encoding: str | None = None) -> str:
@@ -79,10 +105,13 @@ def decode_bytes(data: bytes, encoding: str | None = None) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    best = from_bytes(data[: 4 * SNIFF_BYTES]).best()
-    if best is None:
+    found = detect_encoding(data[: 4 * SNIFF_BYTES])
+    if found is None:
         raise InputError("not text (no character encoding fits)")
-    return data.decode(best.encoding, errors="replace")
+    return data.decode(found, errors="replace")
+
+
+_CONTROLS = bytes(b for b in range(1, 32) if b not in (9, 10, 11, 12, 13, 27))
 
 
 def looks_binary(head: bytes) -> bool:
@@ -91,8 +120,10 @@ def looks_binary(head: bytes) -> bool:
         return False
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 BOMs are text
         return False
-    controls = sum(1 for b in head if b < 9 or 13 < b < 32)
-    return head.count(0) > len(head) // 100 + 1 or controls > len(head) // 10
+    # Text in any 8-bit encoding or UTF-8 holds next to no C0 controls besides \t \n \v \f \r
+    # and ESC (colour codes); random or compressed bytes hold ~10% of them.
+    controls = len(head) - len(head.translate(None, _CONTROLS))
+    return head.count(0) > len(head) // 100 + 1 or controls > len(head) // 50 + 1
 
 
 def iter_files(paths: list[Path], report: ReadReport) -> Iterator[tuple[Path, Path]]:
@@ -201,8 +232,7 @@ def _text_lines(path: Path, opts: ReaderOptions) -> Iterator[str]:
         except UnicodeDecodeError as exc:
             encoding = "utf-8-sig" if exc.start > len(head) - 4 else None
         if encoding is None:
-            best = from_bytes(head).best()
-            encoding = best.encoding if best else "utf-8"
+            encoding = detect_encoding(head) or "utf-8"
     try:
         with path.open("r", encoding=encoding, errors="replace", newline="") as fh:
             yield from fh

@@ -144,7 +144,7 @@ class Store:
         except BaseException as exc:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
+            if isinstance(exc, sqlite3.DatabaseError | OSError):  # disk full, I/O errors
                 raise StorageError(f"writing to the index failed, nothing was changed ({exc}).") from None
             raise
 

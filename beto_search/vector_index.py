@@ -228,6 +228,9 @@ class VectorIndex:
         for old in checkpoints(folder):
             if old[1] != target:
                 old[1].unlink(missing_ok=True)
+        # temporary files of writers killed mid-save (saves run under the index's write lock)
+        for stale in folder.glob(".vectors-*.faiss.tmp-*"):
+            stale.unlink(missing_ok=True)
         return target
 
     @classmethod
