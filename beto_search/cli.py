@@ -249,7 +249,8 @@ def repair(index: Path, wait: float) -> None:
     """Rebuild the FAISS file from the vectors stored in SQLite."""
     with _open(index, wait=wait) as engine:
         out = engine.repair()
-    click.echo(f"rebuilt the vector index: {out['vectors']} vectors")
+    click.echo(f"rebuilt the vector index: {out['vectors']} vectors; re-encoded {out['reencoded']} "
+               f"documents whose chunks had lost their vectors")
 
 
 @cli.command()

@@ -328,12 +328,14 @@ class SearchEngine:
         finally:
             bar.close()
 
-    def _add_batch(self, docs: list[Document], summary: IngestSummary, bar: Any) -> None:
+    def _add_batch(
+        self, docs: list[Document], summary: IngestSummary, bar: Any, force: bool = False
+    ) -> None:
         old = self.store.hashes(d.id for d in docs)
         todo = []
         for d in docs:
             h = content_hash(d)
-            if old.get(d.id) == h:
+            if old.get(d.id) == h and not force:
                 summary.unchanged += 1
             else:
                 todo.append((d, h))
@@ -371,10 +373,11 @@ class SearchEngine:
         with self.store.write():
             self.store.put_documents(prepared)
         for d, _ in todo:
-            if d.id in old:
-                summary.updated += 1
-            else:
+            if d.id not in old:
                 summary.added += 1
+                summary.new_ids.add(d.id)
+            elif d.id not in summary.new_ids:  # a repeat of an id added earlier in this run
+                summary.updated += 1
         summary.chunks += len(all_chunks)
         bar.update(len(all_chunks))
 
@@ -508,7 +511,9 @@ class SearchEngine:
         snippets: bool = True,
     ) -> list[Hit]:
         """The k best documents for ``query``, best first (snippets=False skips highlighting)."""
-        if not isinstance(query, str) or not query.strip():
+        from .readers import clean_text
+
+        if not isinstance(query, str) or not clean_text(query).strip():
             raise InputError("the query is empty; give some text to search for.")
         if not isinstance(k, int) or k < 1:
             raise InputError("the number of results (k) must be a whole number of at least 1.")
@@ -520,8 +525,6 @@ class SearchEngine:
             raise InputError("alpha must be between 0 and 1.")
         if self._manifest is None:
             return []
-        from .readers import clean_text
-
         query = clean_text(query)
         flt = Filter({str(a): str(b) for a, b in (where or {}).items()}, source)
         params = SearchParams(ef_search=ef_search, nprobe=nprobe)
@@ -710,15 +713,23 @@ class SearchEngine:
         return problems
 
     def repair(self) -> dict[str, Any]:
-        """Rebuild the FAISS file from SQLite."""
+        """Rebuild the FAISS file from SQLite; re-encode documents whose chunks lost their vectors."""
         with WriteLock(self.folder, self.wait):
             self._manifest = self.store.manifest()
             if self._manifest is None:
-                return {"vectors": 0}
+                return {"vectors": 0, "reencoded": 0}
             started = time.perf_counter()
+            broken = self.store.documents_missing_vectors(self._dim())
+            if broken:
+                log.warning("re-encoding %d documents whose chunks lack vectors", len(broken))
+                docs = [Document(id=d["id"], text=d["text"], title=d["title"], source=d["source"],
+                                 metadata=d["metadata"]) for d in map(self.store.document, broken) if d]
+                bar = tqdm(disable=True)
+                self._add_batch(docs, IngestSummary(), bar, force=True)
             self._vectors = self._rebuild_vectors()
             self._vectors.save(self.folder)
-            return {"vectors": self._vectors.ntotal, "seconds": time.perf_counter() - started}
+            return {"vectors": self._vectors.ntotal, "reencoded": len(broken),
+                    "seconds": time.perf_counter() - started}
 
     def compact(self) -> dict[str, Any]:
         """Reclaim the space of deleted documents: VACUUM, a fresh FAISS file, history dropped."""

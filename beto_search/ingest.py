@@ -23,9 +23,10 @@ class IngestSummary:
     chunks: int = 0
     seconds: float = 0.0
     skipped: list[Skip] = field(default_factory=list)
+    new_ids: set[str] = field(default_factory=set, repr=False)  # ids added by this run
 
     def to_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
+        out = {k: v for k, v in self.__dict__.items() if k != "new_ids"}
         out["skipped"] = [{"where": s.where, "reason": s.reason} for s in self.skipped]
         out["seconds"] = round(self.seconds, 3)
         return out

@@ -388,6 +388,12 @@ class Store:
             out.append(f"{gaps} documents are not covered by their chunks")
         return out
 
+    def documents_missing_vectors(self, dim: int) -> list[str]:
+        """Ids of documents with a chunk that has no vector of the right size."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT c.doc_id FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id"
+            " WHERE e.vector IS NULL OR length(e.vector) != ?", (4 * dim,))]
+
     def vacuum(self) -> None:
         self.conn.execute("VACUUM")
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -224,7 +224,9 @@ class VectorIndex:
                 os.close(dfd)
         except (OSError, RuntimeError) as exc:
             tmp.unlink(missing_ok=True)
-            raise StorageError(f"could not write the vector index file ({exc}).") from None
+            raise StorageError(
+                f"could not write the vector index file ({exc}); the stored documents are safe and "
+                f"the next open rebuilds it from SQLite.") from None
         for old in checkpoints(folder):
             if old[1] != target:
                 old[1].unlink(missing_ok=True)

@@ -164,3 +164,18 @@ def test_stored_embeddings_are_the_encoder_output(corpus_index: Path, tiny_encod
         _, stored = engine.store.embeddings(ids, 32)
         fresh = tiny_encoder.encode_documents([rows[i].text for i in ids])
         np.testing.assert_allclose(stored, fresh, atol=1e-5)
+
+
+def test_duplicate_id_across_batches_counts_once(tmp_path: Path, hash_encoder) -> None:
+    docs = [{"id": f"d{i}", "text": f"documento {i}"} for i in range(300)]
+    docs.append({"id": "d0", "text": "la última versión gana"})
+    with SearchEngine.open(tmp_path / "dup", encoder=hash_encoder) as engine:
+        s = engine.add(docs)
+        assert (s.added, s.updated, s.duplicates) == (300, 0, 1)
+        assert engine.store.document("d0")["text"] == "la última versión gana"
+
+
+def test_query_of_only_nul_characters_is_empty(corpus_index: Path) -> None:
+    with SearchEngine.open(corpus_index, create=False) as engine:
+        with pytest.raises(InputError, match="empty"):
+            engine.search("\x00\x00")

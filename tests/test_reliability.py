@@ -362,13 +362,15 @@ def test_verify_fails_on_a_chunk_without_embedding(index_copy: Path, cli_run) ->
     assert "problem: 1 chunks have no vector of dimension 32" in res.stderr
     assert "problem: the lexical index has" in res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith("Error: ")
-    # repair rebuilds the FAISS file, but cannot invent a vector: verify keeps failing ...
-    assert cli_run("repair", "--index", index_copy).exit_code == 0
-    assert cli_run("verify", "--index", index_copy).exit_code == 1
-    # ... until the broken document is deleted (and can be ingested again)
-    assert cli_run("delete", doc_id, "--index", index_copy).exit_code == 0
+    # repair re-encodes the broken document from its stored text and rebuilds the FAISS file
+    res = cli_run("repair", "--index", index_copy)
+    assert res.exit_code == 0 and "re-encoded 1 documents" in res.output
     res = cli_run("verify", "--index", index_copy)
     assert res.exit_code == 0, res.output
+    con = sqlite3.connect(index_copy / "index.db")
+    assert con.execute("SELECT count(*) FROM chunks WHERE doc_id = ? AND ordinal = 99",
+                       (doc_id,)).fetchone()[0] == 0
+    con.close()
 
 
 def test_verify_fails_on_a_bad_vector_blob(index_copy: Path) -> None:
@@ -380,6 +382,8 @@ def test_verify_fails_on_a_bad_vector_blob(index_copy: Path) -> None:
     res = CliRunner().invoke(cli, ["verify", "--index", str(index_copy)])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "chunks have no vector of dimension 32" in res.stderr
+    assert CliRunner().invoke(cli, ["repair", "--index", str(index_copy)]).exit_code == 0
+    assert CliRunner().invoke(cli, ["verify", "--index", str(index_copy)]).exit_code == 0
 
 
 def test_compact_reclaims_space_after_deletes(tmp_path: Path) -> None:
