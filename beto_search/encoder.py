@@ -202,8 +202,6 @@ class BetoEncoder:
         )
 
     def _apply_precision(self) -> None:
-        import torch
-
         if self.precision == "fp16" and self._torch_device != "cuda":
             raise InputError("precision fp16 needs a CUDA GPU; on the CPU use bf16 or int8.")
         if self.precision == "bf16" and self._torch_device == "cpu" and not cpu_supports_bf16():

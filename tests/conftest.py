@@ -63,6 +63,23 @@ def corpus_index(tmp_path_factory: pytest.TempPathFactory, tiny_encoder) -> Path
 
 
 @pytest.fixture
+def cli_run(monkeypatch: pytest.MonkeyPatch, tiny_model: Path, tiny_encoder):
+    """Invoke the CLI in-process with the session's tiny encoder (no model reload per call)."""
+    from click.testing import CliRunner
+
+    import beto_search.engine as engine_mod
+    from beto_search.cli import cli
+
+    monkeypatch.setattr(engine_mod, "BetoEncoder", lambda *a, **k: tiny_encoder)
+
+    def run(*args: object):
+        return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+    run.model = str(tiny_model)
+    return run
+
+
+@pytest.fixture
 def index_copy(corpus_index: Path, tmp_path: Path) -> Path:
     """A private copy of the corpus index."""
     import shutil

@@ -19,12 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beto_search import SearchEngine
-from beto_search.cli import cli
 from beto_search.readers import ReaderOptions, ReadReport, clean_text, iter_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,19 +56,6 @@ class HashEncoder:
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return self._encode(texts)
 
-
-@pytest.fixture
-def cli_run(monkeypatch: pytest.MonkeyPatch, tiny_model: Path, tiny_encoder):
-    """Invoke the CLI in-process with the session's tiny encoder (no model reload per call)."""
-    import beto_search.engine as engine_mod
-
-    monkeypatch.setattr(engine_mod, "BetoEncoder", lambda *a, **k: tiny_encoder)
-
-    def run(*args: str):
-        return CliRunner().invoke(cli, [*map(str, args)], catch_exceptions=False)
-
-    run.model = str(tiny_model)
-    return run
 
 
 def ingest(cli_run, index: Path, *args: str, json_out: bool = True):

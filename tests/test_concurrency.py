@@ -13,10 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from beto_search import SearchEngine
-from beto_search.cli import cli
 from beto_search.errors import LockTimeoutError
 from beto_search.locking import WriteLock
 
@@ -40,18 +38,6 @@ def _hold_lock(folder: Path, seconds: float) -> subprocess.Popen:
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
-
-@pytest.fixture
-def cli_run(monkeypatch: pytest.MonkeyPatch, tiny_model: Path, tiny_encoder):
-    import beto_search.engine as engine_mod
-
-    monkeypatch.setattr(engine_mod, "BetoEncoder", lambda *a, **k: tiny_encoder)
-
-    def run(*args: object):
-        return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-    run.model = str(tiny_model)
-    return run
 
 
 def test_second_writer_waits_then_fails_naming_the_holder(index_copy: Path, cli_run,

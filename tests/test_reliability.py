@@ -65,19 +65,6 @@ def raising_for(index: Path) -> RaisingEncoder:
     return RaisingEncoder(m["encoder"], m["dimension"], m["pooling"])
 
 
-@pytest.fixture
-def cli_run(monkeypatch: pytest.MonkeyPatch, tiny_model: Path, tiny_encoder):
-    """Invoke the CLI in-process with the session's tiny encoder (no model reload per call)."""
-    import beto_search.engine as engine_mod
-
-    monkeypatch.setattr(engine_mod, "BetoEncoder", lambda *a, **k: tiny_encoder)
-
-    def run(*args: object):
-        return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-    run.model = str(tiny_model)
-    return run
-
 
 def one_sentence_error(res) -> str:
     assert res.exit_code == 1, res.output
