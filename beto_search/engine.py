@@ -453,7 +453,8 @@ class SearchEngine:
             try:
                 return VectorIndex.load(path, file_seq, self._dim(), self.spec)
             except (RuntimeError, ValueError, OSError) as exc:
-                log.warning("the vector index file %s is unreadable (%s)", path.name, exc)
+                why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
+                log.warning("the vector index file %s is unreadable (%s)", path.name, why)
         return self._rebuild_vectors("no usable vector index file" if seq else None)
 
     def _catch_up(self, vi: VectorIndex) -> None:
@@ -704,11 +705,10 @@ class SearchEngine:
         with self.store.snapshot():
             sql_ids = set(self.store.chunk_ids().tolist())
             faiss_ids = set(vi.ids().tolist()) - vi.tombstones
-        if vi.kind == "hnsw":
-            faiss_ids &= sql_ids | set()  # stale HNSW ids are filtered at search; report missing only
+        # (HNSW ids SQLite no longer has are tombstones: filtered at search, dropped by compact)
         if sql_ids - faiss_ids:
             problems.append(f"{len(sql_ids - faiss_ids)} chunks have no vector in the FAISS index")
-        if vi.kind != "hnsw" and faiss_ids - sql_ids:
+        if faiss_ids - sql_ids:
             problems.append(f"the FAISS index holds {len(faiss_ids - sql_ids)} ids SQLite lacks")
         return problems
 
