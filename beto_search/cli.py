@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
+from .encoder import PRECISIONS
 from .errors import BetoSearchError
 from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS
 from .types import Hit
@@ -45,7 +46,7 @@ def _encoder_options(func: F) -> F:
                           "dccuchile/bert-base-spanish-wwm-uncased)."),
         click.option("--pooling", type=click.Choice(["mean", "max", "cls"]), default=None,
                      help="Pooling of token vectors (new indexes; default mean)."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "int8"]), default=None,
+        click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
                      help="Encoder arithmetic (default: the index's, else fp32)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                      show_default=True),

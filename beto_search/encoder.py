@@ -4,7 +4,8 @@
 sentence-transformers folder), then encodes its own way: texts are tokenized once, sorted by
 length and cut into batches under a padded-token budget, and run under ``torch.inference_mode``
 with the requested precision (fp32, bf16 autocast where the hardware supports it, int8 dynamic
-quantization of the Linear layers, fp16 on CUDA). Outputs are L2-normalised float32.
+quantization of the Linear layers, fp16 on CUDA), or through ONNX Runtime int8 (``onnx-int8``,
+see onnx_backend.py). Outputs are L2-normalised float32.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "dccuchile/bert-base-spanish-wwm-uncased"
 POOLINGS = ("mean", "max", "cls")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "onnx-int8")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -137,6 +138,14 @@ class BetoEncoder:
             raise InputError(f"device must be one of {', '.join(DEVICES)}, not '{device}'.")
         if batch_size < 1 or max_batch_tokens < 1:
             raise InputError("batch size and batch token budget must be at least 1.")
+        if precision == "onnx-int8":
+            from .onnx_backend import require_onnxruntime
+
+            require_onnxruntime()  # before loading anything
+            if device == "cuda":
+                raise InputError("precision onnx-int8 runs on the CPU only; use --device cpu or bf16/fp16.")
+            device = "cpu"
+        self._onnx: Any = None
         self.model_name = str(model)
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -209,11 +218,25 @@ class BetoEncoder:
                 "precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX), which this one "
                 "lacks; use int8 or fp32."
             )
+        if self.precision in ("int8", "onnx-int8") and self._torch_device != "cpu":
+            raise InputError(f"precision {self.precision} runs on the CPU only; use --device cpu or "
+                             f"bf16/fp16.")
         if self.precision == "int8":
-            if self._torch_device != "cpu":
-                raise InputError("precision int8 runs on the CPU only; use --device cpu or bf16/fp16.")
             quantize_int8(self.transformer.model)
         self._model.eval()
+        if self.precision == "onnx-int8":
+            from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+
+            from .onnx_backend import OnnxInt8Backend
+
+            extra = [type(m).__name__ for m in list(self._model)[1:]
+                     if not isinstance(m, (Pooling, Normalize))]
+            if extra:
+                raise InputError(f"precision onnx-int8 supports Transformer -> Pooling -> Normalize "
+                                 f"models; '{self.model_name}' also has {', '.join(extra)}.")
+
+            self._onnx = OnnxInt8Backend.for_model(
+                self.transformer.model, self.model_name, self.revision, self.pooling)
 
     # ----- facts ---------------------------------------------------------------------------
     @property
@@ -292,6 +315,8 @@ class BetoEncoder:
         limit = self.max_seq_length - 2
         seqs = [[tok.cls_token_id, *ids[:limit], tok.sep_token_id] for ids in token_ids]
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        if self._onnx is not None:
+            return normalize_rows(self._onnx.encode_seqs(seqs, pad, self.batches, self.dimension))
         for batch in self.batches([len(s) for s in seqs]):
             width = max(len(seqs[i]) for i in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
