@@ -26,6 +26,7 @@ def stopwords() -> frozenset[str]:
     return frozenset(words | {fold(w) for w in words})
 
 
+@lru_cache(maxsize=1 << 16)
 def fold(word: str) -> str:
     """Remove diacritics except the tilde of ñ (Ñ is lower-cased before)."""
     out = []
