@@ -270,23 +270,30 @@ class SearchEngine:
         files = list(iter_files(roots, report))
         summary = IngestSummary()
         seen: set[str] = set()
+        read_whole: set[str] = set()  # files read without any skip: their absent ids are gone
 
         def documents() -> Iterator[Document]:
             for path, root in tqdm(files, desc="files", unit="file", disable=not progress,
                                    leave=False):
+                source, skips = str(path.resolve()), len(report.skips)
                 for doc in read_file(path, root, reader, report):
-                    doc.source = str(path.resolve())
+                    doc.source = source
                     yield doc
+                if len(report.skips) == skips:
+                    read_whole.add(source)
 
         started = time.perf_counter()
         with self._writing():
             self._add_stream(documents(), summary, seen, progress)
             if prune:
-                gone: list[str] = []
-                for root in roots:
-                    if root.is_dir():
-                        gone += [i for i in self.store.ids_from_sources_under(str(root.resolve()))
-                                 if i not in seen]
+                # a document is gone when its file is, or when its file was read whole without
+                # it; a file that could not be read (or had bad records) keeps its documents
+                gone = [
+                    doc_id
+                    for root in roots if root.is_dir()
+                    for doc_id, source in self.store.sources_under(str(root.resolve()))
+                    if doc_id not in seen and (source in read_whole or not os.path.exists(source))
+                ]
                 if gone:
                     with self.store.write():
                         summary.pruned = len(self.store.delete_documents(gone))

@@ -247,11 +247,12 @@ class Store:
                 found.append(doc_id)
         return found
 
-    def ids_from_sources_under(self, folder: str) -> list[str]:
-        """Ids of documents whose source file lies under ``folder`` (an absolute path)."""
+    def sources_under(self, folder: str) -> list[tuple[str, str]]:
+        """(id, source) of documents whose source file lies under ``folder`` (an absolute path)."""
         prefix = folder.rstrip("/") + "/"
-        return [r[0] for r in self.conn.execute(
-            "SELECT id FROM documents WHERE substr(source, 1, ?) = ?", (len(prefix), prefix))]
+        return self.conn.execute(
+            "SELECT id, source FROM documents WHERE substr(source, 1, ?) = ?",
+            (len(prefix), prefix)).fetchall()
 
     # ----- reading -------------------------------------------------------------------------
     def changes_since(self, seq: int) -> list[tuple[int, str, int]]:

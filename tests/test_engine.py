@@ -179,3 +179,21 @@ def test_query_of_only_nul_characters_is_empty(corpus_index: Path) -> None:
     with SearchEngine.open(corpus_index, create=False) as engine:
         with pytest.raises(InputError, match="empty"):
             engine.search("\x00\x00")
+
+
+def test_prune_keeps_documents_of_files_that_could_not_be_read(tmp_path: Path, hash_encoder) -> None:
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("Primer documento sobre ríos.", "utf-8")
+    (corpus / "b.jsonl").write_text('{"id": "j1", "text": "uno"}\n{"id": "j2", "text": "dos"}\n', "utf-8")
+    with SearchEngine.open(tmp_path / "idx", encoder=hash_encoder) as engine:
+        assert engine.ingest([corpus]).added == 3
+        (corpus / "a.txt").write_bytes(b"\x00\x01\x02\x03" * 100)  # now binary: skipped, not gone
+        (corpus / "b.jsonl").write_text('{"id": "j1", "text": "uno"}\n{"id": "j2", "text": \n', "utf-8")
+        s = engine.ingest([corpus], prune=True)
+        assert s.pruned == 0 and len(s.skipped) == 2
+        assert engine.info()["documents"] == 3
+        (corpus / "b.jsonl").write_text('{"id": "j1", "text": "uno"}\n', "utf-8")  # j2 removed
+        (corpus / "a.txt").unlink()
+        s = engine.ingest([corpus], prune=True)
+        assert s.pruned == 2 and engine.store.document("j1") is not None
