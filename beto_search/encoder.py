@@ -5,7 +5,8 @@ sentence-transformers folder), then encodes its own way: texts are tokenized onc
 length and cut into batches under a padded-token budget, and run under ``torch.inference_mode``
 with the requested precision (fp32, bf16 autocast where the hardware supports it, int8 dynamic
 quantization of the Linear layers, fp16 on CUDA), or through ONNX Runtime int8 (``onnx-int8``,
-see onnx_backend.py). Outputs are L2-normalised float32.
+see onnx_backend.py) or OpenVINO static int8 (``ov-int8``, see openvino_backend.py). Outputs are
+L2-normalised float32.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "dccuchile/bert-base-spanish-wwm-uncased"
 POOLINGS = ("mean", "max", "cls")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8", "onnx-int8")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "onnx-int8", "ov-int8")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -145,6 +146,13 @@ class BetoEncoder:
             if device == "cuda":
                 raise InputError("precision onnx-int8 runs on the CPU only; use --device cpu or bf16/fp16.")
             device = "cpu"
+        if precision == "ov-int8":
+            from .openvino_backend import require_openvino
+
+            require_openvino()  # before loading anything
+            if device == "cuda":
+                raise InputError("precision ov-int8 runs on the CPU only; use --device cpu or bf16/fp16.")
+            device = "cpu"
         self._onnx: Any = None
         self.model_name = str(model)
         self.batch_size = batch_size
@@ -218,25 +226,32 @@ class BetoEncoder:
                 "precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX), which this one "
                 "lacks; use int8 or fp32."
             )
-        if self.precision in ("int8", "onnx-int8") and self._torch_device != "cpu":
+        if self.precision in ("int8", "onnx-int8", "ov-int8") and self._torch_device != "cpu":
             raise InputError(f"precision {self.precision} runs on the CPU only; use --device cpu or "
                              f"bf16/fp16.")
         if self.precision == "int8":
             quantize_int8(self.transformer.model)
         self._model.eval()
-        if self.precision == "onnx-int8":
+        if self.precision in ("onnx-int8", "ov-int8"):
             from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
-
-            from .onnx_backend import OnnxInt8Backend
 
             extra = [type(m).__name__ for m in list(self._model)[1:]
                      if not isinstance(m, (Pooling, Normalize))]
             if extra:
-                raise InputError(f"precision onnx-int8 supports Transformer -> Pooling -> Normalize "
-                                 f"models; '{self.model_name}' also has {', '.join(extra)}.")
+                raise InputError(f"precision {self.precision} supports Transformer -> Pooling -> "
+                                 f"Normalize models; '{self.model_name}' also has {', '.join(extra)}.")
+        if self.precision == "onnx-int8":
+            from .onnx_backend import OnnxInt8Backend
 
             self._onnx = OnnxInt8Backend.for_model(
                 self.transformer.model, self.model_name, self.revision, self.pooling)
+        if self.precision == "ov-int8":
+            from .openvino_backend import OpenVinoInt8Backend
+
+            # self._onnx: the encoder's non-torch backend (same encode_seqs interface)
+            self._onnx = OpenVinoInt8Backend.for_model(
+                self.transformer.model, self.tokenizer, self.max_seq_length, self.model_name,
+                self.revision, self.pooling)
 
     # ----- facts ---------------------------------------------------------------------------
     @property

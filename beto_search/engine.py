@@ -275,7 +275,7 @@ class SearchEngine:
         def documents() -> Iterator[Document]:
             for path, root in tqdm(files, desc="files", unit="file", disable=not progress,
                                    leave=False):
-                source, skips = str(path.resolve()), len(report.skips)
+                source, skips = _resolved(path), len(report.skips)
                 for doc in read_file(path, root, reader, report):
                     doc.source = source
                     yield doc
@@ -751,6 +751,14 @@ class SearchEngine:
             self.store.vacuum()
             after = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
             return {"bytes_before": before, "bytes_after": after}
+
+
+def _resolved(path: Path) -> str:
+    """The absolute, symlink-free path; a broken or looping link stays as it is."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):
+        return os.path.abspath(path)
 
 
 def _top(ids: np.ndarray, scores: np.ndarray, n: int) -> dict[int, float]:
