@@ -11,6 +11,7 @@ L2-normalised float32.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -248,7 +249,7 @@ class BetoEncoder:
         if self.precision == "ov-int8":
             from .openvino_backend import OpenVinoInt8Backend
 
-            # self._onnx: the encoder's non-torch backend (same encode_seqs interface)
+            # self._onnx: the encoder's non-torch backend: embed(ids, mask) -> pooled vectors
             self._onnx = OpenVinoInt8Backend.for_model(
                 self.transformer.model, self.tokenizer, self.max_seq_length, self.model_name,
                 self.revision, self.pooling)
@@ -318,6 +319,19 @@ class BetoEncoder:
             out.append(current)
         return out
 
+    def padded_batches(
+        self, seqs: list[list[int]], pad: int
+    ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+        """(indices, int64 ids, int64 attention mask) per length-sorted batch, padded with ``pad``."""
+        for batch in self.batches([len(s) for s in seqs]):
+            width = max(len(seqs[i]) for i in batch)
+            ids = np.full((len(batch), width), pad, dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            for row, i in enumerate(batch):
+                ids[row, : len(seqs[i])] = seqs[i]
+                mask[row, : len(seqs[i])] = 1
+            yield batch, ids, mask
+
     def encode_token_ids(self, token_ids: list[list[int]]) -> np.ndarray:
         """Embeddings from token ids without special tokens (as the chunker produces them)."""
         import torch
@@ -330,19 +344,14 @@ class BetoEncoder:
         limit = self.max_seq_length - 2
         seqs = [[tok.cls_token_id, *ids[:limit], tok.sep_token_id] for ids in token_ids]
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        if self._onnx is not None:
-            return normalize_rows(self._onnx.encode_seqs(seqs, pad, self.batches, self.dimension))
-        for batch in self.batches([len(s) for s in seqs]):
-            width = max(len(seqs[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, : len(seqs[i])] = torch.tensor(seqs[i], dtype=torch.long)
-                mask[row, : len(seqs[i])] = 1
+        for batch, ids, mask in self.padded_batches(seqs, pad):
+            if self._onnx is not None:
+                out[batch] = self._onnx.embed(ids, mask)
+                continue
             features = {
-                "input_ids": ids.to(self._torch_device),
-                "attention_mask": mask.to(self._torch_device),
-                "token_type_ids": torch.zeros_like(ids).to(self._torch_device),
+                "input_ids": torch.from_numpy(ids).to(self._torch_device),
+                "attention_mask": torch.from_numpy(mask).to(self._torch_device),
+                "token_type_ids": torch.zeros(ids.shape, dtype=torch.long, device=self._torch_device),
             }
             with torch.inference_mode(), self._autocast():
                 emb = self._model(features)["sentence_embedding"]

@@ -21,7 +21,6 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -256,18 +255,8 @@ class OnnxInt8Backend:
                              f"{type(bert).__name__}.")
         return cls(cached_int8_model(bert, model_name, revision), pooling, threads)
 
-    def encode_seqs(self, seqs: list[list[int]], pad: int,
-                    batches: Callable[[list[int]], list[list[int]]], dimension: int) -> np.ndarray:
-        """Pooled (not yet normalised) vectors of token id sequences (special tokens included)."""
-        out = np.zeros((len(seqs), dimension), dtype=np.float32)
-        for batch in batches([len(s) for s in seqs]):
-            width = max(len(seqs[i]) for i in batch)
-            ids = np.full((len(batch), width), pad, dtype=np.int64)
-            mask = np.zeros((len(batch), width), dtype=np.int64)
-            for row, i in enumerate(batch):
-                ids[row, : len(seqs[i])] = seqs[i]
-                mask[row, : len(seqs[i])] = 1
-            hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask,
-                                             "token_type_ids": np.zeros_like(ids)})[0]
-            out[batch] = pool(hidden, mask, self.pooling)
-        return out
+    def embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Pooled (not yet normalised) vectors of one padded batch (special tokens included)."""
+        hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                         "token_type_ids": np.zeros_like(ids)})[0]
+        return pool(hidden, mask, self.pooling)

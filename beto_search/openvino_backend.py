@@ -25,7 +25,6 @@ import shutil
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -218,20 +217,10 @@ class OpenVinoInt8Backend:
         path = cached_int8_model(bert, tokenizer, max_length, model_name, revision)
         return cls(path, pooling, threads)
 
-    def encode_seqs(self, seqs: list[list[int]], pad: int,
-                    batches: Callable[[list[int]], list[list[int]]], dimension: int) -> np.ndarray:
-        """Pooled (not yet normalised) vectors of token id sequences (special tokens included)."""
-        out = np.zeros((len(seqs), dimension), dtype=np.float32)
-        for batch in batches([len(s) for s in seqs]):
-            width = max(len(seqs[i]) for i in batch)
-            ids = np.full((len(batch), width), pad, dtype=np.int64)
-            mask = np.zeros((len(batch), width), dtype=np.int64)
-            for row, i in enumerate(batch):
-                ids[row, : len(seqs[i])] = seqs[i]
-                mask[row, : len(seqs[i])] = 1
-            with self._lock:
-                self._request.infer({"input_ids": ids, "attention_mask": mask,
-                                     "token_type_ids": np.zeros_like(ids)})
-                hidden = np.array(self._request.get_output_tensor(0).data, dtype=np.float32)
-            out[batch] = pool(hidden, mask, self.pooling)
-        return out
+    def embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Pooled (not yet normalised) vectors of one padded batch (special tokens included)."""
+        with self._lock:
+            self._request.infer({"input_ids": ids, "attention_mask": mask,
+                                 "token_type_ids": np.zeros_like(ids)})
+            hidden = np.array(self._request.get_output_tensor(0).data, dtype=np.float32)
+        return pool(hidden, mask, self.pooling)
