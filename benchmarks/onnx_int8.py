@@ -86,17 +86,10 @@ class OnnxEncoder:
         seqs = [[tok.cls_token_id, *ids[:limit], tok.sep_token_id] for ids in token_ids]
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         out = np.zeros((len(seqs), enc.dimension), dtype=np.float32)
-        for batch in enc.batches([len(s) for s in seqs]):
-            width = max(len(seqs[i]) for i in batch)
-            ids = np.full((len(batch), width), pad, dtype=np.int64)
-            mask = np.zeros((len(batch), width), dtype=np.int64)
-            for row, i in enumerate(batch):
-                ids[row, : len(seqs[i])] = seqs[i]
-                mask[row, : len(seqs[i])] = 1
+        for batch, ids, mask in enc.padded_batches(seqs, pad):
             hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask,
                                              "token_type_ids": np.zeros_like(ids)})[0]
-            m = mask[..., None].astype(np.float32)
-            out[batch] = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+            out[batch] = onnx_backend.pool(hidden, mask, "mean")
         return normalize_rows(out)
 
 
