@@ -233,16 +233,22 @@ def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
     if mode == "mean":
         mf = m.astype(hidden.dtype)
         return (hidden * mf).sum(axis=1) / np.maximum(mf.sum(axis=1), 1e-9)
-    raise InputError(f"precision onnx-int8 supports pooling {', '.join(POOLINGS)}, not '{mode}'.")
+    check_pooling(mode, "onnx-int8")
+    raise AssertionError(mode)  # unreachable: check_pooling raised
+
+
+def check_pooling(pooling: str, precision: str) -> None:
+    """Compiled backends pool in numpy: mean, max or cls."""
+    if pooling not in POOLINGS:
+        raise InputError(
+            f"precision {precision} supports pooling {', '.join(POOLINGS)}, not '{pooling}'.")
 
 
 class OnnxInt8Backend:
     """An ORT session over the quantized model plus the encoder's pooling."""
 
     def __init__(self, path: Path, pooling: str, threads: int | None = None) -> None:
-        if pooling not in POOLINGS:
-            raise InputError(
-                f"precision onnx-int8 supports pooling {', '.join(POOLINGS)}, not '{pooling}'.")
+        check_pooling(pooling, "onnx-int8")
         self.path = Path(path)
         self.pooling = pooling
         self.session = make_session(self.path, threads)

@@ -32,12 +32,11 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .onnx_backend import _weights_fingerprint, cache_root, pool
+from .onnx_backend import _weights_fingerprint, cache_root, check_pooling, pool
 
 log = logging.getLogger(__name__)
 
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
-POOLINGS = ("mean", "max", "cls")
 MODEL_FILE = "model_int8.xml"
 WEIGHTS_FILE = "model_int8.bin"
 CALIBRATION = Path(__file__).resolve().parent / "data" / "calibration_es.txt"
@@ -195,9 +194,7 @@ class OpenVinoInt8Backend:
     """A compiled OpenVINO int8 model plus the encoder's pooling."""
 
     def __init__(self, path: Path, pooling: str, threads: int | None = None) -> None:
-        if pooling not in POOLINGS:
-            raise InputError(
-                f"precision ov-int8 supports pooling {', '.join(POOLINGS)}, not '{pooling}'.")
+        check_pooling(pooling, "ov-int8")
         self.path = Path(path)
         self.pooling = pooling
         self.compiled = compile_model(self.path, threads)
@@ -211,9 +208,7 @@ class OpenVinoInt8Backend:
         if not (hasattr(bert, "embeddings") and hasattr(bert, "encoder")):
             raise InputError(f"precision ov-int8 needs a BERT-like model; '{model_name}' is a "
                              f"{type(bert).__name__}.")
-        if pooling not in POOLINGS:
-            raise InputError(
-                f"precision ov-int8 supports pooling {', '.join(POOLINGS)}, not '{pooling}'.")
+        check_pooling(pooling, "ov-int8")
         path = cached_int8_model(bert, tokenizer, max_length, model_name, revision)
         return cls(path, pooling, threads)
 

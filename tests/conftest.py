@@ -62,6 +62,32 @@ def corpus_index(tmp_path_factory: pytest.TempPathFactory, tiny_encoder) -> Path
     return folder
 
 
+SPANISH_TEXTS = [
+    "¿Quién escribió Cien años de soledad?",
+    "Gabriel García Márquez nació en Aracataca, Colombia, en 1927, y fue periodista antes que novelista.",
+    "El gato duerme.",
+    ("La economía española creció un dos por ciento el año pasado, según el Instituto Nacional de "
+     "Estadística, impulsada por el turismo y las exportaciones de bienes de equipo."),
+    "Madrid es la capital de España.",
+]
+
+
+def encoder_pairs(model: Path, cache: Path, precision: str, poolings: tuple[str, ...]):
+    """Yield {pooling: (torch fp32 encoder, ``precision`` encoder)}, compiled into ``cache``."""
+    from beto_search import BetoEncoder
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BETO_SEARCH_CACHE", str(cache))
+    try:
+        yield {
+            pooling: (BetoEncoder(str(model), pooling=pooling, device="cpu"),
+                      BetoEncoder(str(model), pooling=pooling, precision=precision))
+            for pooling in poolings
+        }
+    finally:
+        mp.undo()
+
+
 @pytest.fixture
 def cli_run(monkeypatch: pytest.MonkeyPatch, tiny_model: Path, tiny_encoder):
     """Invoke the CLI in-process with the session's tiny encoder (no model reload per call)."""

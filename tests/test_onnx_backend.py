@@ -14,14 +14,9 @@ from beto_search import SearchEngine, onnx_backend  # noqa: E402
 from beto_search.encoder import PRECISIONS, BetoEncoder  # noqa: E402
 from beto_search.errors import InputError  # noqa: E402
 
-TEXTS = [
-    "¿Quién escribió Cien años de soledad?",
-    "Gabriel García Márquez nació en Aracataca, Colombia, en 1927, y fue periodista antes que novelista.",
-    "El gato duerme.",
-    ("La economía española creció un dos por ciento el año pasado, según el Instituto Nacional de "
-     "Estadística, impulsada por el turismo y las exportaciones de bienes de equipo."),
-    "Madrid es la capital de España.",
-]
+from .conftest import SPANISH_TEXTS, encoder_pairs  # noqa: E402
+
+TEXTS = SPANISH_TEXTS
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +32,7 @@ def _cache_env(monkeypatch: pytest.MonkeyPatch, onnx_cache: Path) -> None:
 @pytest.fixture(scope="module")
 def onnx_encoders(tiny_model: Path, onnx_cache: Path):
     """(torch fp32, onnx-int8) encoder pairs per pooling, built with the module's cache."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BETO_SEARCH_CACHE", str(onnx_cache))
-    try:
-        yield {
-            pooling: (BetoEncoder(str(tiny_model), pooling=pooling, device="cpu"),
-                      BetoEncoder(str(tiny_model), pooling=pooling, precision="onnx-int8"))
-            for pooling in ("mean", "max", "cls")
-        }
-    finally:
-        mp.undo()
+    yield from encoder_pairs(tiny_model, onnx_cache, "onnx-int8", ("mean", "max", "cls"))
 
 
 def test_precision_listed_and_described(onnx_encoders) -> None:

@@ -14,14 +14,9 @@ from beto_search import SearchEngine, openvino_backend  # noqa: E402
 from beto_search.encoder import PRECISIONS, BetoEncoder  # noqa: E402
 from beto_search.errors import InputError  # noqa: E402
 
-TEXTS = [
-    "¿Quién escribió Cien años de soledad?",
-    "Gabriel García Márquez nació en Aracataca, Colombia, en 1927, y fue periodista antes que novelista.",
-    "El gato duerme.",
-    ("La economía española creció un dos por ciento el año pasado, según el Instituto Nacional de "
-     "Estadística, impulsada por el turismo y las exportaciones de bienes de equipo."),
-    "Madrid es la capital de España.",
-]
+from .conftest import SPANISH_TEXTS, encoder_pairs  # noqa: E402
+
+TEXTS = SPANISH_TEXTS
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +31,8 @@ def _cache_env(monkeypatch: pytest.MonkeyPatch, ov_cache: Path) -> None:
 
 @pytest.fixture(scope="module")
 def ov_encoders(tiny_model: Path, ov_cache: Path):
-    """(torch fp32, ov-int8) encoder pairs for mean and max, built with the module's cache."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BETO_SEARCH_CACHE", str(ov_cache))
-    try:
-        yield {
-            pooling: (BetoEncoder(str(tiny_model), pooling=pooling, device="cpu"),
-                      BetoEncoder(str(tiny_model), pooling=pooling, precision="ov-int8"))
-            for pooling in ("mean", "max")
-        }
-    finally:
-        mp.undo()
+    """(torch fp32, ov-int8) encoder pairs per pooling, built with the module's cache."""
+    yield from encoder_pairs(tiny_model, ov_cache, "ov-int8", ("mean", "max"))
 
 
 def test_precision_listed_and_described(ov_encoders) -> None:
