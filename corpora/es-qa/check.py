@@ -23,6 +23,8 @@ def sentences(s):
 
 corpus, queries = load("corpus.jsonl"), load("queries.jsonl")
 n = len(corpus)
+if n != 240 or len(queries) != 240:
+    errs.append(f"expected 240 paragraphs and 240 queries, got {n} and {len(queries)}")
 if n != len(queries):
     errs.append(f"{n} paragraphs but {len(queries)} queries")
 temas = collections.Counter()
@@ -41,6 +43,10 @@ for k, p in enumerate(corpus, 1):
         errs.append(f"{pid}: {w} words")
     if not 3 <= s <= 6:
         errs.append(f"{pid}: {s} sentences")
+if len({p["text"] for p in corpus}) != n or len({q["text"] for q in queries}) != len(queries):
+    errs.append("duplicate paragraph or query text")
+if len(temas) != 12 or set(temas.values()) != {20}:
+    errs.append(f"expected 12 temas x 20 paragraphs: {dict(temas)}")
 for t, c in titles.items():
     if c > 1:
         errs.append(f"title repeated {c}x: {t}")
