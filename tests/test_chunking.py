@@ -1,10 +1,12 @@
 """Chunking: windows within budget, overlap, sentence cuts, spans covering the text."""
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beto_search.chunking import Chunker, split_segments
+from beto_search.chunking import Chunker, check_chunk_size, split_segments
+from beto_search.errors import InputError
 
 TEXT = ("La Revolución mexicana comenzó en 1910. Francisco I. Madero llamó a levantarse en armas. "
         "¿Quién ganó? Nadie del todo: fue una década de guerras.\n\nEl país cambió para siempre. ") * 12
@@ -63,3 +65,10 @@ def test_short_text_is_one_chunk(tiny_encoder) -> None:
 def test_any_text_is_covered(text: str, size: int, overlap: int) -> None:
     chunks = Chunker(None, size, overlap).chunk(text)
     assert _covers(text, chunks)
+
+
+def test_chunk_size_must_fit_the_model_window() -> None:
+    check_chunk_size(510, 512)  # 510 tokens + [CLS] + [SEP]
+    check_chunk_size(10_000, None)  # unknown window (no tokenizer): not checked
+    with pytest.raises(InputError, match=r"--chunk-tokens 510 or less"):
+        check_chunk_size(511, 512)

@@ -1,8 +1,9 @@
-"""BETO-shaped model folders built locally: for offline tests, benchmarks and demos.
+"""Testing and demo helper: BETO-shaped model folders with RANDOM weights, built locally.
 
-The hub cannot always be reached; these folders have BETO's architecture (BertModel, WordPiece,
-uncased with accents kept, [PAD] = 1) with random weights, and load through exactly the same path
-as the real model (``BetoEncoder(folder)``).
+Not part of the search API. Tests, benchmarks and demos use it because the model hub cannot always
+be reached: these folders have BETO's architecture (BertModel, WordPiece, uncased with accents
+kept, [PAD] = 1) and load through exactly the same path as the real model (``BetoEncoder(folder)``),
+but their vectors mean nothing. Needs ``tokenizers`` only for ``train_vocab``.
 """
 from __future__ import annotations
 
