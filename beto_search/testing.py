@@ -5,6 +5,7 @@ be reached: these folders have BETO's architecture (BertModel, WordPiece, uncase
 kept, [PAD] = 1) and load through exactly the same path as the real model (``BetoEncoder(folder)``),
 but their vectors mean nothing. Needs ``tokenizers`` only for ``train_vocab``.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,12 @@ def build_bert_folder(
     (folder / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG))
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=n_vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=intermediate, max_position_embeddings=max_positions,
+        vocab_size=n_vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_positions,
         pad_token_id=BETO_PAD_ID,
     )
     BertModel(config).save_pretrained(folder)
@@ -66,7 +71,12 @@ def build_full_beto(folder: Path, beto_dir: Path, seed: int = 0) -> Path:
     """A full-size BETO (12 layers, 768 hidden) with random weights, from ../shared/beto/<case>."""
     cfg = json.loads((beto_dir / "config.json").read_text())
     return build_bert_folder(
-        folder, beto_dir / "vocab.txt", hidden=cfg["hidden_size"], layers=cfg["num_hidden_layers"],
-        heads=cfg["num_attention_heads"], intermediate=cfg["intermediate_size"],
-        max_positions=cfg["max_position_embeddings"], seed=seed,
+        folder,
+        beto_dir / "vocab.txt",
+        hidden=cfg["hidden_size"],
+        layers=cfg["num_hidden_layers"],
+        heads=cfg["num_attention_heads"],
+        intermediate=cfg["intermediate_size"],
+        max_positions=cfg["max_position_embeddings"],
+        seed=seed,
     )

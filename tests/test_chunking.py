@@ -1,6 +1,8 @@
 """Chunking: windows within budget, overlap, sentence cuts, spans covering the text."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -37,7 +39,7 @@ def test_token_windows_with_tokenizer(tiny_encoder) -> None:
         # token ids equal a fresh tokenization of the chunk's text
         assert c.token_ids == tiny_encoder.tokenize([c.text])[0]
     # consecutive windows overlap, and most cut at sentence ends
-    assert all(b.start < a.end for a, b in zip(chunks, chunks[1:]))
+    assert all(b.start < a.end for a, b in itertools.pairwise(chunks))
     ends = sum(1 for c in chunks[:-1] if c.text.rstrip()[-1] in ".?!")
     assert ends >= len(chunks) - 2
 

@@ -1,4 +1,5 @@
 """Readers leave process-wide state alone (issue 9, finding 6)."""
+
 from __future__ import annotations
 
 import csv
