@@ -51,7 +51,8 @@ def build_bert_folder(
     folder.mkdir(parents=True, exist_ok=True)
     if vocab.resolve() != (folder / "vocab.txt").resolve():
         shutil.copy(vocab, folder / "vocab.txt")
-    n_vocab = sum(1 for _ in (folder / "vocab.txt").open(encoding="utf-8"))
+    with (folder / "vocab.txt").open(encoding="utf-8") as fh:
+        n_vocab = sum(1 for _ in fh)
     (folder / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG))
     torch.manual_seed(seed)
     config = BertConfig(
