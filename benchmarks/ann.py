@@ -16,19 +16,17 @@ The last line printed is one JSON object:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from beto_search.vector_index import IndexSpec, SearchParams, VectorIndex
 
-import faiss  # noqa: E402
-
-from beto_search.vector_index import IndexSpec, SearchParams, VectorIndex  # noqa: E402
+from common import emit
 
 K = 10
 
@@ -132,7 +130,7 @@ def main() -> int:
     lat_ms = np.array(lat) * 1000
     print(f"recall@10 {recall:.4f}  ms/query mean {lat_ms.mean():.3f} p50 {np.percentile(lat_ms, 50):.3f} "
           f"p95 {np.percentile(lat_ms, 95):.3f}  bytes/vector {bytes_per_vector:.0f}")
-    print(json.dumps({
+    emit({
         "index_type": kind,
         "vectors": n,
         "recall_at_10": round(recall, 4),
@@ -145,7 +143,7 @@ def main() -> int:
         "ef_search": args.ef_search or spec.ef_search,
         "threads": args.threads,
         "p95_ms": round(float(np.percentile(lat_ms, 95)), 3),
-    }))
+    })
     return 0
 
 

@@ -11,21 +11,17 @@ without calling the encoder. The last line printed is a JSON object with the fig
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from beto_search import SearchEngine
+from beto_search.vector_index import checkpoints
 
-from beto_search import SearchEngine  # noqa: E402
-from beto_search.vector_index import checkpoints  # noqa: E402
+from common import emit, rss_mib
 
 
 class SyntheticEncoder:
@@ -49,15 +45,6 @@ class NoEncoder(SyntheticEncoder):
         raise AssertionError("the encoder was called while healing")
 
     encode_queries = encode_documents
-
-
-def rss_mb() -> float:
-    try:
-        import psutil
-
-        return psutil.Process().memory_info().rss / 2**20
-    except ImportError:  # pragma: no cover
-        return float("nan")
 
 
 def main() -> None:
@@ -101,7 +88,7 @@ def main() -> None:
     for _, p in files:
         p.unlink()
 
-    rss0 = rss_mb()
+    rss0 = rss_mib()
     t0 = time.perf_counter()
     with SearchEngine.open(folder, NoEncoder(), create=False) as engine:
         vi = engine.vectors()
@@ -121,16 +108,15 @@ def main() -> None:
     if not args.keep and not args.folder:
         shutil.rmtree(base)
 
-    print(json.dumps({
+    emit({
         "benchmark": "heal", "chunks": chunks, "dim": args.dim, "index_type": kind,
         "vectors": ntotal, "heal_seconds": round(heal_s, 2),
         "repair_seconds": None if repair_s is None else round(repair_s, 2),
         "load_checkpoint_seconds": round(load_s, 3),
         "build_seconds": None if reuse else round(build_s, 1),
         "faiss_bytes": faiss_bytes, "db_bytes": db_bytes,
-        "rss_growth_mb": round(rss_mb() - rss0, 1), "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-    }))
+        "rss_growth_mb": round(rss_mib() - rss0, 1),
+    })
 
 
 if __name__ == "__main__":

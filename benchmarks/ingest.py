@@ -19,58 +19,23 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from beto_search import SearchEngine
+from beto_search.encoder import BetoEncoder, cpu_supports_bf16
 
-from beto_search import SearchEngine  # noqa: E402
-from beto_search.encoder import BetoEncoder, cpu_supports_bf16  # noqa: E402
-from beto_search.modelfolder import build_full_beto  # noqa: E402
-
-
-class PeakRSS:
-    """Peak resident memory of this process while the block runs (sampled every 20 ms)."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._proc = psutil.Process()
-        self.peak = 0
-        self._stop = threading.Event()
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            self._stop.wait(0.02)
-
-    def __enter__(self) -> PeakRSS:
-        self.peak = self._proc.memory_info().rss
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    @property
-    def mib(self) -> float:
-        return round(self.peak / 2**20, 1)
+from common import CORPUS, PeakRSS, emit, full_beto
 
 
 def documents(n: int, paras_per_doc: int) -> list[dict]:
     """N documents of a few corpus paragraphs each (cycling through corpora/es)."""
     paras = []
-    for p in sorted((ROOT / "corpora" / "es").rglob("*")):
+    for p in sorted(CORPUS.rglob("*")):
         if p.is_file() and p.suffix in (".md", ".txt"):
             paras += [x.strip() for x in re.split(r"\n\s*\n", p.read_text(encoding="utf-8"))
                       if len(x.split()) >= 12]
@@ -92,21 +57,22 @@ def bench(folder: Path, precision: str, docs: list[dict], batch_size: int, repea
         pass
     with PeakRSS() as rss_raw:
         pass
-    with tempfile.TemporaryDirectory() as tmp:  # the chunk texts, once, untimed
-        with SearchEngine.open(Path(tmp) / "idx", encoder=enc) as engine:
-            summary = engine.add(docs)
-            ids = engine.store.chunk_ids().tolist()
-            rows = engine.store.chunks_by_id(ids)
-            texts = [rows[i].text for i in ids]
+    # the chunk texts, once, untimed
+    with tempfile.TemporaryDirectory() as tmp, SearchEngine.open(Path(tmp) / "idx",
+                                                                 encoder=enc) as engine:
+        summary = engine.add(docs)
+        ids = engine.store.chunk_ids().tolist()
+        rows = engine.store.chunks_by_id(ids)
+        texts = [rows[i].text for i in ids]
     for rep in range(repeats):
         # alternate which side goes first: on a shared machine load drifts during a run
         for side in (("engine", "raw") if rep % 2 == 0 else ("raw", "engine")):
             if side == "engine":
-                with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
-                    with SearchEngine.open(Path(tmp) / "idx", encoder=enc) as engine:
-                        t = time.perf_counter()
-                        engine.add(docs)
-                        best_engine = min(best_engine, time.perf_counter() - t)
+                with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss, SearchEngine.open(
+                        Path(tmp) / "idx", encoder=enc) as engine:
+                    t = time.perf_counter()
+                    engine.add(docs)
+                    best_engine = min(best_engine, time.perf_counter() - t)
                 rss_engine.peak = max(rss_engine.peak, rss.peak)
             else:
                 with PeakRSS() as rss:
@@ -152,17 +118,13 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    beto = ROOT.parent / "shared" / "beto" / "uncased"
     tmp = None
     if args.model_dir:
         folder = Path(args.model_dir)
     else:
         tmp = tempfile.TemporaryDirectory()
         folder = Path(tmp.name) / "beto-full"
-    if not (folder / "config.json").exists():
-        t = time.perf_counter()
-        build_full_beto(folder, beto)
-        print(f"built a full-size random BETO in {folder} ({time.perf_counter() - t:.1f}s)")
+    full_beto(folder)
     docs = documents(args.docs, args.paras_per_doc)
     precisions = [p for p in args.precisions.split(",") if p]
     if "bf16" in precisions and not cpu_supports_bf16():
@@ -181,7 +143,7 @@ def main() -> int:
         print(f"int8 vs fp32 (engine): x{results['fp32']['engine_seconds'] / results['int8']['engine_seconds']:.2f}")
     if tmp is not None:
         tmp.cleanup()
-    print(json.dumps({"docs": len(docs), "threads": args.threads, "results": results}))
+    emit({"docs": len(docs), "threads": args.threads, "results": results})
     return 0
 
 

@@ -21,7 +21,6 @@ Needs ``onnxruntime`` and ``onnx``. The last line printed is one JSON object wit
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -29,13 +28,20 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from beto_search import onnx_backend
+from beto_search.encoder import BetoEncoder, normalize_rows
 
-from beto_search import onnx_backend  # noqa: E402
-from beto_search.encoder import BetoEncoder, normalize_rows  # noqa: E402
-from quality import default_model, paragraphs, queries_from  # noqa: E402
+from common import (
+    CORPUS,
+    SHARED_BETO,
+    emit,
+    full_beto,
+    loadavg,
+    minilm_path,
+    paragraphs,
+    pick,
+    queries_from,
+)
 
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 SPIN = os.environ.get("ORT_SPIN", "0") == "1"
@@ -115,30 +121,16 @@ def bench(paths: dict, doc_ids, query_ids=None, rounds: int = 2) -> dict:
     return {"seconds": best, "docs": vecs, "queries": qvecs}
 
 
-def loadavg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().strip()
-    except OSError:
-        return "n/a"
-
-
-def pick(paras: list[str], n: int) -> list[str]:
-    if n <= 0 or n >= len(paras):
-        return paras
-    idx = np.linspace(0, len(paras) - 1, n).round().astype(int)
-    return [paras[i] for i in idx]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", default=str(ROOT / "corpora" / "es"))
+    ap.add_argument("--corpus", default=str(CORPUS))
     ap.add_argument("--paragraphs", type=int, default=150)
     ap.add_argument("--beto-paragraphs", type=int, default=24)
     ap.add_argument("--min-words", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--workdir", default="/tmp/onnx")
-    ap.add_argument("--beto-dir", default=str(Path(os.environ.get("BETO_DIR", "/work/shared/beto/uncased"))))
+    ap.add_argument("--beto-dir", default=os.environ.get("BETO_DIR", str(SHARED_BETO / "uncased")))
     ap.add_argument("--no-beto", action="store_true")
     ap.add_argument("--rounds", type=int, default=2, help="timing rounds (best-of), alternating order")
     ap.add_argument("--only", default="", help="comma-separated MiniLM paths to time (default: all)")
@@ -152,7 +144,7 @@ def main() -> int:
     all_paras = paragraphs(Path(args.corpus), min_words=args.min_words)
     paras = pick(all_paras, args.paragraphs)
     queries = queries_from(paras)
-    model = default_model()
+    model = minilm_path()
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, {args.threads} threads, "
           f"batch {args.batch_size}\nmodel {model}\n{len(paras)} paragraphs (of {len(all_paras)} "
           f">= {args.min_words} words), {len(queries)} queries\nloadavg before: {loadavg()}", flush=True)
@@ -219,11 +211,7 @@ def main() -> int:
 
     beto: dict[str, dict] = {}
     if not args.no_beto:
-        from beto_search.modelfolder import build_full_beto
-
-        bdir = work / "beto"
-        if not (bdir / "config.json").exists():
-            build_full_beto(bdir, Path(args.beto_dir))
+        bdir = full_beto(work / "beto", Path(args.beto_dir))
         bparas = pick(all_paras, args.beto_paragraphs)
         bfp32 = BetoEncoder(str(bdir), precision="fp32", device="cpu", batch_size=args.batch_size)
         bint8 = BetoEncoder(str(bdir), precision="int8", device="cpu", batch_size=args.batch_size)
@@ -256,12 +244,12 @@ def main() -> int:
         beto["_meta"] = {"paragraphs": len(bparas), "tokens": ntok, "loadavg": bload,
                          "hidden": bcfg.hidden_size, "layers": bcfg.num_hidden_layers}
 
-    print(json.dumps({
+    emit({
         "torch": torch.__version__, "onnxruntime": ort.__version__, "threads": args.threads,
         "batch_size": args.batch_size, "rounds": args.rounds, "paragraphs": len(paras),
         "loadavg": load_at,
         "minilm": table, "beto_full_random": beto,
-    }))
+    })
     return 0
 
 

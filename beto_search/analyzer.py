@@ -29,7 +29,7 @@ def stopwords() -> frozenset[str]:
 @lru_cache(maxsize=1 << 16)
 def fold(word: str) -> str:
     """Remove diacritics except the tilde of ñ (Ñ is lower-cased before)."""
-    out = []
+    out: list[str] = []
     for ch in unicodedata.normalize("NFD", word):
         if unicodedata.combining(ch) and not (ch == _N_TILDE and out and out[-1] in "nN"):
             continue

@@ -20,6 +20,25 @@ _SENTENCE_END = re.compile(r"(?:[.!?…]+[\"'»”’)\]]*\s+|\n\s*\n\s*)")
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
+SPECIAL_TOKENS = 2  # [CLS] and [SEP], added around every window when it is embedded
+
+
+def check_chunk_size(chunk_tokens: int, max_length: int | None) -> None:
+    """Refuse windows longer than the model can embed (they would be cut silently).
+
+    ``max_length`` is the model's window including special tokens (``TokenEncoder.max_length``);
+    ``None`` or 0 means unknown (an encoder without a tokenizer), which is not checked.
+    """
+    if not max_length:
+        return
+    limit = max_length - SPECIAL_TOKENS
+    if chunk_tokens > limit:
+        raise InputError(
+            f"a chunk of {chunk_tokens} tokens does not fit the model's window of {max_length} "
+            f"tokens ({limit} plus [CLS] and [SEP]), so its end would never be embedded; use "
+            f"--chunk-tokens {limit} or less.")
+
+
 class Tokenizer(Protocol):
     """The part of a Hugging Face tokenizer the chunker uses."""
 

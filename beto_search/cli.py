@@ -11,10 +11,12 @@ from typing import Any, TypeVar
 
 import click
 
-from .encoder import PRECISIONS
+from .encoder import DEFAULT_MODEL, DEVICES, POOLINGS, PRECISIONS
+from .engine import MODES
 from .errors import BetoSearchError
 from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS
 from .types import Hit
+from .vector_index import INDEX_TYPES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,12 +45,12 @@ def _encoder_options(func: F) -> F:
     opts = [
         click.option("--model", default=None,
                      help="Hub id or local folder of the encoder (env BETO_SEARCH_MODEL; default "
-                          "dccuchile/bert-base-spanish-wwm-uncased)."),
-        click.option("--pooling", type=click.Choice(["mean", "max", "cls"]), default=None,
+                          f"{DEFAULT_MODEL})."),
+        click.option("--pooling", type=click.Choice(POOLINGS), default=None,
                      help="Pooling of token vectors (new indexes; default mean)."),
-        click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
+        click.option("--precision", type=click.Choice(PRECISIONS), default=None,
                      help="Encoder arithmetic (default: the index's, else fp32)."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+        click.option("--device", type=click.Choice(DEVICES), default="auto",
                      show_default=True),
         click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True),
     ]
@@ -85,7 +87,7 @@ def cli(verbose: bool) -> None:
               help="Tokens per chunk (new indexes; default: the model's maximum).")
 @click.option("--overlap", type=click.IntRange(min=0), default=None,
               help="Tokens shared by consecutive chunks (new indexes; default 64).")
-@click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivf"]), default=None,
+@click.option("--index-type", type=click.Choice(INDEX_TYPES), default=None,
               help="FAISS index type (new indexes; default auto).")
 @click.option("--prune", is_flag=True, help="Remove documents whose files are gone from the folders.")
 @click.option("--strict", is_flag=True, help="Exit non-zero when any input was skipped.")
@@ -152,7 +154,7 @@ def _print_hits(hits: list[Hit], explain: bool) -> None:
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Number of documents.")
 @_index_option
 @_encoder_options
-@click.option("--mode", type=click.Choice(["semantic", "lexical", "hybrid"]), default="hybrid",
+@click.option("--mode", type=click.Choice(MODES), default="hybrid",
               show_default=True)
 @click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True)
 @click.option("--alpha", type=click.FloatRange(0, 1), default=DEFAULT_ALPHA, show_default=True,
@@ -272,7 +274,7 @@ def compact(index: Path, wait: float) -> None:
               help="Queries: BEIR queries.jsonl (_id, text) or TREC topics (qid<TAB>text).")
 @click.option("--qrels", required=True, type=click.Path(path_type=Path), metavar="FILE",
               help="Judgements: BEIR TSV (query-id, corpus-id, score) or TREC (qid 0 docid rel).")
-@click.option("--mode", type=click.Choice(["semantic", "lexical", "hybrid", "all"]), default="hybrid",
+@click.option("--mode", type=click.Choice([*MODES, "all"]), default="hybrid",
               show_default=True, help="Search mode; 'all' shows the three side by side.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=100, show_default=True,
               help="Documents retrieved per query.")

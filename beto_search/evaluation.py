@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import ir_measures
-from ir_measures import AP, R, RR, nDCG
+from ir_measures import AP, RR, R, nDCG
 
 from .errors import InputError
 from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION

@@ -5,6 +5,7 @@ over at once; the pid in the file is only for the message naming the holder.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -52,10 +53,8 @@ class WriteLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
-            except OSError:
-                pass
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

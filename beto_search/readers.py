@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -276,15 +277,30 @@ def _read_json(
             report.skip(f"{path}[{i}]", str(exc))
 
 
+# csv.field_size_limit is process-wide (131072 characters by default): raise it only while this
+# module parses one row, under a lock, and put it back, so no one else's csv reading changes.
+_CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
+_csv_limit_lock = threading.Lock()
+
+
+def _next_row(reader: Iterator[list[str]]) -> list[str]:
+    """``next(reader)`` with fields of any size allowed, the global limit restored after."""
+    with _csv_limit_lock:
+        previous = csv.field_size_limit(_CSV_FIELD_LIMIT)
+        try:
+            return next(reader)
+        finally:
+            csv.field_size_limit(previous)
+
+
 def _read_csv(
     path: Path, root: Path, opts: ReaderOptions, report: ReadReport
 ) -> Iterator[Document]:
     rel = doc_id_for(path, root)
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     lines = (line.replace("\x00", "") for line in _text_lines(path, opts))
     reader = csv.reader(lines)
     try:
-        header = next(reader)
+        header = _next_row(reader)
     except StopIteration:
         raise InputError("empty CSV file") from None
     except csv.Error as exc:
@@ -295,7 +311,7 @@ def _read_csv(
     row_no = 1
     while True:
         try:
-            row = next(reader)
+            row = _next_row(reader)
         except StopIteration:
             return
         except csv.Error as exc:

@@ -35,7 +35,7 @@ def beto_vocab_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer BETO-shaped BertModel folder: BETO's vocabulary when present, else one trained."""
-    from beto_search.modelfolder import build_bert_folder, train_vocab
+    from beto_search.testing import build_bert_folder, train_vocab
 
     folder = tmp_path_factory.mktemp("tiny-beto")
     vocab = SHARED_BETO / "uncased" / "vocab.txt"

@@ -1,10 +1,14 @@
 """Chunking: windows within budget, overlap, sentence cuts, spans covering the text."""
 from __future__ import annotations
 
+import itertools
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beto_search.chunking import Chunker, split_segments
+from beto_search.chunking import Chunker, check_chunk_size, split_segments
+from beto_search.errors import InputError
 
 TEXT = ("La Revolución mexicana comenzó en 1910. Francisco I. Madero llamó a levantarse en armas. "
         "¿Quién ganó? Nadie del todo: fue una década de guerras.\n\nEl país cambió para siempre. ") * 12
@@ -35,7 +39,7 @@ def test_token_windows_with_tokenizer(tiny_encoder) -> None:
         # token ids equal a fresh tokenization of the chunk's text
         assert c.token_ids == tiny_encoder.tokenize([c.text])[0]
     # consecutive windows overlap, and most cut at sentence ends
-    assert all(b.start < a.end for a, b in zip(chunks, chunks[1:]))
+    assert all(b.start < a.end for a, b in itertools.pairwise(chunks))
     ends = sum(1 for c in chunks[:-1] if c.text.rstrip()[-1] in ".?!")
     assert ends >= len(chunks) - 2
 
@@ -63,3 +67,10 @@ def test_short_text_is_one_chunk(tiny_encoder) -> None:
 def test_any_text_is_covered(text: str, size: int, overlap: int) -> None:
     chunks = Chunker(None, size, overlap).chunk(text)
     assert _covers(text, chunks)
+
+
+def test_chunk_size_must_fit_the_model_window() -> None:
+    check_chunk_size(510, 512)  # 510 tokens + [CLS] + [SEP]
+    check_chunk_size(10_000, None)  # unknown window (no tokenizer): not checked
+    with pytest.raises(InputError, match=r"--chunk-tokens 510 or less"):
+        check_chunk_size(511, 512)

@@ -118,7 +118,7 @@ def test_beto_vocabulary_tokenizes_spanish_without_unk(beto_vocab_dir: Path, tmp
     """The transformers-5 trap: a wrongly built tokenizer maps every token to [UNK]."""
     from transformers import AutoTokenizer
 
-    from beto_search.modelfolder import TOKENIZER_CONFIG
+    from beto_search.testing import TOKENIZER_CONFIG
 
     folder = tmp_path / "tok"
     folder.mkdir()

@@ -73,7 +73,7 @@ def test_unknown_precision_refused(tiny_model: Path) -> None:
 def test_query_with_other_precision_than_ingest(tiny_model: Path, tmp_path: Path,
                                                 int8_encoder: BetoEncoder) -> None:
     docs = [{"id": f"d{i}", "text": t} for i, t in enumerate(
-        TEXTS + ["Los Andes son la cordillera más larga.", "El fútbol nació en Inglaterra."])]
+        [*TEXTS, "Los Andes son la cordillera más larga.", "El fútbol nació en Inglaterra."])]
     folder = tmp_path / "idx"
     with SearchEngine.open(folder, model=str(tiny_model), precision="fp32", device="cpu") as eng:
         eng.add(docs)

@@ -1,6 +1,7 @@
 """Hybrid search: Spanish matching end to end, hostile queries, filters, snippets, similar."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,7 @@ def test_similar_uses_stored_vectors(corpus_index: Path, hash_encoder) -> None:
         engine._encoder = Refuses()
         hits = engine.similar("faq-01", k=5)
         assert len(hits) == 5 and "faq-01" not in _ids(hits)
-        assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+        assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
 
 
 @pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])

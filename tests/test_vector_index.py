@@ -120,7 +120,7 @@ def test_hnsw_ef_search_per_query(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[int] = []
     real = vx.faiss.SearchParametersHNSW
 
-    def spy(**kw):  # noqa: ANN003, ANN202
+    def spy(**kw):
         seen.append(kw["efSearch"])
         return real(**kw)
 
@@ -137,7 +137,7 @@ def test_hnsw_ef_search_per_query(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_save_and_load_round_trip(kind: str, tmp_path: Path) -> None:
-    vi, ids, data = _built(kind, "SQ8" if kind != "flat" else "Flat")
+    vi, ids, _ = _built(kind, "SQ8" if kind != "flat" else "Flat")
     vi.remove(ids[:5])
     vi.seq = 42
     path = vi.save(tmp_path)
@@ -188,12 +188,12 @@ def test_ivf_grown_far_past_its_training_wants_a_rebuild() -> None:
 
 # ----- the engine path ------------------------------------------------------------------------
 @pytest.fixture
-def engine_factory(tiny_encoder, tmp_path: Path):  # noqa: ANN001, ANN201
+def engine_factory(tiny_encoder, tmp_path: Path):
     from beto_search import SearchEngine
 
     opened = []
 
-    def make(index_type: str | None = None):  # noqa: ANN202
+    def make(index_type: str | None = None):
         eng = SearchEngine.open(tmp_path / "idx", encoder=tiny_encoder, index_type=index_type)
         opened.append(eng)
         return eng
@@ -207,7 +207,7 @@ def _records(n: int, start: int = 0) -> list[dict]:
     return [{"id": f"d{i}", "text": f"documento número {i}"} for i in range(start, start + n)]
 
 
-def test_add_embeddings_dimension_mismatch(engine_factory) -> None:  # noqa: ANN001
+def test_add_embeddings_dimension_mismatch(engine_factory) -> None:
     eng = engine_factory()
     with pytest.raises(InputError):  # no manifest yet: an encoder must create the index first
         eng.add_embeddings(_records(2), _unit(2, 0, eng.encoder.dimension))
@@ -221,7 +221,7 @@ def test_add_embeddings_dimension_mismatch(engine_factory) -> None:  # noqa: ANN
     assert eng.vectors().ntotal == 4
 
 
-def test_engine_switches_flat_to_ivf(engine_factory, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_engine_switches_flat_to_ivf(engine_factory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(vx, "AUTO_FLAT_MAX", 300)
     eng = engine_factory()
     eng.add([{"id": "seed", "text": "hola mundo"}])
@@ -238,7 +238,7 @@ def test_engine_switches_flat_to_ivf(engine_factory, monkeypatch: pytest.MonkeyP
     assert eng.vectors().kind == "flat" and eng.vectors().ntotal == 300
 
 
-def test_engine_hnsw_deletes_tombstones_reload_and_compact(engine_factory) -> None:  # noqa: ANN001
+def test_engine_hnsw_deletes_tombstones_reload_and_compact(engine_factory) -> None:
     eng = engine_factory("hnsw")
     eng.add([{"id": "seed", "text": "hola mundo"}])
     dim = eng.encoder.dimension

@@ -1,9 +1,11 @@
-"""BETO-shaped model folders built locally: for offline tests, benchmarks and demos.
+"""Testing and demo helper: BETO-shaped model folders with RANDOM weights, built locally.
 
-The hub cannot always be reached; these folders have BETO's architecture (BertModel, WordPiece,
-uncased with accents kept, [PAD] = 1) with random weights, and load through exactly the same path
-as the real model (``BetoEncoder(folder)``).
+Not part of the search API. Tests, benchmarks and demos use it because the model hub cannot always
+be reached: these folders have BETO's architecture (BertModel, WordPiece, uncased with accents
+kept, [PAD] = 1) and load through exactly the same path as the real model (``BetoEncoder(folder)``),
+but their vectors mean nothing. Needs ``tokenizers`` only for ``train_vocab``.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,12 +51,17 @@ def build_bert_folder(
     folder.mkdir(parents=True, exist_ok=True)
     if vocab.resolve() != (folder / "vocab.txt").resolve():
         shutil.copy(vocab, folder / "vocab.txt")
-    n_vocab = sum(1 for _ in (folder / "vocab.txt").open(encoding="utf-8"))
+    with (folder / "vocab.txt").open(encoding="utf-8") as fh:
+        n_vocab = sum(1 for _ in fh)
     (folder / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG))
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=n_vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=intermediate, max_position_embeddings=max_positions,
+        vocab_size=n_vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_positions,
         pad_token_id=BETO_PAD_ID,
     )
     BertModel(config).save_pretrained(folder)
@@ -65,7 +72,12 @@ def build_full_beto(folder: Path, beto_dir: Path, seed: int = 0) -> Path:
     """A full-size BETO (12 layers, 768 hidden) with random weights, from ../shared/beto/<case>."""
     cfg = json.loads((beto_dir / "config.json").read_text())
     return build_bert_folder(
-        folder, beto_dir / "vocab.txt", hidden=cfg["hidden_size"], layers=cfg["num_hidden_layers"],
-        heads=cfg["num_attention_heads"], intermediate=cfg["intermediate_size"],
-        max_positions=cfg["max_position_embeddings"], seed=seed,
+        folder,
+        beto_dir / "vocab.txt",
+        hidden=cfg["hidden_size"],
+        layers=cfg["num_hidden_layers"],
+        heads=cfg["num_attention_heads"],
+        intermediate=cfg["intermediate_size"],
+        max_positions=cfg["max_position_embeddings"],
+        seed=seed,
     )
