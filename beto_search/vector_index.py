@@ -1,8 +1,10 @@
 """The FAISS cache of the chunk vectors: build by type, add/remove, search, atomic checkpoints.
 
 The vectors' source of truth is SQLite; this index is a checkpoint of it. Each file is named after
-the change sequence it reflects (``vectors-<seq>.faiss``), written to a temporary file, fsynced and
-renamed, so a crash leaves either the old checkpoint or the new one, never half of one.
+the change sequence it reflects (``vectors-<seq>.faiss``; ``vectors-<seq>-g<generation>.faiss``
+once a re-embedding has moved the index to generation > 0), written to a temporary file, fsynced
+and renamed, so a crash leaves either the old checkpoint or the new one, never half of one.
+When and which checkpoint to use is ``vector_cache``'s business, not this module's.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from .errors import InputError, StorageError
 log = logging.getLogger(__name__)
 
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")
-_FILE = re.compile(r"^vectors-(\d{12})\.faiss$")
+_FILE = re.compile(r"^vectors-(\d{12})(?:-g(\d+))?\.faiss$")
+KEEP_CHECKPOINTS = 2  # the newest and the one before: readers whose snapshot predates the newest
 MIN_TRAIN = 1000  # below this many vectors an approximate index is built flat (exact)
 AUTO_FLAT_MAX = 50_000  # flat (exact) search up to this many vectors, then IVF
 TRAIN_PER_LIST = 50  # IVF training vectors per list
@@ -99,6 +102,7 @@ class VectorIndex:
     kind: str
     seq: int = 0
     tombstones: set[int] = field(default_factory=set)
+    generation: int = 0
 
     # ----- construction --------------------------------------------------------------------
     @classmethod
@@ -118,6 +122,17 @@ class VectorIndex:
         if kind == "ivf":
             faiss.extract_index_ivf(index).nprobe = spec.nprobe
         return cls(index=index, dim=dim, spec=spec, kind=kind)
+
+    def clone(self) -> VectorIndex:
+        """An independent copy (readers may keep searching the original while it is changed)."""
+        try:
+            index = faiss.clone_index(self.index)
+        except RuntimeError:  # a type clone_index does not know: a round trip through bytes
+            index = faiss.deserialize_index(faiss.serialize_index(self.index))
+        if self.kind == "ivf":
+            faiss.extract_index_ivf(index).nprobe = faiss.extract_index_ivf(self.index).nprobe
+        return VectorIndex(index=index, dim=self.dim, spec=self.spec, kind=self.kind, seq=self.seq,
+                           tombstones=set(self.tombstones), generation=self.generation)
 
     @property
     def ntotal(self) -> int:
@@ -205,10 +220,11 @@ class VectorIndex:
         return self.index.search(queries, k, params=sp)
 
     # ----- persistence ---------------------------------------------------------------------
-    def save(self, folder: Path) -> Path:
-        """Write an atomic checkpoint for ``self.seq`` and remove older ones."""
-        target = folder / f"vectors-{self.seq:012d}.faiss"
-        tmp = folder / f".vectors-{self.seq:012d}.faiss.tmp-{os.getpid()}"
+    def save(self, folder: Path, keep: int = KEEP_CHECKPOINTS) -> Path:
+        """Write an atomic checkpoint for ``self.seq``; keep the ``keep`` newest of its generation
+        (a reader whose snapshot predates this one can still load the previous one)."""
+        target = folder / checkpoint_name(self.seq, self.generation)
+        tmp = folder / f".{target.name}.tmp-{os.getpid()}"
         try:
             faiss.write_index(self.index, str(tmp))
             fd = os.open(tmp, os.O_RDONLY)
@@ -227,16 +243,20 @@ class VectorIndex:
             raise StorageError(
                 f"could not write the vector index file ({exc}); the stored documents are safe and "
                 f"the next open rebuilds it from SQLite.") from None
-        for old in checkpoints(folder):
-            if old[1] != target:
-                old[1].unlink(missing_ok=True)
+        kept = 0
+        for seq, gen, path in checkpoint_files(folder):
+            if gen == self.generation and seq <= self.seq and kept < keep:
+                kept += 1
+                continue
+            if path != target:
+                path.unlink(missing_ok=True)
         # temporary files of writers killed mid-save (saves run under the index's write lock)
         for stale in folder.glob(".vectors-*.faiss.tmp-*"):
             stale.unlink(missing_ok=True)
         return target
 
     @classmethod
-    def load(cls, path: Path, seq: int, dim: int, spec: IndexSpec) -> VectorIndex:
+    def load(cls, path: Path, seq: int, dim: int, spec: IndexSpec, generation: int = 0) -> VectorIndex:
         """Read a checkpoint; raises on a damaged file or a dimension mismatch."""
         index = faiss.read_index(str(path))
         if index.d != dim:
@@ -249,15 +269,25 @@ class VectorIndex:
         else:
             faiss.extract_index_ivf(index).nprobe = spec.nprobe
             kind = "ivf"
-        return cls(index=index, dim=dim, spec=spec, kind=kind, seq=seq)
+        return cls(index=index, dim=dim, spec=spec, kind=kind, seq=seq, generation=generation)
 
 
-def checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    """The checkpoint files in ``folder``, newest first."""
+def checkpoint_name(seq: int, generation: int = 0) -> str:
+    """Generation 0 keeps the original name, so indexes written before generations load as is."""
+    return f"vectors-{seq:012d}.faiss" if not generation else f"vectors-{seq:012d}-g{generation}.faiss"
+
+
+def checkpoint_files(folder: Path) -> list[tuple[int, int, Path]]:
+    """(seq, generation, path) of the checkpoint files in ``folder``, newest first."""
     out = []
     if folder.is_dir():
         for p in folder.iterdir():
             m = _FILE.match(p.name)
             if m:
-                out.append((int(m.group(1)), p))
-    return sorted(out, reverse=True)
+                out.append((int(m.group(1)), int(m.group(2) or 0), p))
+    return sorted(out, key=lambda t: (t[0], t[1]), reverse=True)
+
+
+def checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(seq, path) of the checkpoint files in ``folder``, newest first (any generation)."""
+    return [(seq, path) for seq, _, path in checkpoint_files(folder)]
