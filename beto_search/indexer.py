@@ -179,12 +179,17 @@ class Indexer:
                     yield [c.token_ids or [] for c in batch.chunks]
                 else:
                     yield [c.text for c in batch.chunks]
+            done.append(True)
 
+        done: list[bool] = []
         try:
-            feed = inputs()
-            embed = embedder
-            for vectors in self._embed(feed, embed, token_ids):
+            for vectors in self._embed(inputs(), embedder, token_ids):
+                if not pending:
+                    raise InputError("the embedder yielded more batches than it was given.")
                 self._write(pending.popleft(), vectors, summary, bar)
+            if pending or not done:
+                raise InputError("the embedder stopped before embedding every batch; the batches "
+                                 "it embedded were stored, the rest were not.")
         finally:
             bar.close()
 

@@ -9,7 +9,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -254,3 +254,26 @@ def test_facets_counts_and_iter_chunks(tmp_path: Path) -> None:
         assert np.isclose(engine.search("texto 3", k=1, mode="semantic",
                                         query_vector=HashEncoder().encode_queries(["texto 3"])[0]
                                         )[0].dense_score, 1.0, atol=1e-5)
+
+
+def test_a_custom_embedder_gets_every_batch_in_order(tmp_path: Path) -> None:
+    from beto_search.errors import InputError
+
+    enc = HashEncoder()
+    sizes: list[int] = []
+
+    def embedder(batches: Iterable[list[str]]) -> Iterator[np.ndarray]:
+        for batch in batches:
+            sizes.append(len(batch))
+            yield enc.encode_documents(batch)
+
+    def stops_early(batches: Iterable[list[str]]) -> Iterator[np.ndarray]:
+        yield enc.encode_documents(next(iter(batches)))
+
+    with SearchEngine.open(tmp_path / "idx", HashEncoder()) as engine:
+        summary = engine.add(_docs("a", 300), embedder=embedder)
+        assert summary.added == 300 and sum(sizes) == 300 and len(sizes) > 1
+        assert _top(engine, "apalabra250 atema250 común", "hybrid") == "a250"
+        with pytest.raises(InputError, match="stopped before embedding every batch"):
+            engine.add(_docs("b", 300), embedder=stops_early)
+        assert engine.verify() == []
