@@ -1,6 +1,7 @@
 """``SearchEngine``: the facade. It opens an index folder and delegates every call to the
 collaborator that owns it: ``Indexer`` (writes), ``Searcher`` (reads), ``Maintenance`` (checks and
 upkeep), ``VectorCache`` (FAISS consistency), ``Manifest`` (settings), ``Store`` (SQLite)."""
+
 from __future__ import annotations
 
 import os
@@ -38,11 +39,19 @@ def default_model() -> str:
     return os.environ.get("BETO_SEARCH_MODEL") or DEFAULT_MODEL
 
 
-def _open_encoder(model: str, *, pooling: str | None = None, precision: str = "fp32",
-                  device: str = "auto", batch_size: int = 16, queries_only: bool = False) -> Encoder:
+def _open_encoder(
+    model: str,
+    *,
+    pooling: str | None = None,
+    precision: str = "fp32",
+    device: str = "auto",
+    batch_size: int = 16,
+    queries_only: bool = False,
+) -> Encoder:
     """THE one place encoders are built (backends.open_encoder takes its place)."""
-    return BetoEncoder(model, pooling=pooling, precision=precision, device=device,
-                       batch_size=batch_size)
+    return BetoEncoder(
+        model, pooling=pooling, precision=precision, device=device, batch_size=batch_size
+    )
 
 
 @dataclass
@@ -59,16 +68,24 @@ class EncoderOptions:
 class SearchEngine:
     """A Spanish semantic + lexical search index stored in one folder."""
 
-    def __init__(self, folder: Path, store: Store, encoder: Encoder | None, options: EncoderOptions,
-                 index_options: IndexOptions, wait: float) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        store: Store,
+        encoder: Encoder | None,
+        options: EncoderOptions,
+        index_options: IndexOptions,
+        wait: float,
+    ) -> None:
         self.folder, self.store, self.options, self.wait = folder, store, options, wait
         self.index_options = index_options
         self._encoder = encoder
         self._encoder_lock = threading.Lock()
         self._local = threading.local()  # per-thread analyzer (PyStemmer is not thread-safe)
         self._manifest: Manifest | None = None
-        self.cache = VectorCache(folder, store, lambda reload: self.reload_manifest() if reload
-                                 else self.manifest)
+        self.cache = VectorCache(
+            folder, store, lambda reload: self.reload_manifest() if reload else self.manifest
+        )
         m = self.manifest
         if m is not None:
             m.check_options(folder, index_options)
@@ -76,11 +93,22 @@ class SearchEngine:
                 m.check_encoder(folder, encoder)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | None = None, encoder: Encoder | None = None, *,
-             model: str | None = None, pooling: str | None = None, precision: str | None = None,
-             device: str = "auto", batch_size: int = 16, index_type: str | None = None,
-             chunk_tokens: int | None = None, overlap: int | None = None, create: bool = True,
-             wait: float = 0.0) -> SearchEngine:
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        encoder: Encoder | None = None,
+        *,
+        model: str | None = None,
+        pooling: str | None = None,
+        precision: str | None = None,
+        device: str = "auto",
+        batch_size: int = 16,
+        index_type: str | None = None,
+        chunk_tokens: int | None = None,
+        overlap: int | None = None,
+        create: bool = True,
+        wait: float = 0.0,
+    ) -> SearchEngine:
         """Open the index at ``path`` (default ``indexes/default``), creating it if allowed."""
         folder = Path(path) if path is not None else default_index_path()
         db = folder / DB_NAME
@@ -88,13 +116,16 @@ class SearchEngine:
             if not create:
                 raise IndexNotFoundError(
                     f"there is no index at {folder}; create one with 'beto-search ingest FOLDER "
-                    f"--index {folder}'.")
+                    f"--index {folder}'."
+                )
             if folder.exists() and not folder.is_dir():
                 raise InputError(f"{folder} is a file, not an index folder.")
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise InputError(f"cannot create the index folder {folder} ({exc.strerror}).") from None
+                raise InputError(
+                    f"cannot create the index folder {folder} ({exc.strerror})."
+                ) from None
         if index_type:
             IndexSpec(type=index_type)  # validates it
         options = EncoderOptions(model, pooling, precision, device, batch_size)
@@ -153,12 +184,15 @@ class SearchEngine:
                 if m and not self.options.model and env_model and env_model != m.encoder:
                     raise ManifestMismatchError(
                         f"BETO_SEARCH_MODEL is '{env_model}' but the index at {self.folder} was "
-                        f"built with '{m.encoder}'; unset it or use another --index.")
+                        f"built with '{m.encoder}'; unset it or use another --index."
+                    )
                 enc = _open_encoder(
                     self.options.model or (m.encoder if m else None) or default_model(),
                     pooling=self.options.pooling or (m.pooling if m else None),
                     precision=self.options.precision or (m.precision if m else None) or "fp32",
-                    device=self.options.device, batch_size=self.options.batch_size)
+                    device=self.options.device,
+                    batch_size=self.options.batch_size,
+                )
                 if m is not None:
                     m.check_encoder(self.folder, enc)
                 self._encoder = enc
@@ -170,29 +204,53 @@ class SearchEngine:
         return self.encoder
 
     # ----- writing (indexer.py) ------------------------------------------------------------
-    def ingest(self, paths: Iterable[str | os.PathLike[str]], reader: ReaderOptions | None = None,
-               prune: bool = False, progress: bool = False,
-               embedder: Embedder | None = None) -> IngestSummary:
+    def ingest(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        reader: ReaderOptions | None = None,
+        prune: bool = False,
+        progress: bool = False,
+        embedder: Embedder | None = None,
+    ) -> IngestSummary:
         return Indexer(self).ingest(paths, reader, prune, progress, embedder)
 
-    def add(self, records: Iterable[Document | dict[str, Any]], progress: bool = False,
-            embedder: Embedder | None = None) -> IngestSummary:
+    def add(
+        self,
+        records: Iterable[Document | dict[str, Any]],
+        progress: bool = False,
+        embedder: Embedder | None = None,
+    ) -> IngestSummary:
         return Indexer(self).add(records, progress, embedder)
 
-    def add_embeddings(self, records: Iterable[Document | dict[str, Any]], vectors: np.ndarray,
-                       chunk_size: int | None = None) -> IngestSummary:
+    def add_embeddings(
+        self,
+        records: Iterable[Document | dict[str, Any]],
+        vectors: np.ndarray,
+        chunk_size: int | None = None,
+    ) -> IngestSummary:
         return Indexer(self).add_embeddings(records, vectors, chunk_size)
 
     def delete(self, ids: Iterable[str]) -> list[str]:
         return Indexer(self).delete(ids)
 
     # ----- reading (searcher.py, store.py) -------------------------------------------------
-    def search(self, query: str, k: int = 10, mode: str = "hybrid", fusion: str | None = None,
-               alpha: float | None = None, where: dict[str, str] | None = None,
-               source: str | None = None, ef_search: int | None = None, nprobe: int | None = None,
-               snippets: bool = True, query_vector: np.ndarray | None = None) -> list[Hit]:
-        return Searcher(self).search(query, k, mode, fusion, alpha, where, source, ef_search,
-                                     nprobe, snippets, query_vector)
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        mode: str = "hybrid",
+        fusion: str | None = None,
+        alpha: float | None = None,
+        where: dict[str, str] | None = None,
+        source: str | None = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        snippets: bool = True,
+        query_vector: np.ndarray | None = None,
+    ) -> list[Hit]:
+        return Searcher(self).search(
+            query, k, mode, fusion, alpha, where, source, ef_search, nprobe, snippets, query_vector
+        )
 
     def similar(self, doc_id: str, k: int = 10) -> list[Hit]:
         return Searcher(self).similar(doc_id, k)
@@ -208,7 +266,9 @@ class SearchEngine:
     def iter_chunks(self, batch_size: int = 1024) -> Iterator[list[StoredChunk]]:
         return self.store.iter_chunks(batch_size)
 
-    def facets(self, fields: list[str] | None = None, limit: int = 20) -> dict[str, list[tuple[Any, int]]]:
+    def facets(
+        self, fields: list[str] | None = None, limit: int = 20
+    ) -> dict[str, list[tuple[Any, int]]]:
         return self.store.facets(fields, limit)
 
     def vectors(self) -> VectorIndex:

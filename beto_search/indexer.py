@@ -7,6 +7,7 @@ iterable of batches (token-id lists when the index tokenizes with the model, els
 yields one (n_i, dimension) float32 array per batch, in order. The default embedder calls the
 engine's encoder; a distributed one (Ray) may pipeline.
 """
+
 from __future__ import annotations
 
 import logging
@@ -84,8 +85,14 @@ class Indexer:
                 engine.cache.checkpoint()
 
     # ----- documents -----------------------------------------------------------------------
-    def ingest(self, paths: Iterable[str | os.PathLike[str]], reader: ReaderOptions | None,
-               prune: bool, progress: bool, embedder: Embedder | None) -> IngestSummary:
+    def ingest(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        reader: ReaderOptions | None,
+        prune: bool,
+        progress: bool,
+        embedder: Embedder | None,
+    ) -> IngestSummary:
         """Read files and folders, then add their documents (upsert by id)."""
         roots = [Path(p) for p in paths]
         if not roots:
@@ -98,8 +105,9 @@ class Indexer:
         read_whole: set[str] = set()  # files read without any skip: their absent ids are gone
 
         def documents() -> Iterator[Document]:
-            for path, root in tqdm(files, desc="files", unit="file", disable=not progress,
-                                   leave=False):
+            for path, root in tqdm(
+                files, desc="files", unit="file", disable=not progress, leave=False
+            ):
                 source, skips = _resolved(path), len(report.skips)
                 for doc in read_file(path, root, reader, report):
                     doc.source = source
@@ -122,7 +130,8 @@ class Indexer:
         # a file that could not be read (or had bad records) keeps its documents
         gone = [
             doc_id
-            for root in roots if root.is_dir()
+            for root in roots
+            if root.is_dir()
             for doc_id, source in self.store.sources_under(str(root.resolve()))
             if doc_id not in seen and (source in read_whole or not os.path.exists(source))
         ]
@@ -131,8 +140,12 @@ class Indexer:
         with self.store.write():
             return len(self.store.delete_documents(gone))
 
-    def add(self, records: Iterable[Document | dict[str, Any]], progress: bool,
-            embedder: Embedder | None) -> IngestSummary:
+    def add(
+        self,
+        records: Iterable[Document | dict[str, Any]],
+        progress: bool,
+        embedder: Embedder | None,
+    ) -> IngestSummary:
         """Insert or replace documents given as dicts (id, text, title, metadata) or Documents."""
         summary = IngestSummary()
         started = time.perf_counter()
@@ -141,8 +154,9 @@ class Indexer:
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _batches(self, docs: Iterable[Document], summary: IngestSummary,
-                 seen: set[str]) -> Iterator[list[Document]]:
+    def _batches(
+        self, docs: Iterable[Document], summary: IngestSummary, seen: set[str]
+    ) -> Iterator[list[Document]]:
         """Documents grouped into transactions; a repeated id replaces the earlier one."""
         batch: dict[str, Document] = {}
         size = 0
@@ -161,8 +175,15 @@ class Indexer:
         if batch:
             yield list(batch.values())
 
-    def _add_stream(self, docs: Iterable[Document], summary: IngestSummary, seen: set[str],
-                    progress: bool, embedder: Embedder | None, force: bool = False) -> None:
+    def _add_stream(
+        self,
+        docs: Iterable[Document],
+        summary: IngestSummary,
+        seen: set[str],
+        progress: bool,
+        embedder: Embedder | None,
+        force: bool = False,
+    ) -> None:
         bar = tqdm(desc="embedding", unit="chunk", disable=not progress, leave=False)
         pending: deque[_Batch] = deque()
         token_ids: list[bool] = []  # decided once the manifest exists
@@ -188,13 +209,16 @@ class Indexer:
                     raise InputError("the embedder yielded more batches than it was given.")
                 self._write(pending.popleft(), vectors, summary, bar)
             if pending or not done:
-                raise InputError("the embedder stopped before embedding every batch; the batches "
-                                 "it embedded were stored, the rest were not.")
+                raise InputError(
+                    "the embedder stopped before embedding every batch; the batches "
+                    "it embedded were stored, the rest were not."
+                )
         finally:
             bar.close()
 
-    def _embed(self, feed: Iterator[Any], embedder: Embedder | None,
-               token_ids: list[bool]) -> Iterator[np.ndarray]:
+    def _embed(
+        self, feed: Iterator[Any], embedder: Embedder | None, token_ids: list[bool]
+    ) -> Iterator[np.ndarray]:
         """The embedder's outputs; the default one is made once the first batch is known."""
         if embedder is not None:
             yield from embedder(feed)
@@ -215,8 +239,11 @@ class Indexer:
         m = self.engine.manifest
         assert m is not None
         enc = self.engine.encoder
-        return (m.tokenizer == "model" and getattr(enc, "tokenizer", None) is not None
-                and hasattr(enc, "encode_token_ids"))
+        return (
+            m.tokenizer == "model"
+            and getattr(enc, "tokenizer", None) is not None
+            and hasattr(enc, "encode_token_ids")
+        )
 
     def _chunker(self, m: Manifest) -> Chunker:
         tok = getattr(self.engine.encoder, "tokenizer", None) if m.tokenizer == "model" else None
@@ -256,7 +283,8 @@ class Indexer:
         if vectors.shape != (len(batch.chunks), int(m.dimension)):
             raise ManifestMismatchError(
                 f"the encoder returned vectors of shape {vectors.shape} for {len(batch.chunks)} "
-                f"chunks of dimension {m.dimension}; nothing of this batch was written.")
+                f"chunks of dimension {m.dimension}; nothing of this batch was written."
+            )
         vectors = normalize_rows(vectors)
         analyzer = self.engine.analyzer
         pos = 0
@@ -280,14 +308,27 @@ class Indexer:
 
     def reencode(self, doc_ids: list[str]) -> int:
         """Encode stored documents again and store them (repair; caller holds the write lock)."""
-        docs = [Document(id=d["id"], text=d["text"], title=d["title"], source=d["source"],
-                         metadata=d["metadata"]) for d in map(self.store.document, doc_ids) if d]
+        docs = [
+            Document(
+                id=d["id"],
+                text=d["text"],
+                title=d["title"],
+                source=d["source"],
+                metadata=d["metadata"],
+            )
+            for d in map(self.store.document, doc_ids)
+            if d
+        ]
         self._add_stream(docs, IngestSummary(), set(), False, None, force=True)
         return len(docs)
 
     # ----- vectors given, deletes ----------------------------------------------------------
-    def add_embeddings(self, records: Iterable[Document | dict[str, Any]], vectors: np.ndarray,
-                       chunk_size: int | None = None) -> IngestSummary:
+    def add_embeddings(
+        self,
+        records: Iterable[Document | dict[str, Any]],
+        vectors: np.ndarray,
+        chunk_size: int | None = None,
+    ) -> IngestSummary:
         """Store documents with precomputed vectors, one vector per document (one chunk each)."""
         docs = [as_document(r) for r in records]
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -296,7 +337,9 @@ class Indexer:
             raise InputError("add precomputed vectors to an index created with an encoder first.")
         dim = int(m.dimension)
         if vectors.ndim != 2 or vectors.shape != (len(docs), dim):
-            raise InputError(f"expected vectors of shape ({len(docs)}, {dim}), got {vectors.shape}.")
+            raise InputError(
+                f"expected vectors of shape ({len(docs)}, {dim}), got {vectors.shape}."
+            )
         summary = IngestSummary()
         started = time.perf_counter()
         analyzer = self.engine.analyzer
@@ -305,9 +348,13 @@ class Indexer:
             for i in range(0, len(docs), step):
                 part = docs[i : i + step]
                 prepared = [
-                    PreparedDocument(d, content_hash(d), [Chunk(0, 0, len(d.text), d.text)],
-                                     normalize_rows(vectors[i + j : i + j + 1]),
-                                     [analyzer.analyze(d.text)])
+                    PreparedDocument(
+                        d,
+                        content_hash(d),
+                        [Chunk(0, 0, len(d.text), d.text)],
+                        normalize_rows(vectors[i + j : i + j + 1]),
+                        [analyzer.analyze(d.text)],
+                    )
                     for j, d in enumerate(part)
                 ]
                 old = self.store.hashes(d.id for d in part)

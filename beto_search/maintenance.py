@@ -1,4 +1,5 @@
 """Facts, checks and upkeep of an index: info, verify, repair, compact."""
+
 from __future__ import annotations
 
 import logging
@@ -87,8 +88,11 @@ class Maintenance:
                 Indexer(engine).reencode(broken)
             vi = engine.cache.rebuild()
             vi.save(engine.folder)
-            return {"vectors": vi.ntotal, "reencoded": len(broken),
-                    "seconds": time.perf_counter() - started}
+            return {
+                "vectors": vi.ntotal,
+                "reencoded": len(broken),
+                "seconds": time.perf_counter() - started,
+            }
 
     def compact(self) -> dict[str, Any]:
         """Reclaim the space of deleted documents: VACUUM, a fresh FAISS file, history dropped."""

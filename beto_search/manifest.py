@@ -5,6 +5,7 @@ Written once when the first document is stored (``Manifest.for_encoder``), read 
 ``check_encoder``); a mismatch is a one-sentence ``ManifestMismatchError``, never a silent mix.
 Only ``fusion`` (the tuned default) and ``generation`` (+1 at each re-embedding) change later.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,7 +57,9 @@ class Manifest:
     chunk_tokens: int = WORD_BUDGET
     overlap: int = 0
     index: dict[str, Any] = field(default_factory=lambda: IndexSpec().to_dict())
-    fusion: dict[str, Any] | None = None  # the tuned default, e.g. {"method": "convex", "alpha": .5}
+    fusion: dict[str, Any] | None = (
+        None  # the tuned default, e.g. {"method": "convex", "alpha": .5}
+    )
     generation: int = 0
     format_version: int = FORMAT_VERSION
     package_version: str = __version__
@@ -106,13 +109,18 @@ class Manifest:
         if probe.ndim != 2 or probe.shape[1] != int(enc.dimension):
             raise ManifestMismatchError(
                 f"the encoder '{enc.name}' says dimension {enc.dimension} but produced vectors of "
-                f"shape {probe.shape}; nothing was written.")
+                f"shape {probe.shape}; nothing was written."
+            )
         tokenizer = getattr(enc, "tokenizer", None)
         max_length = int(getattr(enc, "max_length", 0) or getattr(enc, "max_seq_length", 0) or 0)
         chunk_tokens = options.chunk_tokens or (
-            max_length - 2 if tokenizer is not None and max_length else WORD_BUDGET)
-        overlap = options.overlap if options.overlap is not None else min(DEFAULT_OVERLAP,
-                                                                          chunk_tokens // 4)
+            max_length - 2 if tokenizer is not None and max_length else WORD_BUDGET
+        )
+        overlap = (
+            options.overlap
+            if options.overlap is not None
+            else min(DEFAULT_OVERLAP, chunk_tokens // 4)
+        )
         Chunker(None, chunk_tokens, overlap)  # validates the sizes
         describe = getattr(enc, "describe", None)
         facts = describe() if callable(describe) else {}
@@ -138,7 +146,8 @@ class Manifest:
         if self.format_version > FORMAT_VERSION:
             raise ManifestMismatchError(
                 f"the index at {folder} was written by a newer beto-search (format "
-                f"{self.format_version}); upgrade beto-search.")
+                f"{self.format_version}); upgrade beto-search."
+            )
         checks = [
             ("model", options.model, self.encoder),
             ("pooling", options.pooling, self.pooling),
@@ -150,7 +159,8 @@ class Manifest:
             if asked is not None and have is not None and asked != have:
                 raise ManifestMismatchError(
                     f"the index at {folder} was created with {what} '{have}', not '{asked}'; "
-                    f"use another --index for a different {what}.")
+                    f"use another --index for a different {what}."
+                )
 
     def check_encoder(self, folder: Path, encoder: Encoder) -> None:
         """Refuse an encoder other than the index's (name, pooling, dimension)."""
@@ -159,8 +169,10 @@ class Manifest:
             raise ManifestMismatchError(
                 f"the index at {folder} was built with encoder '{self.encoder}' "
                 f"(pooling {self.pooling}), not '{encoder.name}' (pooling {pooling}); "
-                f"query it with its own encoder or use another --index.")
+                f"query it with its own encoder or use another --index."
+            )
         if int(encoder.dimension) != int(self.dimension):
             raise ManifestMismatchError(
                 f"the encoder '{encoder.name}' gives {encoder.dimension}-dimensional vectors but the "
-                f"index holds {self.dimension}-dimensional ones.")
+                f"index holds {self.dimension}-dimensional ones."
+            )

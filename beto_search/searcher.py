@@ -2,6 +2,7 @@
 and similar documents. Each call reads one SQLite snapshot and the vector cache at that same
 snapshot (``VectorCache.pinned``), so results never mix two states of the index.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -32,10 +33,20 @@ class Searcher:
         self.store = engine.store
 
     # ----- search --------------------------------------------------------------------------
-    def search(self, query: str, k: int = 10, mode: str = "hybrid", fusion: str | None = None,
-               alpha: float | None = None, where: dict[str, str] | None = None,
-               source: str | None = None, ef_search: int | None = None, nprobe: int | None = None,
-               snippets: bool = True, query_vector: np.ndarray | None = None) -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        mode: str = "hybrid",
+        fusion: str | None = None,
+        alpha: float | None = None,
+        where: dict[str, str] | None = None,
+        source: str | None = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        snippets: bool = True,
+        query_vector: np.ndarray | None = None,
+    ) -> list[Hit]:
         """The k best documents for ``query``, best first (snippets=False skips highlighting)."""
         if not isinstance(query, str) or not clean_text(query).strip():
             raise InputError("the query is empty; give some text to search for.")
@@ -92,12 +103,19 @@ class Searcher:
         if vec.ndim == 1:
             vec = vec[None, :]
         if vec.shape != (1, dim):
-            raise InputError(f"the query vector must have shape ({dim},) or (1, {dim}), "
-                             f"not {tuple(vec.shape)}.")
+            raise InputError(
+                f"the query vector must have shape ({dim},) or (1, {dim}), not {tuple(vec.shape)}."
+            )
         return normalize_rows(vec)
 
-    def _dense(self, vi: VectorIndex, qvec: np.ndarray, depth: int, allowed: np.ndarray | None,
-               params: SearchParams) -> dict[int, float]:
+    def _dense(
+        self,
+        vi: VectorIndex,
+        qvec: np.ndarray,
+        depth: int,
+        allowed: np.ndarray | None,
+        params: SearchParams,
+    ) -> dict[int, float]:
         if allowed is not None and (vi.kind == "flat" or len(allowed) <= EXACT_FILTER_MAX):
             if vi.kind == "flat":
                 scores, ids = vi.search(qvec, depth, allowed=allowed, params=params)
@@ -114,7 +132,8 @@ class Searcher:
                 best: dict[int, float] = {}
                 for part in range(0, len(allowed), EXACT_FILTER_MAX):
                     ids_, vecs = self.store.embeddings(
-                        allowed[part : part + EXACT_FILTER_MAX].tolist(), vi.dim)
+                        allowed[part : part + EXACT_FILTER_MAX].tolist(), vi.dim
+                    )
                     best.update(_top(ids_, vecs @ qvec[0], depth))
                 out = dict(sorted(best.items(), key=lambda kv: -kv[1])[:depth])
         return out
@@ -126,8 +145,9 @@ class Searcher:
         return dict(self.store.lexical(match, depth, flt if flt else None))
 
     @staticmethod
-    def _fuse(mode: str, fusion: str, alpha: float, dense: dict[int, float],
-              lexical: dict[int, float]) -> dict[int, float]:
+    def _fuse(
+        mode: str, fusion: str, alpha: float, dense: dict[int, float], lexical: dict[int, float]
+    ) -> dict[int, float]:
         if mode == "semantic":
             return dict(dense)
         if mode == "lexical":
@@ -137,8 +157,9 @@ class Searcher:
         rank = lambda d: sorted(d, key=lambda i: -d[i])
         return rrf([rank(dense), rank(lexical)], RRF_K)
 
-    def _to_hits(self, fused: dict[int, float], dense: dict[int, float],
-                 lexical: dict[int, float], k: int) -> list[Hit]:
+    def _to_hits(
+        self, fused: dict[int, float], dense: dict[int, float], lexical: dict[int, float], k: int
+    ) -> list[Hit]:
         """Aggregate chunk scores to documents (best chunk wins) and take the top k."""
         rows = self.store.chunks_by_id(list(fused))
         best: dict[str, int] = {}
@@ -153,14 +174,27 @@ class Searcher:
         hits = []
         for rank, (doc_id, cid) in enumerate(best.items(), start=1):
             r = rows[cid]
-            hits.append(Hit(rank=rank, score=float(fused[cid]), doc_id=doc_id, title=r.title,
-                            text=r.text, start=r.start, end=r.end, source=r.source,
-                            metadata=r.metadata, chunk_id=cid, dense_score=dense.get(cid),
-                            lexical_score=lexical.get(cid)))
+            hits.append(
+                Hit(
+                    rank=rank,
+                    score=float(fused[cid]),
+                    doc_id=doc_id,
+                    title=r.title,
+                    text=r.text,
+                    start=r.start,
+                    end=r.end,
+                    source=r.source,
+                    metadata=r.metadata,
+                    chunk_id=cid,
+                    dense_score=dense.get(cid),
+                    lexical_score=lexical.get(cid),
+                )
+            )
         return hits
 
-    def _finish_hits(self, hits: list[Hit], query: str, qvec: np.ndarray | None,
-                     snippets: bool = True) -> None:
+    def _finish_hits(
+        self, hits: list[Hit], query: str, qvec: np.ndarray | None, snippets: bool = True
+    ) -> None:
         """Exact dense scores for the explanation, and snippets with highlights."""
         if qvec is not None:
             missing = [h.chunk_id for h in hits if h.dense_score is None]
@@ -195,8 +229,11 @@ class Searcher:
             depth = max(4 * k + len(own), 50)
             own_set = set(own)
             while True:
-                dense = {i: s for i, s in self._dense(vi, qvec, depth, None, SearchParams()).items()
-                         if i not in own_set}
+                dense = {
+                    i: s
+                    for i, s in self._dense(vi, qvec, depth, None, SearchParams()).items()
+                    if i not in own_set
+                }
                 hits = self._to_hits(dense, dense, {}, k)
                 if len(hits) >= k or depth >= total:
                     break

@@ -6,6 +6,7 @@ chunk id); ``changes`` (every chunk added or removed, with a sequence number the
 catches up from); ``manifest`` (settings fixed at creation) and ``meta`` (counters).
 A document's rows change in one transaction: it is all there or not at all.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,16 @@ CREATE TABLE IF NOT EXISTS changes (
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     terms, tokenize = 'unicode61 remove_diacritics 0');
 """
-DOCUMENT_COLUMNS = {"id": str, "source": str, "title": str, "text": str, "metadata": str,
-                    "content_hash": str, "created_at": str, "updated_at": str}
+DOCUMENT_COLUMNS = {
+    "id": str,
+    "source": str,
+    "title": str,
+    "text": str,
+    "metadata": str,
+    "content_hash": str,
+    "created_at": str,
+    "updated_at": str,
+}
 
 _KEY_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
@@ -102,7 +111,9 @@ class Filter:
                 params.append(value)
                 continue
             if not key or not set(key) <= _KEY_OK:
-                raise InputError(f"filter key '{key}' may only hold letters, digits, '_', '-' and '.'.")
+                raise InputError(
+                    f"filter key '{key}' may only hold letters, digits, '_', '-' and '.'."
+                )
             path = "$." + ".".join('"' + part + '"' for part in key.split("."))
             parts.append("CAST(json_extract(d.metadata, ?) AS TEXT) = ?")
             params.extend([path, value])
@@ -138,8 +149,9 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         # check_same_thread=False only so that close() may close every thread's connection;
         # each connection is otherwise used by the thread that opened it alone
-        conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=60,
-                               check_same_thread=False)
+        conn = sqlite3.connect(
+            str(self.path), isolation_level=None, timeout=60, check_same_thread=False
+        )
         conn.execute("PRAGMA busy_timeout = 60000")
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
@@ -158,7 +170,8 @@ class Store:
                 conn = self._connect()
             except sqlite3.DatabaseError as exc:
                 raise IndexCorruptError(
-                    f"the index database {self.path} cannot be read ({exc}).") from None
+                    f"the index database {self.path} cannot be read ({exc})."
+                ) from None
             self._local.conn = conn
             self._local.db = sqlite_utils.Database(conn)
             with self._conns_lock:
@@ -174,19 +187,26 @@ class Store:
     def _create_schema(self) -> None:
         """Create what is missing (an existing index keeps its tables as they are)."""
         db = self.db
-        db["manifest"].create({"key": str, "value": str}, pk="key", not_null={"value"},
-                              if_not_exists=True)
-        db["meta"].create({"key": str, "value": int}, pk="key", not_null={"value"},
-                          if_not_exists=True)
-        db["documents"].create(DOCUMENT_COLUMNS, pk="id", not_null=set(DOCUMENT_COLUMNS),
-                               if_not_exists=True)
-        db["documents"].create_index(["source"], index_name="documents_source",
-                                     if_not_exists=True)
-        db["embeddings"].create({"chunk_id": int, "vector": bytes}, pk="chunk_id",
-                                not_null={"vector"}, if_not_exists=True)
+        db["manifest"].create(
+            {"key": str, "value": str}, pk="key", not_null={"value"}, if_not_exists=True
+        )
+        db["meta"].create(
+            {"key": str, "value": int}, pk="key", not_null={"value"}, if_not_exists=True
+        )
+        db["documents"].create(
+            DOCUMENT_COLUMNS, pk="id", not_null=set(DOCUMENT_COLUMNS), if_not_exists=True
+        )
+        db["documents"].create_index(["source"], index_name="documents_source", if_not_exists=True)
+        db["embeddings"].create(
+            {"chunk_id": int, "vector": bytes},
+            pk="chunk_id",
+            not_null={"vector"},
+            if_not_exists=True,
+        )
         self.conn.executescript(RAW_SCHEMA)
-        db["chunks"].create_index(["doc_id", "ordinal"], index_name="chunks_doc",
-                                  if_not_exists=True)
+        db["chunks"].create_index(
+            ["doc_id", "ordinal"], index_name="chunks_doc", if_not_exists=True
+        )
 
     def close(self) -> None:
         self._closed = True
@@ -212,7 +232,9 @@ class Store:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.DatabaseError | OSError):  # disk full, I/O errors
-                raise StorageError(f"writing to the index failed, nothing was changed ({exc}).") from None
+                raise StorageError(
+                    f"writing to the index failed, nothing was changed ({exc})."
+                ) from None
             raise
 
     def in_snapshot(self) -> bool:
@@ -240,7 +262,8 @@ class Store:
         row = self.conn.execute(
             "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'changes'),"
             " (SELECT value FROM meta WHERE key = 'history_floor'),"
-            " (SELECT value FROM manifest WHERE key = 'generation')").fetchone()
+            " (SELECT value FROM manifest WHERE key = 'generation')"
+        ).fetchone()
         return CacheState(int(row[0] or 0), int(row[1] or 0), int(json.loads(row[2] or "0")))
 
     # ----- manifest and counters -----------------------------------------------------------
@@ -251,7 +274,8 @@ class Store:
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """Insert or replace manifest keys (caller's transaction: sqlite-utils nests a savepoint)."""
         self.db["manifest"].upsert_all(
-            [{"key": k, "value": json.dumps(v)} for k, v in manifest.items()], pk="key")
+            [{"key": k, "value": json.dumps(v)} for k, v in manifest.items()], pk="key"
+        )
 
     def seq(self) -> int:
         """The sequence number of the last change to the set of chunks."""
@@ -277,8 +301,11 @@ class Store:
         for i in range(0, len(ids), 500):
             part = ids[i : i + 500]
             q = ",".join("?" * len(part))
-            out.update(self.conn.execute(
-                f"SELECT id, content_hash FROM documents WHERE id IN ({q})", part).fetchall())
+            out.update(
+                self.conn.execute(
+                    f"SELECT id, content_hash FROM documents WHERE id IN ({q})", part
+                ).fetchall()
+            )
         return out
 
     def _remove_chunks(self, doc_id: str) -> int:
@@ -289,7 +316,9 @@ class Store:
         self.conn.execute(f"DELETE FROM embeddings WHERE chunk_id IN ({q})", ids)
         self.conn.execute(f"DELETE FROM chunks_fts WHERE rowid IN ({q})", ids)
         self.conn.execute(f"DELETE FROM chunks WHERE id IN ({q})", ids)
-        self.conn.executemany("INSERT INTO changes(op, chunk_id) VALUES ('del', ?)", [(i,) for i in ids])
+        self.conn.executemany(
+            "INSERT INTO changes(op, chunk_id) VALUES ('del', ?)", [(i,) for i in ids]
+        )
         return len(ids)
 
     def put_documents(self, docs: list[PreparedDocument]) -> None:
@@ -300,11 +329,21 @@ class Store:
             self._remove_chunks(p.doc.id)
         # documents: one bulk upsert through sqlite-utils (it nests a savepoint in our transaction)
         self.db["documents"].upsert_all(
-            [{"id": p.doc.id, "source": p.doc.source, "title": p.doc.title, "text": p.doc.text,
-              "metadata": json.dumps(p.doc.metadata, ensure_ascii=False, default=str),
-              "content_hash": p.content_hash, "created_at": created.get(p.doc.id, stamp),
-              "updated_at": stamp} for p in docs],
-            pk="id")
+            [
+                {
+                    "id": p.doc.id,
+                    "source": p.doc.source,
+                    "title": p.doc.title,
+                    "text": p.doc.text,
+                    "metadata": json.dumps(p.doc.metadata, ensure_ascii=False, default=str),
+                    "content_hash": p.content_hash,
+                    "created_at": created.get(p.doc.id, stamp),
+                    "updated_at": stamp,
+                }
+                for p in docs
+            ],
+            pk="id",
+        )
         # chunks and their vectors, terms and change rows: raw executemany, the hot path of an
         # ingest (sqlite-utils' insert_all builds a statement per chunk of rows and cannot give
         # back AUTOINCREMENT ids); ids come from RETURNING, one row per chunk
@@ -315,7 +354,9 @@ class Store:
             for c, vec, terms in zip(p.chunks, vectors, p.terms):
                 cid = conn.execute(
                     'INSERT INTO chunks(doc_id, ordinal, start, "end", text) VALUES (?, ?, ?, ?, ?)'
-                    " RETURNING id", (p.doc.id, c.ordinal, c.start, c.end, c.text)).fetchone()[0]
+                    " RETURNING id",
+                    (p.doc.id, c.ordinal, c.start, c.end, c.text),
+                ).fetchone()[0]
                 emb.append((cid, vec.tobytes()))
                 fts.append((cid, terms))
                 log.append((cid,))
@@ -327,8 +368,12 @@ class Store:
         out: dict[str, str] = {}
         for i in range(0, len(ids), 500):
             part = ids[i : i + 500]
-            out.update((r["id"], r["created_at"]) for r in self.db["documents"].rows_where(
-                f"id IN ({','.join('?' * len(part))})", part, select="id, created_at"))
+            out.update(
+                (r["id"], r["created_at"])
+                for r in self.db["documents"].rows_where(
+                    f"id IN ({','.join('?' * len(part))})", part, select="id, created_at"
+                )
+            )
         return out
 
     def delete_documents(self, ids: Iterable[str]) -> list[str]:
@@ -346,13 +391,14 @@ class Store:
         """(id, source) of documents whose source file lies under ``folder`` (an absolute path)."""
         prefix = folder.rstrip("/") + "/"
         return self.conn.execute(
-            "SELECT id, source FROM documents WHERE substr(source, 1, ?) = ?",
-            (len(prefix), prefix)).fetchall()
+            "SELECT id, source FROM documents WHERE substr(source, 1, ?) = ?", (len(prefix), prefix)
+        ).fetchall()
 
     # ----- reading -------------------------------------------------------------------------
     def changes_since(self, seq: int) -> list[tuple[int, str, int]]:
         return self.conn.execute(
-            "SELECT seq, op, chunk_id FROM changes WHERE seq > ? ORDER BY seq", (seq,)).fetchall()
+            "SELECT seq, op, chunk_id FROM changes WHERE seq > ? ORDER BY seq", (seq,)
+        ).fetchall()
 
     def embeddings(self, chunk_ids: list[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of the given chunks that exist, in ascending id order."""
@@ -369,13 +415,16 @@ class Store:
                 vecs.append(blob)
         return _as_matrix(ids_out, vecs, dim)
 
-    def iter_embeddings(self, dim: int, batch: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_embeddings(
+        self, dim: int, batch: int = 20000
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """All stored (ids, vectors) in ascending id order, a batch at a time."""
         last = -1
         while True:
             rows = self.conn.execute(
                 "SELECT chunk_id, vector FROM embeddings WHERE chunk_id > ? ORDER BY chunk_id LIMIT ?",
-                (last, batch)).fetchall()
+                (last, batch),
+            ).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
@@ -384,11 +433,14 @@ class Store:
     def sample_embeddings(self, dim: int, n: int) -> np.ndarray:
         """Up to ``n`` stored vectors picked at random (to train quantizers)."""
         rows = self.conn.execute(
-            "SELECT chunk_id, vector FROM embeddings ORDER BY random() LIMIT ?", (n,)).fetchall()
+            "SELECT chunk_id, vector FROM embeddings ORDER BY random() LIMIT ?", (n,)
+        ).fetchall()
         return _as_matrix([r[0] for r in rows], [r[1] for r in rows], dim)[1]
 
     def chunk_ids(self) -> np.ndarray:
-        return np.fromiter((r[0] for r in self.conn.execute("SELECT id FROM chunks")), dtype=np.int64)
+        return np.fromiter(
+            (r[0] for r in self.conn.execute("SELECT id FROM chunks")), dtype=np.int64
+        )
 
     def chunks_by_id(self, ids: list[int]) -> dict[int, StoredChunk]:
         out: dict[int, StoredChunk] = {}
@@ -404,12 +456,17 @@ class Store:
         return out
 
     def doc_chunk_ids(self, doc_id: str) -> list[int]:
-        return [r[0] for r in self.conn.execute(
-            "SELECT id FROM chunks WHERE doc_id = ? ORDER BY ordinal", (doc_id,))]
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT id FROM chunks WHERE doc_id = ? ORDER BY ordinal", (doc_id,)
+            )
+        ]
 
     def document(self, doc_id: str) -> dict[str, Any] | None:
         for row in self.db["documents"].rows_where(
-                "id = ?", [doc_id], select="id, source, title, text, metadata"):
+            "id = ?", [doc_id], select="id, source, title, text, metadata"
+        ):
             return {**row, "metadata": json.loads(row["metadata"])}
         return None
 
@@ -421,7 +478,9 @@ class Store:
                 doc["chunks"] = [
                     {"chunk_id": r["id"], "start": r["start"], "end": r["end"]}
                     for r in self.db["chunks"].rows_where(
-                        "doc_id = ?", [doc_id], order_by="ordinal", select='id, start, "end"')]
+                        "doc_id = ?", [doc_id], order_by="ordinal", select='id, start, "end"'
+                    )
+                ]
         return doc
 
     def iter_chunks(self, batch_size: int = 1024) -> Iterator[list[StoredChunk]]:
@@ -432,13 +491,17 @@ class Store:
                 rows = self.conn.execute(
                     'SELECT c.id, c.doc_id, c.ordinal, c.start, c."end", c.text, d.title, d.source,'
                     " d.metadata FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.id > ?"
-                    " ORDER BY c.id LIMIT ?", (last, batch_size)).fetchall()
+                    " ORDER BY c.id LIMIT ?",
+                    (last, batch_size),
+                ).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
             yield [StoredChunk(*r[:8], metadata=json.loads(r[8])) for r in rows]
 
-    def facets(self, fields: list[str] | None = None, limit: int = 20) -> dict[str, list[tuple[Any, int]]]:
+    def facets(
+        self, fields: list[str] | None = None, limit: int = 20
+    ) -> dict[str, list[tuple[Any, int]]]:
         """Document counts per top-level metadata value, most common first, per field."""
         where, params = "", []
         if fields is not None:
@@ -448,10 +511,12 @@ class Store:
             params = list(fields)
         out: dict[str, list[tuple[Any, int]]] = {}
         for r in self.db.query(
-                "SELECT j.key AS field, j.value AS value, count(DISTINCT d.id) AS n"
-                " FROM documents d, json_each(d.metadata) j"
-                f" {where} {'AND' if where else 'WHERE'} j.type NOT IN ('object', 'array')"
-                " GROUP BY j.key, j.value ORDER BY j.key, n DESC, j.value", params):
+            "SELECT j.key AS field, j.value AS value, count(DISTINCT d.id) AS n"
+            " FROM documents d, json_each(d.metadata) j"
+            f" {where} {'AND' if where else 'WHERE'} j.type NOT IN ('object', 'array')"
+            " GROUP BY j.key, j.value ORDER BY j.key, n DESC, j.value",
+            params,
+        ):
             values = out.setdefault(r["field"], [])
             if len(values) < limit:
                 values.append((r["value"], r["n"]))
@@ -461,7 +526,8 @@ class Store:
         """Ids of chunks whose document passes the filter."""
         clause, params = flt.sql()
         rows = self.conn.execute(
-            f"SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE {clause}", params)
+            f"SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE {clause}", params
+        )
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def lexical(self, match: str, limit: int, flt: Filter | None = None) -> list[tuple[int, float]]:
@@ -475,8 +541,10 @@ class Store:
             )
             args = [match, *params, limit]
         else:
-            sql = ("SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?"
-                   " ORDER BY bm25(chunks_fts) LIMIT ?")
+            sql = (
+                "SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?"
+                " ORDER BY bm25(chunks_fts) LIMIT ?"
+            )
             args = [match, limit]
         return [(int(r[0]), float(r[1])) for r in self.conn.execute(sql, args)]
 
@@ -485,7 +553,8 @@ class Store:
         """Row counts in one query (one snapshot even outside a transaction)."""
         row = self.conn.execute(
             "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM chunks),"
-            " (SELECT count(*) FROM embeddings)").fetchone()
+            " (SELECT count(*) FROM embeddings)"
+        ).fetchone()
         return {"documents": row[0], "chunks": row[1], "embeddings": row[2]}
 
     def integrity_check(self) -> list[str]:
@@ -497,12 +566,15 @@ class Store:
         out = []
         bad = self.conn.execute(
             "SELECT count(*) FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id"
-            " WHERE e.vector IS NULL OR length(e.vector) != ?", (4 * dim,)).fetchone()[0]
+            " WHERE e.vector IS NULL OR length(e.vector) != ?",
+            (4 * dim,),
+        ).fetchone()[0]
         if bad:
             out.append(f"{bad} chunks have no vector of dimension {dim}")
         orphans = self.conn.execute(
             "SELECT count(*) FROM embeddings e LEFT JOIN chunks c ON c.id = e.chunk_id"
-            " WHERE c.id IS NULL").fetchone()[0]
+            " WHERE c.id IS NULL"
+        ).fetchone()[0]
         if orphans:
             out.append(f"{orphans} vectors belong to no chunk")
         fts = self.conn.execute("SELECT count(*) FROM chunks_fts").fetchone()[0]
@@ -514,7 +586,8 @@ class Store:
             pos = 0
             ok = True
             for start, end in self.conn.execute(
-                    'SELECT start, "end" FROM chunks WHERE doc_id = ? ORDER BY ordinal', (doc_id,)):
+                'SELECT start, "end" FROM chunks WHERE doc_id = ? ORDER BY ordinal', (doc_id,)
+            ):
                 if start > pos:
                     ok = False
                 pos = max(pos, end)
@@ -526,9 +599,14 @@ class Store:
 
     def documents_missing_vectors(self, dim: int) -> list[str]:
         """Ids of documents with a chunk that has no vector of the right size."""
-        return [r[0] for r in self.conn.execute(
-            "SELECT DISTINCT c.doc_id FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id"
-            " WHERE e.vector IS NULL OR length(e.vector) != ?", (4 * dim,))]
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT DISTINCT c.doc_id FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id"
+                " WHERE e.vector IS NULL OR length(e.vector) != ?",
+                (4 * dim,),
+            )
+        ]
 
     def document_ids(self) -> list[str]:
         return [r["id"] for r in self.db["documents"].rows_where(select="id", order_by="id")]

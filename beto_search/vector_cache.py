@@ -21,6 +21,7 @@ swaps the reference, so a reader keeps searching the object it started with; one
 loads, catch-ups and rebuilds. A cache that holds a vector count other than SQLite's chunk count
 after loading is rebuilt (a checkpoint that lies is not trusted).
 """
+
 from __future__ import annotations
 
 import logging
@@ -94,8 +95,9 @@ class VectorCache:
                     return vi
                 if vi.seq > state.seq:
                     if newer_ok:
-                        return self._rebuild(state, "no cache at the snapshot's state",
-                                             publish=False)
+                        return self._rebuild(
+                            state, "no cache at the snapshot's state", publish=False
+                        )
                     raise _Newer
                 if vi.seq >= state.floor:
                     new = vi.clone()
@@ -133,13 +135,15 @@ class VectorCache:
             self._catch_up(vi, state)
             live = self.store.counts()["chunks"]
             if vi.live != live:
-                return self._rebuild(state, f"the vector index holds {vi.ntotal} vectors for "
-                                            f"{live} chunks")
+                return self._rebuild(
+                    state, f"the vector index holds {vi.ntotal} vectors for {live} chunks"
+                )
             return vi
         if newer and not newer_ok:
             raise _Newer
-        return self._rebuild(state, "no usable vector index file" if state.seq else None,
-                             publish=False)
+        return self._rebuild(
+            state, "no usable vector index file" if state.seq else None, publish=False
+        )
 
     def _catch_up(self, vi: VectorIndex, state: CacheState) -> None:
         """Apply the changes logged since ``vi.seq`` (inside the caller's snapshot)."""

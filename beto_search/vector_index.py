@@ -6,6 +6,7 @@ once a re-embedding has moved the index to generation > 0), written to a tempora
 and renamed, so a crash leaves either the old checkpoint or the new one, never half of one.
 When and which checkpoint to use is ``vector_cache``'s business, not this module's.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,7 +47,9 @@ class IndexSpec:
 
     def __post_init__(self) -> None:
         if self.type not in INDEX_TYPES:
-            raise InputError(f"index type must be one of {', '.join(INDEX_TYPES)}, not '{self.type}'.")
+            raise InputError(
+                f"index type must be one of {', '.join(INDEX_TYPES)}, not '{self.type}'."
+            )
         if self.quantizer not in ("SQ8", "Flat"):
             raise InputError("the vector quantizer must be SQ8 or Flat.")
 
@@ -79,8 +82,11 @@ class IndexSpec:
         if kind == "flat":
             return "IDMap2,Flat"
         if kind == "hnsw":
-            return f"IDMap2,HNSW{self.hnsw_m},{self.quantizer}" if self.quantizer != "Flat" \
+            return (
+                f"IDMap2,HNSW{self.hnsw_m},{self.quantizer}"
+                if self.quantizer != "Flat"
                 else f"IDMap2,HNSW{self.hnsw_m},Flat"
+            )
         return f"IVF{self.nlist_for(n)},{self.quantizer}"
 
 
@@ -131,8 +137,15 @@ class VectorIndex:
             index = faiss.deserialize_index(faiss.serialize_index(self.index))
         if self.kind == "ivf":
             faiss.extract_index_ivf(index).nprobe = faiss.extract_index_ivf(self.index).nprobe
-        return VectorIndex(index=index, dim=self.dim, spec=self.spec, kind=self.kind, seq=self.seq,
-                           tombstones=set(self.tombstones), generation=self.generation)
+        return VectorIndex(
+            index=index,
+            dim=self.dim,
+            spec=self.spec,
+            kind=self.kind,
+            seq=self.seq,
+            tombstones=set(self.tombstones),
+            generation=self.generation,
+        )
 
     @property
     def ntotal(self) -> int:
@@ -173,8 +186,10 @@ class VectorIndex:
         if len(ids):
             if self.tombstones:  # an id given back (never by the engine: its ids are not reused)
                 self.tombstones.difference_update(int(i) for i in ids)
-            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
-                                    np.ascontiguousarray(ids, dtype=np.int64))
+            self.index.add_with_ids(
+                np.ascontiguousarray(vectors, dtype=np.float32),
+                np.ascontiguousarray(ids, dtype=np.int64),
+            )
 
     def remove(self, ids: np.ndarray) -> None:
         """Remove ids; HNSW cannot remove, so its ids become tombstones filtered at search."""
@@ -203,14 +218,18 @@ class VectorIndex:
             if self.tombstones:
                 allowed = allowed[~np.isin(allowed, np.fromiter(self.tombstones, dtype=np.int64))]
             if not len(allowed):
-                return (np.full((len(queries), k), -np.inf, dtype=np.float32),
-                        np.full((len(queries), k), -1, dtype=np.int64))
+                return (
+                    np.full((len(queries), k), -np.inf, dtype=np.float32),
+                    np.full((len(queries), k), -1, dtype=np.int64),
+                )
             selector = faiss.IDSelectorBatch(allowed)
         elif self.tombstones:
             tomb = np.fromiter(self.tombstones, dtype=np.int64)
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(tomb))
         if self.kind == "hnsw":
-            sp = faiss.SearchParametersHNSW(efSearch=max(params.ef_search or self.spec.ef_search, k))
+            sp = faiss.SearchParametersHNSW(
+                efSearch=max(params.ef_search or self.spec.ef_search, k)
+            )
         elif self.kind == "ivf":
             sp = faiss.SearchParametersIVF(nprobe=params.nprobe or self.spec.nprobe)
         else:
@@ -242,7 +261,8 @@ class VectorIndex:
             tmp.unlink(missing_ok=True)
             raise StorageError(
                 f"could not write the vector index file ({exc}); the stored documents are safe and "
-                f"the next open rebuilds it from SQLite.") from None
+                f"the next open rebuilds it from SQLite."
+            ) from None
         kept = 0
         for seq, gen, path in checkpoint_files(folder):
             if gen == self.generation and seq <= self.seq and kept < keep:
@@ -256,7 +276,9 @@ class VectorIndex:
         return target
 
     @classmethod
-    def load(cls, path: Path, seq: int, dim: int, spec: IndexSpec, generation: int = 0) -> VectorIndex:
+    def load(
+        cls, path: Path, seq: int, dim: int, spec: IndexSpec, generation: int = 0
+    ) -> VectorIndex:
         """Read a checkpoint; raises on a damaged file or a dimension mismatch."""
         index = faiss.read_index(str(path))
         if index.d != dim:
@@ -274,7 +296,9 @@ class VectorIndex:
 
 def checkpoint_name(seq: int, generation: int = 0) -> str:
     """Generation 0 keeps the original name, so indexes written before generations load as is."""
-    return f"vectors-{seq:012d}.faiss" if not generation else f"vectors-{seq:012d}-g{generation}.faiss"
+    return (
+        f"vectors-{seq:012d}.faiss" if not generation else f"vectors-{seq:012d}-g{generation}.faiss"
+    )
 
 
 def checkpoint_files(folder: Path) -> list[tuple[int, int, Path]]:

@@ -1,5 +1,6 @@
 """The one test encoder: a hashed bag of words (not BETO), importable by tests and by the scripts
 that tests run in subprocesses (``sys.path.insert(0, TESTS_DIR); from encoders import ...``)."""
+
 from __future__ import annotations
 
 import re

@@ -1,6 +1,7 @@
 """Issue 9's correctness findings 1, 2, 3, 4 and 7, and the generation rule: a long-lived engine
 sees what other processes write, compact and re-embed, from many threads at once, without
 needless rebuilds. Each test failed on the engine before the redesign."""
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,10 @@ ROOT = TESTS.parent
 
 
 def _docs(prefix: str, n: int, start: int = 0) -> list[dict]:
-    return [{"id": f"{prefix}{i}", "text": f"{prefix}palabra{i} {prefix}tema{i} común"}
-            for i in range(start, start + n)]
+    return [
+        {"id": f"{prefix}{i}", "text": f"{prefix}palabra{i} {prefix}tema{i} común"}
+        for i in range(start, start + n)
+    ]
 
 
 def _top(engine: SearchEngine, text: str, mode: str = "semantic") -> str | None:
@@ -86,19 +89,22 @@ def test_reader_whose_snapshot_predates_the_newest_checkpoint_does_not_rebuild(
                 with SearchEngine.open(index, HashEncoder()) as writer:
                     writer.add(_docs("b", 1))
             return real(folder)
+
         return listing
 
     # where the reader lists the checkpoint files (the engine before and after the redesign)
     import beto_search.engine as engine_mod
 
     if hasattr(engine_mod, "checkpoints"):
-        monkeypatch.setattr(engine_mod, "checkpoints",
-                            writer_commits_while_listing(engine_mod.checkpoints))
+        monkeypatch.setattr(
+            engine_mod, "checkpoints", writer_commits_while_listing(engine_mod.checkpoints)
+        )
     try:
         import beto_search.vector_cache as cache_mod
 
-        monkeypatch.setattr(cache_mod, "checkpoint_files",
-                            writer_commits_while_listing(cache_mod.checkpoint_files))
+        monkeypatch.setattr(
+            cache_mod, "checkpoint_files", writer_commits_while_listing(cache_mod.checkpoint_files)
+        )
     except ImportError:
         pass
     try:
@@ -122,8 +128,10 @@ def test_a_new_generation_makes_every_cache_rebuild(tmp_path: Path) -> None:
         # what a re-embedding does: new vectors for the same chunk ids (no change-log rows) and
         # generation + 1, in one transaction; here a1's and a2's vectors trade places
         db = sqlite_utils.Database(index / "index.db")
-        one, two = (db.execute("SELECT id FROM chunks WHERE doc_id = ?", [d]).fetchone()[0]
-                    for d in ("a1", "a2"))
+        one, two = (
+            db.execute("SELECT id FROM chunks WHERE doc_id = ?", [d]).fetchone()[0]
+            for d in ("a1", "a2")
+        )
         vec = {r["chunk_id"]: r["vector"] for r in db["embeddings"].rows}
         with db.conn:
             db["embeddings"].update(one, {"vector": vec[two]})
@@ -147,8 +155,18 @@ def test_query_after_an_ingest_that_could_not_load_the_model_says_the_index_is_e
     (docs / "a.txt").write_text("un documento en español", encoding="utf-8")
     index = tmp_path / "idx"
     runner = CliRunner()
-    res = runner.invoke(cli, ["ingest", str(docs), "--index", str(index), "--model",
-                              str(tmp_path / "no-such-model"), "-q"])
+    res = runner.invoke(
+        cli,
+        [
+            "ingest",
+            str(docs),
+            "--index",
+            str(index),
+            "--model",
+            str(tmp_path / "no-such-model"),
+            "-q",
+        ],
+    )
     assert res.exit_code == 1, res.output
     res = runner.invoke(cli, ["query", "documento", "--index", str(index)])
     assert res.exit_code == 1, res.output
@@ -209,8 +227,14 @@ def test_threads_search_while_another_process_writes_and_compacts(tmp_path: Path
     for th in threads:
         th.start()
     try:
-        writer = subprocess.run([sys.executable, "-c", WRITER, str(index), str(TESTS), "16"],
-                                cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+        writer = subprocess.run(
+            [sys.executable, "-c", WRITER, str(index), str(TESTS), "16"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         time.sleep(0.5)
     finally:
         stop.set()
@@ -235,9 +259,16 @@ def test_threads_search_while_another_process_writes_and_compacts(tmp_path: Path
 
 def test_facets_counts_and_iter_chunks(tmp_path: Path) -> None:
     with SearchEngine.open(tmp_path / "idx", HashEncoder()) as engine:
-        engine.add([{"id": f"d{i}", "text": f"texto {i}", "metadata": {"lang": "es", "n": i % 2,
-                                                                        "tags": ["x"]}}
-                    for i in range(5)])
+        engine.add(
+            [
+                {
+                    "id": f"d{i}",
+                    "text": f"texto {i}",
+                    "metadata": {"lang": "es", "n": i % 2, "tags": ["x"]},
+                }
+                for i in range(5)
+            ]
+        )
         assert engine.counts() == {"documents": 5, "chunks": 5, "embeddings": 5}
         facets = engine.facets()
         assert facets["lang"] == [("es", 5)] and dict(facets["n"]) == {0: 3, 1: 2}
@@ -251,9 +282,16 @@ def test_facets_counts_and_iter_chunks(tmp_path: Path) -> None:
         assert doc["text"] == "texto 3" and doc["metadata"]["n"] == 1
         assert doc["chunks"] == [{"chunk_id": ids[3], "start": 0, "end": 7}]
         assert engine.get_document("nope") is None
-        assert np.isclose(engine.search("texto 3", k=1, mode="semantic",
-                                        query_vector=HashEncoder().encode_queries(["texto 3"])[0]
-                                        )[0].dense_score, 1.0, atol=1e-5)
+        assert np.isclose(
+            engine.search(
+                "texto 3",
+                k=1,
+                mode="semantic",
+                query_vector=HashEncoder().encode_queries(["texto 3"])[0],
+            )[0].dense_score,
+            1.0,
+            atol=1e-5,
+        )
 
 
 def test_a_custom_embedder_gets_every_batch_in_order(tmp_path: Path) -> None:
