@@ -73,17 +73,20 @@ class Searcher:
             if allowed is not None and not len(allowed):
                 return []
             depth = max(4 * k, 50)
-            reach = len(allowed) if allowed is not None else self.store.counts()["chunks"]
             while True:
                 dense = self._dense(vi, qvec, depth, allowed, params) if qvec is not None else {}
                 lexical = self._lexical(query, depth, flt) if mode != "semantic" else {}
                 fused = self._fuse(mode, fusion, alpha, dense, lexical)
                 hits = self._to_hits(fused, dense, lexical, k)
-                if len(hits) >= k or depth >= reach:
+                if len(hits) >= k or depth >= self._reach(allowed):
                     break
                 depth *= 4
             self._finish_hits(hits, query, qvec, snippets)
         return hits
+
+    def _reach(self, allowed: np.ndarray | None) -> int:
+        """How many chunks a search can reach (counted only when a search must widen)."""
+        return len(allowed) if allowed is not None else self.store.chunk_count()
 
     def default_fusion(self, fusion: str | None, alpha: float | None) -> tuple[str, float]:
         """None means the index's tuned fusion (manifest.fusion) if any, else the library's."""
@@ -225,7 +228,7 @@ class Searcher:
                 raise InputError(f"there is no document '{doc_id}' in the index.")
             _, vecs = self.store.embeddings(own, manifest.dimension)
             qvec = normalize_rows(vecs.mean(axis=0, keepdims=True))
-            total = self.store.counts()["chunks"]
+            total = self.store.chunk_count()
             depth = max(4 * k + len(own), 50)
             own_set = set(own)
             while True:

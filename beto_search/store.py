@@ -557,6 +557,10 @@ class Store:
         ).fetchone()
         return {"documents": row[0], "chunks": row[1], "embeddings": row[2]}
 
+    def chunk_count(self) -> int:
+        """The number of chunks (cheaper than ``counts``: embeddings' big rows are not walked)."""
+        return int(self.conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
+
     def integrity_check(self) -> list[str]:
         rows = [r[0] for r in self.conn.execute("PRAGMA integrity_check")]
         return [] if rows == ["ok"] else rows

@@ -133,7 +133,7 @@ class VectorCache:
             if vi.kind == "hnsw":  # HNSW cannot remove: ids SQLite lacks are tombstones
                 vi.tombstones = set(vi.ids().tolist()) - set(self.store.chunk_ids().tolist())
             self._catch_up(vi, state)
-            live = self.store.counts()["chunks"]
+            live = self.store.chunk_count()
             if vi.live != live:
                 return self._rebuild(
                     state, f"the vector index holds {vi.ntotal} vectors for {live} chunks"
