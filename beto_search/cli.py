@@ -172,6 +172,7 @@ def query(text: str, k: int, index: Path, mode: str, fusion: str, alpha: float,
     """Search the index for TEXT; prints ranked documents with snippets."""
     filters = _where(where)
     with _open(index, **enc) as engine:
+        _require_documents(engine, index)
         hits = engine.search(text, k=k, mode=mode, fusion=fusion, alpha=alpha, where=filters,
                              source=source_glob, ef_search=ef_search, nprobe=nprobe)
     if as_json:
@@ -179,6 +180,17 @@ def query(text: str, k: int, index: Path, mode: str, fusion: str, alpha: float,
                                "results": [h.to_dict() for h in hits]}, ensure_ascii=False))
     else:
         _print_hits(hits, explain)
+
+
+def _require_documents(engine: Any, index: Path) -> None:
+    """An index that was never filled (say its first ingest could not load the model) is an
+    error to report, not a query with no results."""
+    if engine.manifest is None:
+        from .errors import IndexNotFoundError
+
+        raise IndexNotFoundError(
+            f"the index at {index} is empty (it was never built, or its first ingest failed); "
+            f"fill it with 'beto-search ingest FOLDER --index {index}'.")
 
 
 @cli.command()

@@ -6,10 +6,12 @@ chunk id); ``changes`` (every chunk added or removed, with a sequence number the
 catches up from); ``manifest`` (settings fixed at creation) and ``meta`` (counters).
 A document's rows change in one transaction: it is all there or not at all.
 """
+
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,24 +25,28 @@ import sqlite_utils
 from .errors import IndexCorruptError, InputError, StorageError
 from .types import Chunk, Document
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS manifest (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS documents (
-    id TEXT PRIMARY KEY, source TEXT NOT NULL, title TEXT NOT NULL, text TEXT NOT NULL,
-    metadata TEXT NOT NULL, content_hash TEXT NOT NULL, created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS documents_source ON documents(source);
+# sqlite-utils cannot declare AUTOINCREMENT (``chunks`` and ``changes`` need ids never reused)
+# nor a free-standing FTS5 table over analyzed terms (its ``enable_fts`` indexes a table's own
+# columns through triggers): these three stay raw SQL, with the same names and columns as always.
+RAW_SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY AUTOINCREMENT, doc_id TEXT NOT NULL, ordinal INTEGER NOT NULL,
     start INTEGER NOT NULL, "end" INTEGER NOT NULL, text TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id, ordinal);
-CREATE TABLE IF NOT EXISTS embeddings (chunk_id INTEGER PRIMARY KEY, vector BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL, chunk_id INTEGER NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     terms, tokenize = 'unicode61 remove_diacritics 0');
 """
+DOCUMENT_COLUMNS = {
+    "id": str,
+    "source": str,
+    "title": str,
+    "text": str,
+    "metadata": str,
+    "content_hash": str,
+    "created_at": str,
+    "updated_at": str,
+}
 
 _KEY_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
@@ -75,6 +81,16 @@ class PreparedDocument:
     terms: list[str]
 
 
+@dataclass(frozen=True)
+class CacheState:
+    """What the vector cache must agree with: the change sequence, the history floor (changes at
+    or below it are gone) and the manifest's generation (bumped by a re-embedding)."""
+
+    seq: int
+    floor: int
+    generation: int
+
+
 @dataclass
 class Filter:
     """Metadata / title / source equality filters and a source glob, always bound as parameters."""
@@ -95,7 +111,9 @@ class Filter:
                 params.append(value)
                 continue
             if not key or not set(key) <= _KEY_OK:
-                raise InputError(f"filter key '{key}' may only hold letters, digits, '_', '-' and '.'.")
+                raise InputError(
+                    f"filter key '{key}' may only hold letters, digits, '_', '-' and '.'."
+                )
             path = "$." + ".".join('"' + part + '"' for part in key.split("."))
             parts.append("CAST(json_extract(d.metadata, ?) AS TEXT) = ?")
             params.extend([path, value])
@@ -106,70 +124,157 @@ class Filter:
 
 
 class Store:
-    """The index database: one writer at a time, any number of readers (WAL)."""
+    """The index database: one writer at a time, any number of readers (WAL).
+
+    Each thread gets its own connection (``conn``), so each thread has its own transactions and
+    snapshots; a connection is never used by two threads at once.
+    """
 
     def __init__(self, path: Path, create: bool = True) -> None:
         self.path = path
         if not create and not path.exists():
             raise InputError(f"no index database at {path}.")
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._closed = False
         try:
-            conn = sqlite3.connect(str(path), isolation_level=None, timeout=60, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 60000")
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            self.db = sqlite_utils.Database(conn)
             if create:
-                conn.executescript(SCHEMA)
-            self.conn = conn
+                self._create_schema()
             self.conn.execute("SELECT count(*) FROM documents").fetchone()
         except sqlite3.DatabaseError as exc:
+            self.close()
             raise IndexCorruptError(f"the index database {path} cannot be read ({exc}).") from None
 
+    def _connect(self) -> sqlite3.Connection:
+        # check_same_thread=False only so that close() may close every thread's connection;
+        # each connection is otherwise used by the thread that opened it alone
+        conn = sqlite3.connect(
+            str(self.path), isolation_level=None, timeout=60, check_same_thread=False
+        )
+        conn.execute("PRAGMA busy_timeout = 60000")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise StorageError("the index is closed.")
+            try:
+                conn = self._connect()
+            except sqlite3.DatabaseError as exc:
+                raise IndexCorruptError(
+                    f"the index database {self.path} cannot be read ({exc})."
+                ) from None
+            self._local.conn = conn
+            self._local.db = sqlite_utils.Database(conn)
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """This thread's connection as a sqlite-utils Database."""
+        self.conn  # noqa: B018  (opens it)
+        return self._local.db
+
+    def _create_schema(self) -> None:
+        """Create what is missing (an existing index keeps its tables as they are)."""
+        db = self.db
+        db["manifest"].create(
+            {"key": str, "value": str}, pk="key", not_null={"value"}, if_not_exists=True
+        )
+        db["meta"].create(
+            {"key": str, "value": int}, pk="key", not_null={"value"}, if_not_exists=True
+        )
+        db["documents"].create(
+            DOCUMENT_COLUMNS, pk="id", not_null=set(DOCUMENT_COLUMNS), if_not_exists=True
+        )
+        db["documents"].create_index(["source"], index_name="documents_source", if_not_exists=True)
+        db["embeddings"].create(
+            {"chunk_id": int, "vector": bytes},
+            pk="chunk_id",
+            not_null={"vector"},
+            if_not_exists=True,
+        )
+        self.conn.executescript(RAW_SCHEMA)
+        db["chunks"].create_index(
+            ["doc_id", "ordinal"], index_name="chunks_doc", if_not_exists=True
+        )
+
     def close(self) -> None:
-        self.conn.close()
+        self._closed = True
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
 
     # ----- transactions --------------------------------------------------------------------
     @contextmanager
     def write(self) -> Iterator[None]:
         """One write transaction; rolled back whole on any error (disk full included)."""
+        conn = self.conn
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise StorageError(f"cannot write to the index ({exc}).") from None
         try:
             yield
-            self.conn.execute("COMMIT")
+            conn.execute("COMMIT")
         except BaseException as exc:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.DatabaseError | OSError):  # disk full, I/O errors
-                raise StorageError(f"writing to the index failed, nothing was changed ({exc}).") from None
+                raise StorageError(
+                    f"writing to the index failed, nothing was changed ({exc})."
+                ) from None
             raise
+
+    def in_snapshot(self) -> bool:
+        """True inside a read or write transaction of this thread."""
+        return self.conn.in_transaction
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
-        """A read transaction: every query inside sees the same committed state."""
-        if self.conn.in_transaction:
+        """A read transaction of this thread: every query inside sees the same committed state.
+        Nested inside another of this thread's transactions, it is that transaction."""
+        conn = self.conn
+        if conn.in_transaction:
             yield
             return
-        self.conn.execute("BEGIN")
+        conn.execute("BEGIN")
+        conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # the snapshot starts here, not later
         try:
             yield
         finally:
-            if self.conn.in_transaction:
-                self.conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def cache_state(self) -> CacheState:
+        """The vector cache's view of the index, in one query."""
+        row = self.conn.execute(
+            "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'changes'),"
+            " (SELECT value FROM meta WHERE key = 'history_floor'),"
+            " (SELECT value FROM manifest WHERE key = 'generation')"
+        ).fetchone()
+        return CacheState(int(row[0] or 0), int(row[1] or 0), int(json.loads(row[2] or "0")))
 
     # ----- manifest and counters -----------------------------------------------------------
     def manifest(self) -> dict[str, Any] | None:
-        rows = self.conn.execute("SELECT key, value FROM manifest").fetchall()
-        return {k: json.loads(v) for k, v in rows} or None
+        """The manifest's key/value rows (JSON values), None while the index is new."""
+        return {r["key"]: json.loads(r["value"]) for r in self.db["manifest"].rows} or None
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        self.conn.executemany(
-            "INSERT OR REPLACE INTO manifest(key, value) VALUES (?, ?)",
-            [(k, json.dumps(v)) for k, v in manifest.items()],
+        """Insert or replace manifest keys (caller's transaction: sqlite-utils nests a savepoint)."""
+        self.db["manifest"].upsert_all(
+            [{"key": k, "value": json.dumps(v)} for k, v in manifest.items()], pk="key"
         )
 
     def seq(self) -> int:
@@ -186,7 +291,7 @@ class Store:
         """Forget the change log up to now (after a full rebuild of the vector cache)."""
         seq = self.seq()
         self.conn.execute("DELETE FROM changes WHERE seq <= ?", (seq,))
-        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('history_floor', ?)", (seq,))
+        self.db["meta"].upsert({"key": "history_floor", "value": seq}, pk="key")
 
     # ----- writing documents ---------------------------------------------------------------
     def hashes(self, ids: Iterable[str]) -> dict[str, str]:
@@ -196,8 +301,11 @@ class Store:
         for i in range(0, len(ids), 500):
             part = ids[i : i + 500]
             q = ",".join("?" * len(part))
-            out.update(self.conn.execute(
-                f"SELECT id, content_hash FROM documents WHERE id IN ({q})", part).fetchall())
+            out.update(
+                self.conn.execute(
+                    f"SELECT id, content_hash FROM documents WHERE id IN ({q})", part
+                ).fetchall()
+            )
         return out
 
     def _remove_chunks(self, doc_id: str) -> int:
@@ -208,42 +316,74 @@ class Store:
         self.conn.execute(f"DELETE FROM embeddings WHERE chunk_id IN ({q})", ids)
         self.conn.execute(f"DELETE FROM chunks_fts WHERE rowid IN ({q})", ids)
         self.conn.execute(f"DELETE FROM chunks WHERE id IN ({q})", ids)
-        self.conn.executemany("INSERT INTO changes(op, chunk_id) VALUES ('del', ?)", [(i,) for i in ids])
+        self.conn.executemany(
+            "INSERT INTO changes(op, chunk_id) VALUES ('del', ?)", [(i,) for i in ids]
+        )
         return len(ids)
 
     def put_documents(self, docs: list[PreparedDocument]) -> None:
         """Insert or replace documents with their chunks, vectors and terms (caller's transaction)."""
         stamp = now()
+        created = self._created_at([p.doc.id for p in docs])
         for p in docs:
-            d = p.doc
-            created = self.conn.execute(
-                "SELECT created_at FROM documents WHERE id = ?", (d.id,)).fetchone()
-            self._remove_chunks(d.id)
-            self.conn.execute(
-                "INSERT OR REPLACE INTO documents(id, source, title, text, metadata, content_hash,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (d.id, d.source, d.title, d.text, json.dumps(d.metadata, ensure_ascii=False,
-                 default=str), p.content_hash, created[0] if created else stamp, stamp),
-            )
+            self._remove_chunks(p.doc.id)
+        # documents: one bulk upsert through sqlite-utils (it nests a savepoint in our transaction)
+        self.db["documents"].upsert_all(
+            [
+                {
+                    "id": p.doc.id,
+                    "source": p.doc.source,
+                    "title": p.doc.title,
+                    "text": p.doc.text,
+                    "metadata": json.dumps(p.doc.metadata, ensure_ascii=False, default=str),
+                    "content_hash": p.content_hash,
+                    "created_at": created.get(p.doc.id, stamp),
+                    "updated_at": stamp,
+                }
+                for p in docs
+            ],
+            pk="id",
+        )
+        # chunks and their vectors, terms and change rows: raw executemany, the hot path of an
+        # ingest (sqlite-utils' insert_all builds a statement per chunk of rows and cannot give
+        # back AUTOINCREMENT ids); ids come from RETURNING, one row per chunk
+        conn = self.conn
+        emb, fts, log = [], [], []
+        for p in docs:
             vectors = np.ascontiguousarray(p.vectors, dtype=np.float32)
             for c, vec, terms in zip(p.chunks, vectors, p.terms):
-                cur = self.conn.execute(
-                    'INSERT INTO chunks(doc_id, ordinal, start, "end", text) VALUES (?, ?, ?, ?, ?)',
-                    (d.id, c.ordinal, c.start, c.end, c.text),
+                cid = conn.execute(
+                    'INSERT INTO chunks(doc_id, ordinal, start, "end", text) VALUES (?, ?, ?, ?, ?)'
+                    " RETURNING id",
+                    (p.doc.id, c.ordinal, c.start, c.end, c.text),
+                ).fetchone()[0]
+                emb.append((cid, vec.tobytes()))
+                fts.append((cid, terms))
+                log.append((cid,))
+        conn.executemany("INSERT INTO embeddings(chunk_id, vector) VALUES (?, ?)", emb)
+        conn.executemany("INSERT INTO chunks_fts(rowid, terms) VALUES (?, ?)", fts)
+        conn.executemany("INSERT INTO changes(op, chunk_id) VALUES ('add', ?)", log)
+
+    def _created_at(self, ids: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            out.update(
+                (r["id"], r["created_at"])
+                for r in self.db["documents"].rows_where(
+                    f"id IN ({','.join('?' * len(part))})", part, select="id, created_at"
                 )
-                cid = cur.lastrowid
-                self.conn.execute("INSERT INTO embeddings(chunk_id, vector) VALUES (?, ?)",
-                                  (cid, vec.tobytes()))
-                self.conn.execute("INSERT INTO chunks_fts(rowid, terms) VALUES (?, ?)", (cid, terms))
-                self.conn.execute("INSERT INTO changes(op, chunk_id) VALUES ('add', ?)", (cid,))
+            )
+        return out
 
     def delete_documents(self, ids: Iterable[str]) -> list[str]:
         """Delete documents and everything of theirs (caller's transaction); the ids found."""
         found = []
+        table = self.db["documents"]
         for doc_id in ids:
-            if self.conn.execute("SELECT 1 FROM documents WHERE id = ?", (doc_id,)).fetchone():
+            if table.count_where("id = ?", [doc_id]):
                 self._remove_chunks(doc_id)
-                self.conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+                table.delete_where("id = ?", [doc_id])
                 found.append(doc_id)
         return found
 
@@ -251,13 +391,14 @@ class Store:
         """(id, source) of documents whose source file lies under ``folder`` (an absolute path)."""
         prefix = folder.rstrip("/") + "/"
         return self.conn.execute(
-            "SELECT id, source FROM documents WHERE substr(source, 1, ?) = ?",
-            (len(prefix), prefix)).fetchall()
+            "SELECT id, source FROM documents WHERE substr(source, 1, ?) = ?", (len(prefix), prefix)
+        ).fetchall()
 
     # ----- reading -------------------------------------------------------------------------
     def changes_since(self, seq: int) -> list[tuple[int, str, int]]:
         return self.conn.execute(
-            "SELECT seq, op, chunk_id FROM changes WHERE seq > ? ORDER BY seq", (seq,)).fetchall()
+            "SELECT seq, op, chunk_id FROM changes WHERE seq > ? ORDER BY seq", (seq,)
+        ).fetchall()
 
     def embeddings(self, chunk_ids: list[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of the given chunks that exist, in ascending id order."""
@@ -274,13 +415,16 @@ class Store:
                 vecs.append(blob)
         return _as_matrix(ids_out, vecs, dim)
 
-    def iter_embeddings(self, dim: int, batch: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_embeddings(
+        self, dim: int, batch: int = 20000
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """All stored (ids, vectors) in ascending id order, a batch at a time."""
         last = -1
         while True:
             rows = self.conn.execute(
                 "SELECT chunk_id, vector FROM embeddings WHERE chunk_id > ? ORDER BY chunk_id LIMIT ?",
-                (last, batch)).fetchall()
+                (last, batch),
+            ).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
@@ -289,11 +433,14 @@ class Store:
     def sample_embeddings(self, dim: int, n: int) -> np.ndarray:
         """Up to ``n`` stored vectors picked at random (to train quantizers)."""
         rows = self.conn.execute(
-            "SELECT chunk_id, vector FROM embeddings ORDER BY random() LIMIT ?", (n,)).fetchall()
+            "SELECT chunk_id, vector FROM embeddings ORDER BY random() LIMIT ?", (n,)
+        ).fetchall()
         return _as_matrix([r[0] for r in rows], [r[1] for r in rows], dim)[1]
 
     def chunk_ids(self) -> np.ndarray:
-        return np.fromiter((r[0] for r in self.conn.execute("SELECT id FROM chunks")), dtype=np.int64)
+        return np.fromiter(
+            (r[0] for r in self.conn.execute("SELECT id FROM chunks")), dtype=np.int64
+        )
 
     def chunks_by_id(self, ids: list[int]) -> dict[int, StoredChunk]:
         out: dict[int, StoredChunk] = {}
@@ -309,23 +456,78 @@ class Store:
         return out
 
     def doc_chunk_ids(self, doc_id: str) -> list[int]:
-        return [r[0] for r in self.conn.execute(
-            "SELECT id FROM chunks WHERE doc_id = ? ORDER BY ordinal", (doc_id,))]
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT id FROM chunks WHERE doc_id = ? ORDER BY ordinal", (doc_id,)
+            )
+        ]
 
     def document(self, doc_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute(
-            "SELECT id, source, title, text, metadata FROM documents WHERE id = ?", (doc_id,)
-        ).fetchone()
-        if row is None:
-            return None
-        return {"id": row[0], "source": row[1], "title": row[2], "text": row[3],
-                "metadata": json.loads(row[4])}
+        for row in self.db["documents"].rows_where(
+            "id = ?", [doc_id], select="id, source, title, text, metadata"
+        ):
+            return {**row, "metadata": json.loads(row["metadata"])}
+        return None
+
+    def document_with_chunks(self, doc_id: str) -> dict[str, Any] | None:
+        """A document and its chunks' ids and spans (one snapshot)."""
+        with self.snapshot():
+            doc = self.document(doc_id)
+            if doc is not None:
+                doc["chunks"] = [
+                    {"chunk_id": r["id"], "start": r["start"], "end": r["end"]}
+                    for r in self.db["chunks"].rows_where(
+                        "doc_id = ?", [doc_id], order_by="ordinal", select='id, start, "end"'
+                    )
+                ]
+        return doc
+
+    def iter_chunks(self, batch_size: int = 1024) -> Iterator[list[StoredChunk]]:
+        """Every chunk joined with its document, ascending chunk id, a batch per snapshot."""
+        last = -1
+        while True:
+            with self.snapshot():
+                rows = self.conn.execute(
+                    'SELECT c.id, c.doc_id, c.ordinal, c.start, c."end", c.text, d.title, d.source,'
+                    " d.metadata FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.id > ?"
+                    " ORDER BY c.id LIMIT ?",
+                    (last, batch_size),
+                ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [StoredChunk(*r[:8], metadata=json.loads(r[8])) for r in rows]
+
+    def facets(
+        self, fields: list[str] | None = None, limit: int = 20
+    ) -> dict[str, list[tuple[Any, int]]]:
+        """Document counts per top-level metadata value, most common first, per field."""
+        where, params = "", []
+        if fields is not None:
+            if not fields:
+                return {}
+            where = f"WHERE j.key IN ({','.join('?' * len(fields))})"
+            params = list(fields)
+        out: dict[str, list[tuple[Any, int]]] = {}
+        for r in self.db.query(
+            "SELECT j.key AS field, j.value AS value, count(DISTINCT d.id) AS n"
+            " FROM documents d, json_each(d.metadata) j"
+            f" {where} {'AND' if where else 'WHERE'} j.type NOT IN ('object', 'array')"
+            " GROUP BY j.key, j.value ORDER BY j.key, n DESC, j.value",
+            params,
+        ):
+            values = out.setdefault(r["field"], [])
+            if len(values) < limit:
+                values.append((r["value"], r["n"]))
+        return out
 
     def filtered_chunk_ids(self, flt: Filter) -> np.ndarray:
         """Ids of chunks whose document passes the filter."""
         clause, params = flt.sql()
         rows = self.conn.execute(
-            f"SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE {clause}", params)
+            f"SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE {clause}", params
+        )
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def lexical(self, match: str, limit: int, flt: Filter | None = None) -> list[tuple[int, float]]:
@@ -339,19 +541,25 @@ class Store:
             )
             args = [match, *params, limit]
         else:
-            sql = ("SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?"
-                   " ORDER BY bm25(chunks_fts) LIMIT ?")
+            sql = (
+                "SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?"
+                " ORDER BY bm25(chunks_fts) LIMIT ?"
+            )
             args = [match, limit]
         return [(int(r[0]), float(r[1])) for r in self.conn.execute(sql, args)]
 
     # ----- facts and checks ----------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        q = self.conn.execute
-        return {
-            "documents": q("SELECT count(*) FROM documents").fetchone()[0],
-            "chunks": q("SELECT count(*) FROM chunks").fetchone()[0],
-            "embeddings": q("SELECT count(*) FROM embeddings").fetchone()[0],
-        }
+        """Row counts in one query (one snapshot even outside a transaction)."""
+        row = self.conn.execute(
+            "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM chunks),"
+            " (SELECT count(*) FROM embeddings)"
+        ).fetchone()
+        return {"documents": row[0], "chunks": row[1], "embeddings": row[2]}
+
+    def chunk_count(self) -> int:
+        """The number of chunks (cheaper than ``counts``: embeddings' big rows are not walked)."""
+        return int(self.conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
 
     def integrity_check(self) -> list[str]:
         rows = [r[0] for r in self.conn.execute("PRAGMA integrity_check")]
@@ -362,12 +570,15 @@ class Store:
         out = []
         bad = self.conn.execute(
             "SELECT count(*) FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id"
-            " WHERE e.vector IS NULL OR length(e.vector) != ?", (4 * dim,)).fetchone()[0]
+            " WHERE e.vector IS NULL OR length(e.vector) != ?",
+            (4 * dim,),
+        ).fetchone()[0]
         if bad:
             out.append(f"{bad} chunks have no vector of dimension {dim}")
         orphans = self.conn.execute(
             "SELECT count(*) FROM embeddings e LEFT JOIN chunks c ON c.id = e.chunk_id"
-            " WHERE c.id IS NULL").fetchone()[0]
+            " WHERE c.id IS NULL"
+        ).fetchone()[0]
         if orphans:
             out.append(f"{orphans} vectors belong to no chunk")
         fts = self.conn.execute("SELECT count(*) FROM chunks_fts").fetchone()[0]
@@ -379,7 +590,8 @@ class Store:
             pos = 0
             ok = True
             for start, end in self.conn.execute(
-                    'SELECT start, "end" FROM chunks WHERE doc_id = ? ORDER BY ordinal', (doc_id,)):
+                'SELECT start, "end" FROM chunks WHERE doc_id = ? ORDER BY ordinal', (doc_id,)
+            ):
                 if start > pos:
                     ok = False
                 pos = max(pos, end)
@@ -391,9 +603,17 @@ class Store:
 
     def documents_missing_vectors(self, dim: int) -> list[str]:
         """Ids of documents with a chunk that has no vector of the right size."""
-        return [r[0] for r in self.conn.execute(
-            "SELECT DISTINCT c.doc_id FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id"
-            " WHERE e.vector IS NULL OR length(e.vector) != ?", (4 * dim,))]
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT DISTINCT c.doc_id FROM chunks c LEFT JOIN embeddings e ON e.chunk_id = c.id"
+                " WHERE e.vector IS NULL OR length(e.vector) != ?",
+                (4 * dim,),
+            )
+        ]
+
+    def document_ids(self) -> list[str]:
+        return [r["id"] for r in self.db["documents"].rows_where(select="id", order_by="id")]
 
     def vacuum(self) -> None:
         self.conn.execute("VACUUM")

@@ -1,9 +1,12 @@
 """The FAISS cache of the chunk vectors: build by type, add/remove, search, atomic checkpoints.
 
 The vectors' source of truth is SQLite; this index is a checkpoint of it. Each file is named after
-the change sequence it reflects (``vectors-<seq>.faiss``), written to a temporary file, fsynced and
-renamed, so a crash leaves either the old checkpoint or the new one, never half of one.
+the change sequence it reflects (``vectors-<seq>.faiss``; ``vectors-<seq>-g<generation>.faiss``
+once a re-embedding has moved the index to generation > 0), written to a temporary file, fsynced
+and renamed, so a crash leaves either the old checkpoint or the new one, never half of one.
+When and which checkpoint to use is ``vector_cache``'s business, not this module's.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,7 +24,8 @@ from .errors import InputError, StorageError
 log = logging.getLogger(__name__)
 
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")
-_FILE = re.compile(r"^vectors-(\d{12})\.faiss$")
+_FILE = re.compile(r"^vectors-(\d{12})(?:-g(\d+))?\.faiss$")
+KEEP_CHECKPOINTS = 2  # the newest and the one before: readers whose snapshot predates the newest
 MIN_TRAIN = 1000  # below this many vectors an approximate index is built flat (exact)
 AUTO_FLAT_MAX = 50_000  # flat (exact) search up to this many vectors, then IVF
 TRAIN_PER_LIST = 50  # IVF training vectors per list
@@ -43,7 +47,9 @@ class IndexSpec:
 
     def __post_init__(self) -> None:
         if self.type not in INDEX_TYPES:
-            raise InputError(f"index type must be one of {', '.join(INDEX_TYPES)}, not '{self.type}'.")
+            raise InputError(
+                f"index type must be one of {', '.join(INDEX_TYPES)}, not '{self.type}'."
+            )
         if self.quantizer not in ("SQ8", "Flat"):
             raise InputError("the vector quantizer must be SQ8 or Flat.")
 
@@ -76,8 +82,11 @@ class IndexSpec:
         if kind == "flat":
             return "IDMap2,Flat"
         if kind == "hnsw":
-            return f"IDMap2,HNSW{self.hnsw_m},{self.quantizer}" if self.quantizer != "Flat" \
+            return (
+                f"IDMap2,HNSW{self.hnsw_m},{self.quantizer}"
+                if self.quantizer != "Flat"
                 else f"IDMap2,HNSW{self.hnsw_m},Flat"
+            )
         return f"IVF{self.nlist_for(n)},{self.quantizer}"
 
 
@@ -99,6 +108,7 @@ class VectorIndex:
     kind: str
     seq: int = 0
     tombstones: set[int] = field(default_factory=set)
+    generation: int = 0
 
     # ----- construction --------------------------------------------------------------------
     @classmethod
@@ -118,6 +128,24 @@ class VectorIndex:
         if kind == "ivf":
             faiss.extract_index_ivf(index).nprobe = spec.nprobe
         return cls(index=index, dim=dim, spec=spec, kind=kind)
+
+    def clone(self) -> VectorIndex:
+        """An independent copy (readers may keep searching the original while it is changed)."""
+        try:
+            index = faiss.clone_index(self.index)
+        except RuntimeError:  # a type clone_index does not know: a round trip through bytes
+            index = faiss.deserialize_index(faiss.serialize_index(self.index))
+        if self.kind == "ivf":
+            faiss.extract_index_ivf(index).nprobe = faiss.extract_index_ivf(self.index).nprobe
+        return VectorIndex(
+            index=index,
+            dim=self.dim,
+            spec=self.spec,
+            kind=self.kind,
+            seq=self.seq,
+            tombstones=set(self.tombstones),
+            generation=self.generation,
+        )
 
     @property
     def ntotal(self) -> int:
@@ -158,8 +186,10 @@ class VectorIndex:
         if len(ids):
             if self.tombstones:  # an id given back (never by the engine: its ids are not reused)
                 self.tombstones.difference_update(int(i) for i in ids)
-            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
-                                    np.ascontiguousarray(ids, dtype=np.int64))
+            self.index.add_with_ids(
+                np.ascontiguousarray(vectors, dtype=np.float32),
+                np.ascontiguousarray(ids, dtype=np.int64),
+            )
 
     def remove(self, ids: np.ndarray) -> None:
         """Remove ids; HNSW cannot remove, so its ids become tombstones filtered at search."""
@@ -188,14 +218,18 @@ class VectorIndex:
             if self.tombstones:
                 allowed = allowed[~np.isin(allowed, np.fromiter(self.tombstones, dtype=np.int64))]
             if not len(allowed):
-                return (np.full((len(queries), k), -np.inf, dtype=np.float32),
-                        np.full((len(queries), k), -1, dtype=np.int64))
+                return (
+                    np.full((len(queries), k), -np.inf, dtype=np.float32),
+                    np.full((len(queries), k), -1, dtype=np.int64),
+                )
             selector = faiss.IDSelectorBatch(allowed)
         elif self.tombstones:
             tomb = np.fromiter(self.tombstones, dtype=np.int64)
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(tomb))
         if self.kind == "hnsw":
-            sp = faiss.SearchParametersHNSW(efSearch=max(params.ef_search or self.spec.ef_search, k))
+            sp = faiss.SearchParametersHNSW(
+                efSearch=max(params.ef_search or self.spec.ef_search, k)
+            )
         elif self.kind == "ivf":
             sp = faiss.SearchParametersIVF(nprobe=params.nprobe or self.spec.nprobe)
         else:
@@ -205,10 +239,11 @@ class VectorIndex:
         return self.index.search(queries, k, params=sp)
 
     # ----- persistence ---------------------------------------------------------------------
-    def save(self, folder: Path) -> Path:
-        """Write an atomic checkpoint for ``self.seq`` and remove older ones."""
-        target = folder / f"vectors-{self.seq:012d}.faiss"
-        tmp = folder / f".vectors-{self.seq:012d}.faiss.tmp-{os.getpid()}"
+    def save(self, folder: Path, keep: int = KEEP_CHECKPOINTS) -> Path:
+        """Write an atomic checkpoint for ``self.seq``; keep the ``keep`` newest of its generation
+        (a reader whose snapshot predates this one can still load the previous one)."""
+        target = folder / checkpoint_name(self.seq, self.generation)
+        tmp = folder / f".{target.name}.tmp-{os.getpid()}"
         try:
             faiss.write_index(self.index, str(tmp))
             fd = os.open(tmp, os.O_RDONLY)
@@ -226,17 +261,24 @@ class VectorIndex:
             tmp.unlink(missing_ok=True)
             raise StorageError(
                 f"could not write the vector index file ({exc}); the stored documents are safe and "
-                f"the next open rebuilds it from SQLite.") from None
-        for old in checkpoints(folder):
-            if old[1] != target:
-                old[1].unlink(missing_ok=True)
+                f"the next open rebuilds it from SQLite."
+            ) from None
+        kept = 0
+        for seq, gen, path in checkpoint_files(folder):
+            if gen == self.generation and seq <= self.seq and kept < keep:
+                kept += 1
+                continue
+            if path != target:
+                path.unlink(missing_ok=True)
         # temporary files of writers killed mid-save (saves run under the index's write lock)
         for stale in folder.glob(".vectors-*.faiss.tmp-*"):
             stale.unlink(missing_ok=True)
         return target
 
     @classmethod
-    def load(cls, path: Path, seq: int, dim: int, spec: IndexSpec) -> VectorIndex:
+    def load(
+        cls, path: Path, seq: int, dim: int, spec: IndexSpec, generation: int = 0
+    ) -> VectorIndex:
         """Read a checkpoint; raises on a damaged file or a dimension mismatch."""
         index = faiss.read_index(str(path))
         if index.d != dim:
@@ -249,15 +291,27 @@ class VectorIndex:
         else:
             faiss.extract_index_ivf(index).nprobe = spec.nprobe
             kind = "ivf"
-        return cls(index=index, dim=dim, spec=spec, kind=kind, seq=seq)
+        return cls(index=index, dim=dim, spec=spec, kind=kind, seq=seq, generation=generation)
 
 
-def checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    """The checkpoint files in ``folder``, newest first."""
+def checkpoint_name(seq: int, generation: int = 0) -> str:
+    """Generation 0 keeps the original name, so indexes written before generations load as is."""
+    return (
+        f"vectors-{seq:012d}.faiss" if not generation else f"vectors-{seq:012d}-g{generation}.faiss"
+    )
+
+
+def checkpoint_files(folder: Path) -> list[tuple[int, int, Path]]:
+    """(seq, generation, path) of the checkpoint files in ``folder``, newest first."""
     out = []
     if folder.is_dir():
         for p in folder.iterdir():
             m = _FILE.match(p.name)
             if m:
-                out.append((int(m.group(1)), p))
-    return sorted(out, reverse=True)
+                out.append((int(m.group(1)), int(m.group(2) or 0), p))
+    return sorted(out, key=lambda t: (t[0], t[1]), reverse=True)
+
+
+def checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(seq, path) of the checkpoint files in ``folder``, newest first (any generation)."""
+    return [(seq, path) for seq, _, path in checkpoint_files(folder)]

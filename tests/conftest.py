@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.encoders import HashEncoder
+
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "corpora" / "es"
 SHARED_BETO = ROOT.parent / "shared" / "beto"
@@ -96,7 +98,7 @@ def cli_run(monkeypatch: pytest.MonkeyPatch, tiny_model: Path, tiny_encoder):
     import beto_search.engine as engine_mod
     from beto_search.cli import cli
 
-    monkeypatch.setattr(engine_mod, "BetoEncoder", lambda *a, **k: tiny_encoder)
+    monkeypatch.setattr(engine_mod, "_open_encoder", lambda *a, **k: tiny_encoder)
 
     def run(*args: object):
         return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
@@ -113,36 +115,6 @@ def index_copy(corpus_index: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "idx"
     shutil.copytree(corpus_index, dest)
     return dest
-
-
-class HashEncoder:
-    """A custom encoder (not BETO): hashed bag of words, to test the Encoder interface."""
-
-    name = "test-hash-encoder"
-    dimension = 64
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def _encode(self, texts: list[str]):
-        import re
-        import zlib
-
-        import numpy as np
-
-        self.calls += 1
-        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()):
-                out[i, zlib.crc32(word.encode()) % self.dimension] += 1.0
-            out[i, 0] += 1e-3
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-    def encode_documents(self, texts: list[str]):
-        return self._encode(texts)
-
-    def encode_queries(self, texts: list[str]):
-        return self._encode(texts)
 
 
 @pytest.fixture

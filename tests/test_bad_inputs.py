@@ -24,38 +24,12 @@ from hypothesis import strategies as st
 
 from beto_search import SearchEngine
 from beto_search.readers import ReaderOptions, ReadReport, clean_text, iter_files
+from tests.encoders import SmallHashEncoder as HashEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
 SPANISH = ("¿Qué pasó con la canción del niño? ¡Año tras año, el señor Muñoz cantó «Cielito "
            "lindo» en Cádiz! La pingüina comió piñas y acentos: á é í ó ú ü ñ Ñ.\n")
-
-
-class HashEncoder:
-    """A fast, deterministic bag-of-words encoder (no tokenizer: the chunker counts words)."""
-
-    name = "hash-encoder"
-    dimension = 32
-    pooling = None
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        self.calls += 1
-        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in t.lower().split():
-                out[i, zlib.crc32(w.encode("utf-8", "replace")) % self.dimension] += 1.0
-            out[i, 0] += 1e-3
-        return out
-
-    def encode_documents(self, texts: list[str]) -> np.ndarray:
-        return self._encode(texts)
-
-    def encode_queries(self, texts: list[str]) -> np.ndarray:
-        return self._encode(texts)
-
 
 
 def ingest(cli_run, index: Path, *args: str, json_out: bool = True):
@@ -68,8 +42,16 @@ def ingest(cli_run, index: Path, *args: str, json_out: bool = True):
 
 def stored(index: Path) -> dict[str, dict]:
     with SearchEngine.open(index, create=False) as engine:
-        ids = [r[0] for r in engine.store.conn.execute("SELECT id FROM documents")]
-        return {i: engine.store.document(i) for i in ids}
+        ids = {c.doc_id for batch in engine.iter_chunks() for c in batch}
+        return {i: _doc(engine, i) for i in ids}
+
+
+def _doc(engine: SearchEngine, doc_id: str) -> dict | None:
+    """A stored document without its chunk list (id, source, title, text, metadata)."""
+    doc = engine.get_document(doc_id)
+    if doc is not None:
+        del doc["chunks"]
+    return doc
 
 
 def no_traceback(res) -> None:
@@ -277,8 +259,8 @@ def test_very_large_csv_field(tmp_path: Path) -> None:
     with SearchEngine.open(tmp_path / "idx", HashEncoder()) as engine:
         summary = engine.ingest([docs])
         assert summary.added == 2 and summary.skipped == []
-        assert engine.store.document("big")["text"] == big
-        assert engine.store.problems(HashEncoder.dimension) == []
+        assert engine.get_document("big")["text"] == big
+        assert engine.verify() == []
         assert engine.search("palabra5", k=2, mode="lexical")[0].doc_id == "big"
 
 
@@ -289,7 +271,7 @@ LARGE_SCRIPT = textwrap.dedent("""
     import numpy as np
     import psutil
     sys.path.insert(0, sys.argv[3])
-    from test_bad_inputs import HashEncoder
+    from encoders import SmallHashEncoder as HashEncoder
     from beto_search import SearchEngine
 
     src, index = Path(sys.argv[1]), Path(sys.argv[2])
@@ -314,7 +296,7 @@ LARGE_SCRIPT = textwrap.dedent("""
     peak = max(peak[0], proc.memory_info().rss)
     print(json.dumps({"added": summary.added, "skipped": len(summary.skipped),
                       "growth": peak - before, "seconds": time.perf_counter() - t,
-                      "docs": engine.store.counts()["documents"]}))
+                      "docs": engine.counts()["documents"]}))
 """)
 
 
@@ -358,9 +340,9 @@ def test_nfd_accents_normalised_to_nfc(tiny_encoder, tmp_path: Path) -> None:
         engine.ingest([docs])
         engine.add([{"id": unicodedata.normalize("NFD", "canción-nfd"), "text": nfd,
                      "title": unicodedata.normalize("NFD", "Canción")}])
-        doc = engine.store.document("nfd.txt")
+        doc = _doc(engine, "nfd.txt")
         assert doc["text"] == unicodedata.normalize("NFC", nfd) + "\n"
-        rec = engine.store.document("canción-nfd")  # the id was normalised too
+        rec = _doc(engine, "canción-nfd")  # the id was normalised too
         assert rec is not None and rec["title"] == "Canción"
         for mode in ("lexical", "semantic", "hybrid"):
             by_nfc = engine.search("canción niño", k=3, mode=mode)
@@ -406,7 +388,7 @@ def test_symlink_loops_and_unreadable_files(tiny_encoder, tmp_path: Path,
     monkeypatch.setattr(os, "scandir", guarded_scandir)
     with SearchEngine.open(tmp_path / "idx", tiny_encoder) as engine:
         summary = engine.ingest([root])
-        ids = sorted(r[0] for r in engine.store.conn.execute("SELECT id FROM documents"))
+        ids = sorted({c.doc_id for batch in engine.iter_chunks() for c in batch})
     assert ids == ["a/b/dos.txt", "a/uno.txt"]  # each once, however many ways lead to them
     reasons = {s.where: s.reason for s in summary.skipped}
     assert reasons[str(root / "secreto.txt")] == "unreadable file (Permission denied)"
@@ -449,8 +431,8 @@ def test_duplicate_ids_last_wins_and_counted(cli_run, tmp_path: Path) -> None:
     res = cli_run("ingest", docs, "--index", tmp_path / "idx", "--model", cli_run.model, "-q")
     assert "duplicate ids: 2" in res.stdout
     with SearchEngine.open(tmp_path / "idx", create=False) as engine:
-        assert engine.store.counts()["documents"] == 2
-        assert len(engine.store.doc_chunk_ids("x")) == 1
+        assert engine.counts()["documents"] == 2
+        assert len(engine.get_document("x")["chunks"]) == 1
 
 
 def test_duplicate_ids_through_add(tiny_encoder, tmp_path: Path) -> None:
@@ -458,7 +440,7 @@ def test_duplicate_ids_through_add(tiny_encoder, tmp_path: Path) -> None:
         s = engine.add([{"id": "a", "text": "uno"}, {"id": "a", "text": "dos"},
                         {"id": "b", "text": "tres"}])
         assert (s.added, s.duplicates) == (2, 1)
-        assert engine.store.document("a")["text"] == "dos"
+        assert engine.get_document("a")["text"] == "dos"
 
 
 # 12 ------------------------------------------------------------------------------------------
@@ -536,7 +518,7 @@ def test_property_any_unicode_round_trips(roundtrip_engine, text: str, title: st
     doc_id = f"doc-{next(_counter)}"
     summary = engine.add([{"id": doc_id, "text": text, "title": title, "metadata": {"t": text}}])
     assert summary.added == 1
-    back = engine.store.document(doc_id)
+    back = engine.get_document(doc_id)
     assert back is not None
     assert back["text"] == _expected(text)
     assert back["title"] == _expected(title)
@@ -548,4 +530,4 @@ def test_property_any_unicode_round_trips(roundtrip_engine, text: str, title: st
             hits = engine.search(query, k=1, mode=mode, where={"id": doc_id})
             assert [h.doc_id for h in hits] == [doc_id]
             assert back["text"][hits[0].start:hits[0].end] == hits[0].text
-    assert engine.store.problems(engine._dim()) == []
+    assert engine.verify() == []

@@ -68,7 +68,7 @@ def test_second_writer_waits_then_fails_naming_the_holder(index_copy: Path, cli_
         holder.kill()
         holder.wait()
     with SearchEngine.open(index_copy, create=False) as engine:
-        assert engine.store.document("a.txt") is None
+        assert engine.get_document("a.txt") is None
 
 
 def test_waiting_writer_proceeds_when_the_holder_finishes(index_copy: Path, tiny_encoder) -> None:
@@ -78,7 +78,7 @@ def test_waiting_writer_proceeds_when_the_holder_finishes(index_copy: Path, tiny
             started = time.monotonic()
             engine.add([{"id": "tarde", "text": "llegó después"}])
             assert time.monotonic() - started > 0.3
-            assert engine.store.document("tarde") is not None
+            assert engine.get_document("tarde") is not None
     finally:
         holder.wait(timeout=30)
 
@@ -91,7 +91,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(index_copy: Path, tiny_encod
     assert lock.read_text() == str(holder.pid)  # the dead holder's pid is still written there
     with SearchEngine.open(index_copy, tiny_encoder) as engine:  # wait=0: no waiting needed
         engine.add([{"id": "nuevo", "text": "tras un escritor muerto"}])
-        assert engine.store.document("nuevo") is not None
+        assert engine.get_document("nuevo") is not None
     assert lock.read_text() == ""  # released cleanly
     # a pid file with garbage or an unknown pid is no obstacle either
     lock.write_text("not-a-pid")
@@ -125,11 +125,11 @@ READER = textwrap.dedent("""
             try:
                 hits = engine.search(q, k=5, mode=mode)
                 ids = {h.chunk_id for h in hits}
-                with engine.store.snapshot():
-                    have = set(engine.store.chunks_by_id(list(ids)))
+                have = {c["chunk_id"] for h in hits
+                        for c in (engine.get_document(h.doc_id) or {"chunks": []})["chunks"]}
                 if not ids <= have:
                     failures.append(f"{mode} {q!r}: chunk ids SQLite lacks {sorted(ids - have)}")
-                seen_docs.add(engine.store.counts()["documents"])
+                seen_docs.add(engine.counts()["documents"])
             except Exception:
                 failures.append(traceback.format_exc(limit=3))
             done += 1
@@ -156,7 +156,7 @@ def test_queries_in_another_process_during_ingest(index_copy: Path, tiny_model: 
                 fh.write(json.dumps({"id": f"l{f}-{i}", "text": text}, ensure_ascii=False) + "\n")
     env = dict(os.environ, BETO_SEARCH_MODEL=str(tiny_model), HF_HUB_OFFLINE="1")
     with SearchEngine.open(index_copy, create=False) as engine:
-        before = engine.store.counts()["documents"]
+        before = engine.counts()["documents"]
     stop = tmp_path / "stop"
     reader = subprocess.Popen([sys.executable, "-c", READER, str(index_copy), str(stop)], env=env,
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlite_utils
 
 from beto_search import SearchEngine
 from beto_search.errors import IndexNotFoundError, InputError, ManifestMismatchError
@@ -22,23 +23,24 @@ def test_corpus_is_ingested(corpus_index: Path) -> None:
         assert info["index_type"] == "flat" and info["dimension"] == 32
         assert any(name.endswith(".faiss") for name in info["files"])
         assert engine.verify() == []
-        m = engine.manifest
+        m = engine.manifest.to_dict()
         for key in ("encoder", "revision", "pooling", "dimension", "normalized", "max_length",
                     "package_version", "index", "precision", "format_version"):
             assert key in m
         # chunks keep spans that slice the document text
-        doc = engine.store.document("literatura/cien-anos-de-soledad.txt")
-        ids = engine.store.doc_chunk_ids(doc["id"])
+        doc = engine.get_document("literatura/cien-anos-de-soledad.txt")
+        ids = [c["chunk_id"] for c in doc["chunks"]]
         assert len(ids) > 1
-        rows = engine.store.chunks_by_id(ids)
-        for row in rows.values():
+        rows = [c for batch in engine.iter_chunks() for c in batch if c.chunk_id in ids]
+        assert len(rows) == len(ids)
+        for row in rows:
             assert doc["text"][row.start:row.end] == row.text
 
 
 @pytest.mark.parametrize("mode", ["semantic", "hybrid", "lexical"])
 def test_a_document_text_finds_itself_first(corpus_index: Path, mode: str) -> None:
     with SearchEngine.open(corpus_index, create=False) as engine:
-        doc = engine.store.document("faq-01")
+        doc = engine.get_document("faq-01")
         hits = engine.search(doc["text"], k=5, mode=mode)
         assert hits[0].doc_id == "faq-01"
         assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
@@ -86,13 +88,13 @@ def test_changed_and_deleted_files_with_prune(tmp_path: Path, tiny_encoder) -> N
         (corpus / "historia" / "independencia-mexico.txt").unlink()
         kept = engine.ingest([corpus])
         assert kept.updated == 1 and kept.pruned == 0
-        assert engine.store.document("historia/independencia-mexico.txt") is not None
+        assert engine.get_document("historia/independencia-mexico.txt") is not None
         pruned = engine.ingest([corpus], prune=True)
         assert pruned.pruned == 1 and pruned.unchanged == first.added - 1
-        assert engine.store.document("historia/independencia-mexico.txt") is None
-        doc = engine.store.document("literatura/cien-anos-de-soledad.txt")
+        assert engine.get_document("historia/independencia-mexico.txt") is None
+        doc = engine.get_document("literatura/cien-anos-de-soledad.txt")
         assert "Macondo" in doc["text"]
-        assert len(engine.store.doc_chunk_ids(doc["id"])) == 1
+        assert len(doc["chunks"]) == 1
         assert engine.verify() == []
 
 
@@ -104,7 +106,7 @@ def test_library_api_add_search_delete(tmp_path: Path, tiny_model: Path) -> None
         {"id": "a2", "title": "Madrid", "text": "Madrid es la capital de España."},
     ])
     assert summary.added == 2
-    assert engine.manifest["pooling"] == "max"
+    assert engine.manifest.pooling == "max"
     hits = engine.search("capital de España", k=10, mode="lexical")
     assert [h.doc_id for h in hits] == ["a2"]
     engine.add([{"id": "a2", "text": "Madrid tiene el museo del Prado."}])  # upsert
@@ -159,11 +161,16 @@ def test_empty_new_index_returns_nothing(tmp_path: Path, hash_encoder) -> None:
 
 def test_stored_embeddings_are_the_encoder_output(corpus_index: Path, tiny_encoder) -> None:
     with SearchEngine.open(corpus_index, create=False) as engine:
-        ids = engine.store.doc_chunk_ids("faq-02")
-        rows = engine.store.chunks_by_id(ids)
-        _, stored = engine.store.embeddings(ids, 32)
-        fresh = tiny_encoder.encode_documents([rows[i].text for i in ids])
-        np.testing.assert_allclose(stored, fresh, atol=1e-5)
+        ids = [c["chunk_id"] for c in engine.get_document("faq-02")["chunks"]]
+        texts = {c.chunk_id: c.text for batch in engine.iter_chunks() for c in batch}
+    # index.db is a plain SQLite file: read the stored vectors with sqlite-utils
+    db = sqlite_utils.Database(corpus_index / "index.db")
+    blobs = {r["chunk_id"]: r["vector"] for r in db["embeddings"].rows_where(
+        f"chunk_id IN ({','.join('?' * len(ids))})", ids)}
+    db.close()
+    stored = np.stack([np.frombuffer(blobs[i], dtype=np.float32) for i in ids])
+    fresh = tiny_encoder.encode_documents([texts[i] for i in ids])
+    np.testing.assert_allclose(stored, fresh, atol=1e-5)
 
 
 def test_duplicate_id_across_batches_counts_once(tmp_path: Path, hash_encoder) -> None:
@@ -172,7 +179,7 @@ def test_duplicate_id_across_batches_counts_once(tmp_path: Path, hash_encoder) -
     with SearchEngine.open(tmp_path / "dup", encoder=hash_encoder) as engine:
         s = engine.add(docs)
         assert (s.added, s.updated, s.duplicates) == (300, 0, 1)
-        assert engine.store.document("d0")["text"] == "la última versión gana"
+        assert engine.get_document("d0")["text"] == "la última versión gana"
 
 
 def test_query_of_only_nul_characters_is_empty(corpus_index: Path) -> None:
@@ -196,4 +203,4 @@ def test_prune_keeps_documents_of_files_that_could_not_be_read(tmp_path: Path, h
         (corpus / "b.jsonl").write_text('{"id": "j1", "text": "uno"}\n', "utf-8")  # j2 removed
         (corpus / "a.txt").unlink()
         s = engine.ingest([corpus], prune=True)
-        assert s.pruned == 2 and engine.store.document("j1") is not None
+        assert s.pruned == 2 and engine.get_document("j1") is not None

@@ -24,26 +24,10 @@ from beto_search import SearchEngine
 from beto_search.cli import cli
 from beto_search.errors import ManifestMismatchError, StorageError
 from beto_search.store import Store
+from beto_search.vector_cache import VectorCache
 from beto_search.vector_index import checkpoints
+from tests.encoders import SmallHashEncoder as HashEncoder
 
-
-
-class HashEncoder:
-    """A fast, deterministic bag-of-words encoder (no tokenizer: the chunker counts words)."""
-
-    name = "hash-encoder"
-    dimension = 32
-    pooling = None
-
-    def encode_documents(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in t.lower().split():
-                out[i, zlib.crc32(w.encode()) % self.dimension] += 1.0
-            out[i, 0] += 1e-3
-        return out
-
-    encode_queries = encode_documents
 
 
 class RaisingEncoder:
@@ -76,8 +60,8 @@ def one_sentence_error(res) -> str:
 
 def state(index: Path) -> tuple:
     with SearchEngine.open(index, create=False) as engine:
-        c = engine.store.counts()
-        return c["documents"], c["chunks"], c["embeddings"], engine.store.seq()
+        info = engine.info()
+        return info["documents"], info["chunks"], engine.counts()["embeddings"], info["seq"]
 
 
 # ----- SIGKILL during ingest ------------------------------------------------------------------
@@ -138,18 +122,19 @@ def _has_manifest(db: Path) -> bool:
 def _check_all_or_nothing(index: Path, expected: dict[str, str]) -> int:
     """Every stored document is whole (row, chunks, vectors, FTS rows) and has the source text."""
     with SearchEngine.open(index, create=False) as engine:
-        store = engine.store
         if engine.manifest is None:
-            assert store.counts()["documents"] == 0
+            assert engine.counts()["documents"] == 0
             return 0
-        assert store.problems(engine._dim()) == []
-        rows = store.conn.execute("SELECT id, text FROM documents").fetchall()
-        for doc_id, text in rows:
-            assert expected[doc_id] == text
-            assert store.doc_chunk_ids(doc_id), doc_id
-        c = store.counts()
+        assert engine.verify() == []
+        ids = {c.doc_id for batch in engine.iter_chunks() for c in batch}
+        c = engine.counts()
+        assert len(ids) == c["documents"]  # no document without chunks
+        for doc_id in ids:
+            doc = engine.get_document(doc_id)
+            assert expected[doc_id] == doc["text"]
+            assert doc["chunks"], doc_id
         assert c["chunks"] == c["embeddings"]
-        return len(rows)
+        return len(ids)
 
 
 @pytest.mark.slow
@@ -237,7 +222,8 @@ def test_temporary_files_of_a_killed_save_are_removed(tmp_path: Path) -> None:
     stale.write_bytes(b"half a checkpoint")  # what SIGKILL during VectorIndex.save leaves
     with SearchEngine.open(index, HashEncoder()) as engine:
         engine.add([{"id": "b", "text": "dos"}])
-    assert not stale.exists() and len(checkpoints(index)) == 1
+    # the new checkpoint and the previous one (kept for readers one step behind), nothing else
+    assert not stale.exists() and len(checkpoints(index)) == 2
 
 
 # ----- the FAISS file is a checkpoint ---------------------------------------------------------
@@ -265,10 +251,10 @@ def test_damaged_faiss_file_healed_from_sqlite_without_encoder(
         with SearchEngine.open(index_copy, enc, create=False) as engine:
             vi = engine.vectors()
             assert vi.ntotal == before[1]
-            sql_ids = set(engine.store.chunk_ids().tolist())
+            sql_ids = {c.chunk_id for batch in engine.iter_chunks() for c in batch}
             assert set(vi.ids().tolist()) == sql_ids
             assert engine.verify() == []
-            some = engine.store.conn.execute("SELECT id FROM documents LIMIT 1").fetchone()[0]
+            some = next(engine.iter_chunks(1))[0].doc_id
             assert engine.similar(some, k=3)  # searching from stored vectors needs no encoder
     assert any("rebuilding the vector index from SQLite" in r.getMessage() for r in caplog.records)
     if how != "deleted":
@@ -301,10 +287,10 @@ def test_stale_checkpoint_never_yields_ids_sqlite_lacks(tmp_path: Path) -> None:
     with SearchEngine.open(index, HashEncoder()) as engine:
         engine.delete(["d0"])
         engine.add([{"id": "d12", "text": "tema12 " * 5 + "común"}])
-    (_, new), = checkpoints(index)
+    (_, new), *_ = checkpoints(index)  # the newest (the previous one is kept for readers)
     new.write_bytes(stale)  # same count of vectors, but d0's id and not d12's: a lying cache
     with SearchEngine.open(index, HashEncoder(), create=False) as engine:
-        sql_ids = set(engine.store.chunk_ids().tolist())
+        sql_ids = {c.chunk_id for batch in engine.iter_chunks() for c in batch}
         for q in ["tema0 común", "tema12", "común"]:
             for mode in ("semantic", "hybrid"):
                 hits = engine.search(q, k=20, mode=mode)
@@ -319,19 +305,22 @@ def test_stale_checkpoint_never_yields_ids_sqlite_lacks(tmp_path: Path) -> None:
         assert engine.search("tema12", k=1, mode="semantic")[0].doc_id == "d12"
 
 
-def test_crash_between_sqlite_commit_and_checkpoint_catches_up(tmp_path: Path) -> None:
+def test_crash_between_sqlite_commit_and_checkpoint_catches_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     index = tmp_path / "idx"
     with SearchEngine.open(index, HashEncoder()) as engine:
         engine.add([{"id": f"a{i}", "text": f"primero {i}"} for i in range(5)])
     seq_file = checkpoints(index)[0][0]
-    with SearchEngine.open(index, HashEncoder()) as engine:
-        engine._save_vectors = lambda: None  # the process "dies" after committing to SQLite
+    with SearchEngine.open(index, HashEncoder()) as engine, monkeypatch.context() as mp:
+        # the process "dies" after committing to SQLite, before any checkpoint
+        mp.setattr(VectorCache, "checkpoint", lambda self: None)
         engine.add([{"id": f"b{i}", "text": f"segundo {i}"} for i in range(5)])
         engine.delete(["a0"])
     assert checkpoints(index)[0][0] == seq_file  # the old checkpoint is all there is
     with SearchEngine.open(index, RaisingEncoder("hash-encoder", 32, None), create=False) as engine:
         vi = engine.vectors()
-        assert vi.seq == engine.store.seq() and vi.ntotal == 9
+        assert vi.seq == engine.info()["seq"] and vi.ntotal == 9
         assert engine.verify() == []
 
 
@@ -386,7 +375,8 @@ def test_compact_reclaims_space_after_deletes(tmp_path: Path) -> None:
         out = engine.compact()
         assert out["bytes_after"] < 0.4 * out["bytes_before"], out
         assert engine.verify() == []
-        assert engine.store.conn.execute("SELECT count(*) FROM changes").fetchone()[0] == 0
+        assert sqlite3.connect(index / "index.db").execute(  # a plain SQLite file
+            "SELECT count(*) FROM changes").fetchone()[0] == 0
         assert len(checkpoints(index)) == 1
         hits = engine.search(docs[500]["text"][:60], k=10, mode="hybrid")
         assert not {h.doc_id for h in hits} & set(gone)
@@ -428,7 +418,7 @@ def test_lying_encoder_refused_on_a_new_index(tmp_path: Path) -> None:
     with SearchEngine.open(tmp_path / "idx", WrongOutputEncoder("liar", 32, None)) as engine:
         with pytest.raises(ManifestMismatchError, match="says dimension 32 but produced vectors"):
             engine.add([{"id": "a", "text": "hola"}])
-        assert engine.store.manifest() is None and engine.store.counts()["documents"] == 0
+        assert engine.manifest is None and engine.counts()["documents"] == 0
     assert checkpoints(tmp_path / "idx") == []
 
 

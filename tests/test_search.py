@@ -88,7 +88,7 @@ def test_source_glob(tmp_path: Path, tiny_encoder) -> None:
 
 def test_snippet_and_highlight_offsets(small: SearchEngine) -> None:
     hit = small.search("canciones populares", k=1, mode="lexical")[0]
-    doc = small.store.document(hit.doc_id)["text"]
+    doc = small.get_document(hit.doc_id)["text"]
     assert doc[hit.snippet_start:hit.snippet_end] == hit.snippet
     words = [doc[s:e] for s, e in hit.highlight_spans]
     assert words == ["canciones", "populares"]
