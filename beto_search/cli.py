@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from .encoder import DEFAULT_MODEL, DEVICES, POOLINGS, PRECISIONS
-from .engine import MODES
+from .searcher import MODES
 from .errors import BetoSearchError
 from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS
 from .types import Hit

@@ -32,7 +32,7 @@ from ir_measures import AP, RR, R, nDCG
 from .errors import InputError
 from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION
 
-MODES = ("semantic", "lexical", "hybrid")
+from .searcher import MODES
 # JSON key -> (ir_measures measure, name shown in tables)
 MEASURES: dict[str, tuple[Any, str]] = {
     "ndcg@10": (nDCG @ 10, "nDCG@10"),

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
-from .chunking import Chunker
+from .chunking import Chunker, check_chunk_size
 from .errors import ManifestMismatchError
 from .vector_index import IndexSpec
 
@@ -121,6 +121,8 @@ class Manifest:
             if options.overlap is not None
             else min(DEFAULT_OVERLAP, chunk_tokens // 4)
         )
+        if tokenizer is not None:
+            check_chunk_size(chunk_tokens, max_length)
         Chunker(None, chunk_tokens, overlap)  # validates the sizes
         describe = getattr(enc, "describe", None)
         facts = describe() if callable(describe) else {}

@@ -141,7 +141,6 @@ def test_copy_of_corpus_with_new_file(runner: CliRunner, index_copy: Path, tmp_p
 
 # The library's check exists (chunking.check_chunk_size); the engine must call it where it creates
 # the manifest. strict: this mark must go once it does, or the suite fails (XPASS).
-@pytest.mark.xfail(strict=True, reason="manifest creation does not call check_chunk_size yet")
 def test_chunk_tokens_larger_than_the_model_window(cli_run, tmp_path: Path) -> None:
     idx = tmp_path / "idx"
     res = cli_run("ingest", CORPUS / "cocina", "--index", idx, "--model", cli_run.model, "-q",
@@ -151,7 +150,7 @@ def test_chunk_tokens_larger_than_the_model_window(cli_run, tmp_path: Path) -> N
 
 def test_choice_lists_come_from_the_library() -> None:
     from beto_search.encoder import DEVICES, POOLINGS, PRECISIONS
-    from beto_search.engine import MODES
+    from beto_search.searcher import MODES
     from beto_search.fusion import FUSIONS
     from beto_search.vector_index import INDEX_TYPES
 
