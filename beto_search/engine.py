@@ -16,7 +16,8 @@ from tqdm import tqdm
 from . import __version__
 from .analyzer import SpanishAnalyzer
 from .chunking import Chunker
-from .encoder import DEFAULT_MODEL, BetoEncoder, Encoder, normalize_rows
+from .backends import open_encoder
+from .encoder import DEFAULT_MODEL, Encoder, normalize_rows
 from .errors import (
     BetoSearchError,
     IndexNotFoundError,
@@ -82,6 +83,7 @@ class SearchEngine:
         self.options = options
         self.wait = wait
         self._encoder = encoder
+        self._query_encoder: Encoder | None = None
         self._vectors: VectorIndex | None = None
         self._manifest = store.manifest()
         self._index_spec = index_spec
@@ -179,27 +181,42 @@ class SearchEngine:
                 f"the encoder '{encoder.name}' gives {encoder.dimension}-dimensional vectors but the "
                 f"index holds {m['dimension']}-dimensional ones.")
 
+    def _open_encoder(self, queries_only: bool) -> Encoder:
+        """The index's encoder (from the manifest or the options), checked against the index."""
+        m = self._manifest or {}
+        model = self.options.model or m.get("encoder") or default_model()
+        env_model = os.environ.get("BETO_SEARCH_MODEL")
+        if m and not self.options.model and env_model and env_model != m["encoder"]:
+            raise ManifestMismatchError(
+                f"BETO_SEARCH_MODEL is '{env_model}' but the index at {self.folder} was built "
+                f"with '{m['encoder']}'; unset it or use another --index.")
+        enc: Encoder = open_encoder(
+            model,
+            pooling=self.options.pooling or m.get("pooling"),
+            precision=self.options.precision or m.get("precision") or ("fp32" if m else "auto"),
+            device=self.options.device,
+            batch_size=self.options.batch_size,
+            queries_only=queries_only,
+        )
+        self._check_encoder(enc)
+        return enc
+
     @property
     def encoder(self) -> Encoder:
         """The encoder (built from the manifest or the options on first use)."""
         if self._encoder is None:
-            m = self._manifest or {}
-            model = self.options.model or m.get("encoder") or default_model()
-            env_model = os.environ.get("BETO_SEARCH_MODEL")
-            if m and not self.options.model and env_model and env_model != m["encoder"]:
-                raise ManifestMismatchError(
-                    f"BETO_SEARCH_MODEL is '{env_model}' but the index at {self.folder} was built "
-                    f"with '{m['encoder']}'; unset it or use another --index.")
-            enc = BetoEncoder(
-                model,
-                pooling=self.options.pooling or m.get("pooling"),
-                precision=self.options.precision or m.get("precision") or "fp32",
-                device=self.options.device,
-                batch_size=self.options.batch_size,
-            )
-            self._check_encoder(enc)
-            self._encoder = enc
+            self._encoder = self._open_encoder(queries_only=False)
         return self._encoder
+
+    @property
+    def query_encoder(self) -> Encoder:
+        """The encoder for searches: the given or loaded encoder if any, else a light one
+        (a cached graph under ONNX Runtime, no torch; see backends/query.py)."""
+        if self._encoder is not None:
+            return self._encoder
+        if self._query_encoder is None:
+            self._query_encoder = self._open_encoder(queries_only=True)
+        return self._query_encoder
 
     def _create_manifest(self, enc: Encoder) -> dict[str, Any]:
         """Probe the encoder's real output and record the index's settings (first write)."""
@@ -227,6 +244,7 @@ class SearchEngine:
             "normalized": True,
             "max_length": max_length or None,
             "precision": getattr(enc, "precision", "fp32"),
+            "precision_note": facts.get("precision_note"),
             "tokenizer": "model" if tokenizer is not None else "words",
             "chunk_tokens": chunk_tokens,
             "overlap": overlap,
@@ -538,7 +556,7 @@ class SearchEngine:
         params = SearchParams(ef_search=ef_search, nprobe=nprobe)
         qvec = None
         if mode != "lexical":
-            qvec = normalize_rows(np.asarray(self.encoder.encode_queries([query]), dtype=np.float32))
+            qvec = normalize_rows(np.asarray(self.query_encoder.encode_queries([query]), dtype=np.float32))
         with self.store.snapshot():
             allowed = self.store.filtered_chunk_ids(flt) if flt else None
             if allowed is not None and not len(allowed):

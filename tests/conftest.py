@@ -96,7 +96,7 @@ def cli_run(monkeypatch: pytest.MonkeyPatch, tiny_model: Path, tiny_encoder):
     import beto_search.engine as engine_mod
     from beto_search.cli import cli
 
-    monkeypatch.setattr(engine_mod, "BetoEncoder", lambda *a, **k: tiny_encoder)
+    monkeypatch.setattr(engine_mod, "open_encoder", lambda *a, **k: tiny_encoder)
 
     def run(*args: object):
         return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
