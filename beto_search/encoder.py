@@ -7,6 +7,7 @@ records. The backends (torch, ONNX Runtime, OpenVINO) live in ``beto_search.back
 ``backends.open_encoder`` builds one per precision. ``BetoEncoder`` (the torch backend) stays
 importable from here.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,16 @@ import numpy as np
 DEFAULT_MODEL = "dccuchile/bert-base-spanish-wwm-uncased"
 POOLINGS = ("mean", "max", "cls")
 # concrete precisions, by backend: torch, ONNX Runtime, OpenVINO (see backends/__init__.py)
-CONCRETE_PRECISIONS = ("fp32", "bf16", "fp16", "int8", "onnx-fp32", "onnx-int8", "ov-int8",
-                       "ov-bf16")
+CONCRETE_PRECISIONS = (
+    "fp32",
+    "bf16",
+    "fp16",
+    "int8",
+    "onnx-fp32",
+    "onnx-int8",
+    "ov-int8",
+    "ov-bf16",
+)
 PRECISIONS = ("auto", *CONCRETE_PRECISIONS)  # "auto": chosen for the hardware (backends/auto.py)
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -556,7 +556,8 @@ class SearchEngine:
         params = SearchParams(ef_search=ef_search, nprobe=nprobe)
         qvec = None
         if mode != "lexical":
-            qvec = normalize_rows(np.asarray(self.query_encoder.encode_queries([query]), dtype=np.float32))
+            qvec = normalize_rows(
+                np.asarray(self.query_encoder.encode_queries([query]), dtype=np.float32))
         with self.store.snapshot():
             allowed = self.store.filtered_chunk_ids(flt) if flt else None
             if allowed is not None and not len(allowed):
@@ -705,6 +706,7 @@ class SearchEngine:
             "pooling": m.get("pooling"),
             "dimension": m.get("dimension"),
             "precision": m.get("precision"),
+            "precision_note": m.get("precision_note"),
             "max_length": m.get("max_length"),
             "chunk_tokens": m.get("chunk_tokens"),
             "overlap": m.get("overlap"),

@@ -10,12 +10,12 @@ import pytest
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-from beto_search import SearchEngine  # noqa: E402
-from beto_search.backends import openvino as openvino_backend  # noqa: E402
-from beto_search.encoder import PRECISIONS, BetoEncoder  # noqa: E402
-from beto_search.errors import InputError  # noqa: E402
+from beto_search import SearchEngine
+from beto_search.backends import openvino as openvino_backend
+from beto_search.encoder import PRECISIONS, BetoEncoder
+from beto_search.errors import InputError
 
-from .conftest import SPANISH_TEXTS, encoder_pairs  # noqa: E402
+from .conftest import SPANISH_TEXTS, encoder_pairs
 
 TEXTS = SPANISH_TEXTS
 

@@ -9,14 +9,18 @@
 ONNX Runtime fp32 graph (the index's own int8 graph for an ``onnx-int8`` / ``ov-int8`` index),
 tokenized with ``tokenizers``; see backends/query.py.
 """
+
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 from ..encoder import CONCRETE_PRECISIONS, DEFAULT_MODEL, DEVICES, POOLINGS, PRECISIONS
 from ..errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 def _torch(model: str, **kw: Any) -> Any:
@@ -38,9 +42,14 @@ def _openvino(model: str, **kw: Any) -> Any:
 
 
 FACTORIES: dict[str, Callable[..., Any]] = {
-    "fp32": _torch, "bf16": _torch, "fp16": _torch, "int8": _torch,
-    "onnx-fp32": _onnx, "onnx-int8": _onnx,
-    "ov-int8": _openvino, "ov-bf16": _openvino,
+    "fp32": _torch,
+    "bf16": _torch,
+    "fp16": _torch,
+    "int8": _torch,
+    "onnx-fp32": _onnx,
+    "onnx-int8": _onnx,
+    "ov-int8": _openvino,
+    "ov-bf16": _openvino,
 }
 assert set(FACTORIES) == set(CONCRETE_PRECISIONS)
 
@@ -73,16 +82,24 @@ def open_encoder(
         from .auto import choose_precision
 
         precision, note = choose_precision(device)
+        log.info("precision %s (%s)", precision, note)
     if queries_only:
         from .query import open_query_encoder
 
-        light = open_query_encoder(model, pooling=pooling, precision=precision, device=device,
-                                   revision=revision)
+        light = open_query_encoder(
+            model, pooling=pooling, precision=precision, device=device, revision=revision
+        )
         if light is not None:
             return light
-    enc = FACTORIES[precision](model, pooling=pooling, precision=precision, device=device,
-                               batch_size=batch_size, max_batch_tokens=max_batch_tokens,
-                               revision=revision)
+    enc = FACTORIES[precision](
+        model,
+        pooling=pooling,
+        precision=precision,
+        device=device,
+        batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
+        revision=revision,
+    )
     if note is not None:
         enc.precision_note = note
     return enc

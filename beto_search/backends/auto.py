@@ -10,6 +10,7 @@ Measured with the real all-MiniLM-L6-v2 on corpora/es + corpora/es-dev against t
 - otherwise (e.g. AVX2 only) ONNX Runtime ``onnx-fp32`` with its transformer fusions when
   installed (int8 gains little without VNNI), else torch ``fp32``.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -33,8 +34,14 @@ def cpu_flags() -> set[str]:
 def describe_cpu(flags: set[str] | None = None) -> str:
     """'AMX + AVX512-BF16 + AVX-512 VNNI' style summary of what matters here."""
     flags = cpu_flags() if flags is None else flags
-    named = [("amx_int8", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("avx512_vnni", "AVX-512 VNNI"),
-             ("avx_vnni", "AVX-VNNI"), ("avx512f", "AVX-512"), ("avx2", "AVX2")]
+    named = [
+        ("amx_int8", "AMX"),
+        ("avx512_bf16", "AVX512-BF16"),
+        ("avx512_vnni", "AVX-512 VNNI"),
+        ("avx_vnni", "AVX-VNNI"),
+        ("avx512f", "AVX-512"),
+        ("avx2", "AVX2"),
+    ]
     have = [label for flag, label in named if flag in flags]
     return " + ".join(have) or "no AVX2"
 
@@ -47,24 +54,32 @@ def _has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def choose_precision(device: str = "auto", flags: set[str] | None = None,
-                     have_cuda: bool | None = None) -> tuple[str, str]:
+def choose_precision(
+    device: str = "auto", flags: set[str] | None = None, have_cuda: bool | None = None
+) -> tuple[str, str]:
     """(concrete precision, one-sentence reason) for this machine."""
     if device != "cpu" and (have_cuda if have_cuda is not None else _has_cuda()):
         import torch
 
         if torch.cuda.is_bf16_supported():
-            return "bf16", "auto: a CUDA GPU with bf16 support, bf16 autocast (cosine >= 0.999 to fp32)"
+            return (
+                "bf16",
+                "auto: a CUDA GPU with bf16 support, bf16 autocast (cosine >= 0.999 to fp32)",
+            )
         return "fp16", "auto: a CUDA GPU, fp16 autocast"
     flags = cpu_flags() if flags is None else flags
     cpu = describe_cpu(flags)
     ov = importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf")
     if any(f in flags for f in INT8_DOT) and ov:
-        return "ov-int8", (f"auto: the CPU ({cpu}) has int8 dot-product instructions, so OpenVINO "
-                           f"static int8 (ov-int8) is the fastest precision within the quality "
-                           f"margin")
+        return "ov-int8", (
+            f"auto: the CPU ({cpu}) has int8 dot-product instructions, so OpenVINO "
+            f"static int8 (ov-int8) is the fastest precision within the quality "
+            f"margin"
+        )
     if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
-        return "onnx-fp32", (f"auto: the CPU ({cpu}) lacks int8 dot-product instructions (or "
-                             f"OpenVINO is not installed), so ONNX Runtime fp32 with fused "
-                             f"attention (onnx-fp32), same quality as fp32")
+        return "onnx-fp32", (
+            f"auto: the CPU ({cpu}) lacks int8 dot-product instructions (or "
+            f"OpenVINO is not installed), so ONNX Runtime fp32 with fused "
+            f"attention (onnx-fp32), same quality as fp32"
+        )
     return "fp32", f"auto: the CPU ({cpu}) and the installed runtimes leave torch fp32"

@@ -11,6 +11,7 @@
   and ``build_atomically`` (build into a temporary folder, then rename it into place).
 - ``model_pooling``: the pooling a saved sentence-transformers folder declares, read from its JSON.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,7 +40,9 @@ def batches(lengths: list[int], batch_size: int, max_batch_tokens: int) -> list[
     current: list[int] = []
     for i in order:
         width = lengths[current[0]] if current else lengths[i]
-        if current and (len(current) >= batch_size or (len(current) + 1) * width > max_batch_tokens):
+        if current and (
+            len(current) >= batch_size or (len(current) + 1) * width > max_batch_tokens
+        ):
             out.append(current)
             current = []
         current.append(i)
@@ -180,8 +183,11 @@ def model_pooling(model: str) -> str | None:
                 return None
             if "pooling_mode" in cfg:
                 return str(cfg["pooling_mode"])
-            for mode, key in (("cls", "pooling_mode_cls_token"), ("max", "pooling_mode_max_tokens"),
-                              ("mean", "pooling_mode_mean_tokens")):
+            for mode, key in (
+                ("cls", "pooling_mode_cls_token"),
+                ("max", "pooling_mode_max_tokens"),
+                ("mean", "pooling_mode_mean_tokens"),
+            ):
                 if cfg.get(key):
                     return mode
     return None
@@ -215,8 +221,9 @@ def weights_fingerprint(model: str) -> list[Any]:
     return out
 
 
-def fingerprint(model: str, revision: str | None, settings: dict[str, Any],
-                libraries: tuple[str, ...]) -> str:
+def fingerprint(
+    model: str, revision: str | None, settings: dict[str, Any], libraries: tuple[str, ...]
+) -> str:
     """A cache key: the model's identity and weights, the library versions and the settings."""
     folder = Path(model).expanduser()
     facts = {
@@ -229,8 +236,9 @@ def fingerprint(model: str, revision: str | None, settings: dict[str, Any],
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def build_atomically(folder: Path, build: Callable[[Path], None], ready: Callable[[Path], bool]
-                     ) -> Path:
+def build_atomically(
+    folder: Path, build: Callable[[Path], None], ready: Callable[[Path], bool]
+) -> Path:
     """Run ``build(tmp)`` into a temporary sibling folder and rename it to ``folder``.
 
     A concurrent builder that finished first wins (its folder is kept, ours is dropped), so a
@@ -263,8 +271,10 @@ def write_export_facts(source: Any, folder: Path, precision: str) -> None:
     """
     source.tokenizer.save_pretrained(str(folder))
     if not (folder / TOKENIZER_FILE).is_file():
-        raise InputError(f"precision {precision} needs a fast tokenizer (tokenizer.json); "
-                         f"'{source.name}' has a slow one only.")
+        raise InputError(
+            f"precision {precision} needs a fast tokenizer (tokenizer.json); "
+            f"'{source.name}' has a slow one only."
+        )
     facts = {
         "encoder": source.name,
         "revision": source.revision,
@@ -282,8 +292,15 @@ class CompiledEncoder(BatchEncoder):
     """An encoder over a graph in a cache folder: the tokenizer comes from ``tokenizer.json``
     (the ``tokenizers`` library, no transformers, no torch); a backend adds ``embed_batch``."""
 
-    def __init__(self, folder: Path, pooling: str | None, precision: str, batch_size: int,
-                 max_batch_tokens: int, name: str | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        pooling: str | None,
+        precision: str,
+        batch_size: int,
+        max_batch_tokens: int,
+        name: str | None = None,
+    ) -> None:
         from tokenizers import Tokenizer
 
         meta = json.loads((folder / META_FILE).read_text())
@@ -295,7 +312,9 @@ class CompiledEncoder(BatchEncoder):
         self.precision = precision
         self.max_length = int(meta["max_length"])
         self._dimension = int(meta["dimension"])
-        self.cls_id, self.sep_id, self.pad_id = (int(meta[k]) for k in ("cls_id", "sep_id", "pad_id"))
+        self.cls_id, self.sep_id, self.pad_id = (
+            int(meta[k]) for k in ("cls_id", "sep_id", "pad_id")
+        )
         if batch_size < 1 or max_batch_tokens < 1:
             raise InputError("batch size and batch token budget must be at least 1.")
         self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
@@ -321,7 +340,9 @@ class CompiledEncoder(BatchEncoder):
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids without special tokens, cut to the model's window."""
         limit = self.max_length - 2
-        return [e.ids[:limit] for e in self._fast.encode_batch(list(texts), add_special_tokens=False)]
+        return [
+            e.ids[:limit] for e in self._fast.encode_batch(list(texts), add_special_tokens=False)
+        ]
 
 
 def cpu_threads() -> int:

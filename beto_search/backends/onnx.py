@@ -16,6 +16,7 @@ optimisation is not redone on load, and a ``fast_start`` session skips the weigh
 (0.43 s -> 0.03 s; a query then costs ~0.11 s instead of ~0.04 s), switching to a pre-packed
 session from the third call on, for long-lived processes.
 """
+
 from __future__ import annotations
 
 import gc
@@ -47,8 +48,13 @@ OPSET = 17
 # kinds of weight MatMul left fp32 under int8 (see matmul_names); the FFN output is the most
 # sensitive one
 KEEP_FP32 = ("ffn_out",)
-INT8_SETTINGS = {"per_channel": True, "reduce_range": False, "weight_type": "QInt8",
-                 "op_types": ["MatMul"], "keep_fp32": list(KEEP_FP32)}
+INT8_SETTINGS = {
+    "per_channel": True,
+    "reduce_range": False,
+    "weight_type": "QInt8",
+    "op_types": ["MatMul"],
+    "keep_fp32": list(KEEP_FP32),
+}
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
 PRECISIONS = ("onnx-fp32", "onnx-int8")
@@ -70,7 +76,9 @@ def _require_onnx(precision: str) -> Any:
     try:
         import onnx
     except ImportError:
-        raise InputError(f"precision {precision} needs onnx to build its model: {INSTALL}") from None
+        raise InputError(
+            f"precision {precision} needs onnx to build its model: {INSTALL}"
+        ) from None
     return onnx
 
 
@@ -102,10 +110,14 @@ def export_onnx(bert: Any, out: Path, opset: int = OPSET) -> Path:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                w, (ids, mask, torch.zeros_like(ids)), str(out), input_names=INPUTS,
+                w,
+                (ids, mask, torch.zeros_like(ids)),
+                str(out),
+                input_names=INPUTS,
                 output_names=["last_hidden_state"],
                 dynamic_axes={k: {0: "batch", 1: "seq"} for k in [*INPUTS, "last_hidden_state"]},
-                opset_version=opset, dynamo=False,
+                opset_version=opset,
+                dynamo=False,
             )
     finally:
         bert.train(was_training)
@@ -137,8 +149,14 @@ class _DropMessage(logging.Filter):
         return not str(record.msg).startswith(self.prefix)
 
 
-def quantize(src: Path, out: Path, per_channel: bool = True, reduce_range: bool = False,
-             weight_type: str = "QInt8", exclude: tuple[str, ...] = KEEP_FP32) -> Path:
+def quantize(
+    src: Path,
+    out: Path,
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    weight_type: str = "QInt8",
+    exclude: tuple[str, ...] = KEEP_FP32,
+) -> Path:
     """Dynamic int8 quantization of ``src``'s MatMuls, the kinds in ``exclude`` kept fp32."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -150,8 +168,12 @@ def quantize(src: Path, out: Path, per_channel: bool = True, reduce_range: bool 
     root.addFilter(advice)
     try:
         quantize_dynamic(
-            str(src), str(out), per_channel=per_channel, reduce_range=reduce_range,
-            weight_type=getattr(QuantType, weight_type), nodes_to_exclude=nodes,
+            str(src),
+            str(out),
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            weight_type=getattr(QuantType, weight_type),
+            nodes_to_exclude=nodes,
             op_types_to_quantize=["MatMul"],
             extra_options={"DefaultTensorType": TensorProto.FLOAT},  # for fused com.microsoft ops
         )
@@ -166,25 +188,35 @@ def optimise(src: Path, out: Path) -> Path:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     so.optimized_model_filepath = str(out)
-    so.add_session_config_entry("session.optimized_model_external_initializers_file_name",
-                                out.name + ".data")
-    so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
-                                "1024")
+    so.add_session_config_entry(
+        "session.optimized_model_external_initializers_file_name", out.name + ".data"
+    )
+    so.add_session_config_entry(
+        "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+    )
     so.log_severity_level = 3
     ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
     return out
 
 
-def make_session(path: Path, threads: int | None = None, spinning: bool = False,
-                 prepack: bool = True, optimise_on_load: bool = False) -> Any:
+def make_session(
+    path: Path,
+    threads: int | None = None,
+    spinning: bool = False,
+    prepack: bool = True,
+    optimise_on_load: bool = False,
+) -> Any:
     """A CPU InferenceSession: ``threads`` intra-op threads (default: the CPUs we may use)."""
     ort = require_onnxruntime()
     so = ort.SessionOptions()
     so.intra_op_num_threads = int(threads or cpu_threads())
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise_on_load
-                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    so.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimise_on_load
+        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
     # idle ORT threads must not busy-wait: they would steal the cores from torch / FAISS
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     if not prepack:
@@ -220,10 +252,14 @@ def build(model: str, revision: str | None, precision: str, folder: Path) -> Pat
         del source
         gc.collect()  # the torch weights go before ORT loads its copy
         if precision == "onnx-int8":
-            raw = quantize(raw, tmp / "raw" / "model_int8.onnx", exclude=KEEP_FP32,
-                           per_channel=INT8_SETTINGS["per_channel"],
-                           reduce_range=INT8_SETTINGS["reduce_range"],
-                           weight_type=INT8_SETTINGS["weight_type"])
+            raw = quantize(
+                raw,
+                tmp / "raw" / "model_int8.onnx",
+                exclude=KEEP_FP32,
+                per_channel=INT8_SETTINGS["per_channel"],
+                reduce_range=INT8_SETTINGS["reduce_range"],
+                weight_type=INT8_SETTINGS["weight_type"],
+            )
         optimise(raw, tmp / MODEL_FILE)
         for p in sorted((tmp / "raw").iterdir()):
             p.unlink()
@@ -241,9 +277,17 @@ class OnnxEncoder(CompiledEncoder):
     pre-packing (it loads ~15x faster, runs ~3x slower), later ones on a pre-packed session.
     """
 
-    def __init__(self, folder: Path, pooling: str | None = None, precision: str = "onnx-fp32",
-                 batch_size: int = 16, max_batch_tokens: int = 4096, threads: int | None = None,
-                 fast_start: bool = False, name: str | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        pooling: str | None = None,
+        precision: str = "onnx-fp32",
+        batch_size: int = 16,
+        max_batch_tokens: int = 4096,
+        threads: int | None = None,
+        fast_start: bool = False,
+        name: str | None = None,
+    ) -> None:
         super().__init__(folder, pooling, precision, batch_size, max_batch_tokens, name)
         self.path = folder / MODEL_FILE
         self.threads = threads
@@ -256,26 +300,37 @@ class OnnxEncoder(CompiledEncoder):
             if self._calls == FAST_START_CALLS:
                 self.session = make_session(self.path, self.threads)
             self._calls += 1
-        hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask,
-                                         "token_type_ids": np.zeros_like(ids)})[0]
+        hidden = self.session.run(
+            None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        )[0]
         return pool(hidden, mask, self.pooling)
 
 
-def open_onnx(model: str, *, pooling: str | None = None, precision: str = "onnx-fp32",
-              device: str = "cpu", batch_size: int = 16, max_batch_tokens: int = 4096,
-              revision: str | None = None, threads: int | None = None,
-              fast_start: bool = False) -> OnnxEncoder:
+def open_onnx(
+    model: str,
+    *,
+    pooling: str | None = None,
+    precision: str = "onnx-fp32",
+    device: str = "cpu",
+    batch_size: int = 16,
+    max_batch_tokens: int = 4096,
+    revision: str | None = None,
+    threads: int | None = None,
+    fast_start: bool = False,
+) -> OnnxEncoder:
     """The ONNX Runtime encoder of ``model``, building its graph first when it is not cached."""
     if precision not in PRECISIONS:
         raise InputError(f"the ONNX backend runs {', '.join(PRECISIONS)}, not '{precision}'.")
     require_onnxruntime(precision)  # before loading anything
     if device == "cuda":
-        raise InputError(f"precision {precision} runs on the CPU only; use --device cpu or "
-                         f"bf16/fp16.")
+        raise InputError(
+            f"precision {precision} runs on the CPU only; use --device cpu or bf16/fp16."
+        )
     if pooling is not None:
         check_pooling(pooling, precision)
     folder = cache_folder(model, revision, precision)
     if not is_built(folder):
         build(model, revision, precision, folder)
-    return OnnxEncoder(folder, pooling, precision, batch_size, max_batch_tokens, threads,
-                       fast_start, name=model)
+    return OnnxEncoder(
+        folder, pooling, precision, batch_size, max_batch_tokens, threads, fast_start, name=model
+    )

@@ -10,6 +10,7 @@ faster than torch fp32 for documents; mean cosine 0.993-0.996 and top-10 overlap
 fp32 on the real all-MiniLM-L6-v2. The tokenizer is saved beside the graph and the torch model is
 freed once the graph is written; compiled blobs are cached (``CACHE_DIR``) for fast reloads.
 """
+
 from __future__ import annotations
 
 import gc
@@ -42,8 +43,12 @@ MODEL_FILE = "model.xml"
 WEIGHTS_FILE = "model.bin"
 CALIBRATION = Path(__file__).resolve().parents[1] / "data" / "calibration_es.txt"
 # every calibration text is used (subset_size >= their number); one unpadded sequence per item
-INT8_SETTINGS = {"model_type": "TRANSFORMER", "subset_size": 300, "preset": "default",
-                 "calibration_batch": 1}
+INT8_SETTINGS = {
+    "model_type": "TRANSFORMER",
+    "subset_size": 300,
+    "preset": "default",
+    "calibration_batch": 1,
+}
 PRECISIONS = ("ov-int8", "ov-bf16")
 LIBRARIES = ("torch", "transformers", "sentence-transformers", "openvino", "nncf")
 INSTALL = "pip install 'beto-search[openvino]'"
@@ -78,8 +83,9 @@ def convert(bert: Any) -> Any:
             self.m = m
 
         def forward(self, input_ids, attention_mask, token_type_ids):  # type: ignore[no-untyped-def]
-            return self.m(input_ids=input_ids, attention_mask=attention_mask,
-                          token_type_ids=token_type_ids).last_hidden_state
+            return self.m(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
 
     was_training = bert.training
     bert.eval()
@@ -92,23 +98,37 @@ def convert(bert: Any) -> Any:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
             return ov.convert_model(
-                LastHidden(bert).eval(), example_input=example,
-                input=[(k, ov.PartialShape([-1, -1]), ov.Type.i64) for k in INPUTS])
+                LastHidden(bert).eval(),
+                example_input=example,
+                input=[(k, ov.PartialShape([-1, -1]), ov.Type.i64) for k in INPUTS],
+            )
     finally:
         bert.train(was_training)
 
 
-def calibration_items(tokenizer: Any, max_length: int, texts: list[str] | None = None
-                      ) -> list[dict[str, np.ndarray]]:
+def calibration_items(
+    tokenizer: Any, max_length: int, texts: list[str] | None = None
+) -> list[dict[str, np.ndarray]]:
     """One unpadded batch-1 feature dict per calibration text (special tokens included)."""
     texts = calibration_texts() if texts is None else texts
-    enc = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length,
-                    return_attention_mask=False, return_token_type_ids=False)
+    enc = tokenizer(
+        texts,
+        add_special_tokens=True,
+        truncation=True,
+        max_length=max_length,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
     out = []
     for seq in enc["input_ids"]:
         ids = np.array([seq], dtype=np.int64)
-        out.append({"input_ids": ids, "attention_mask": np.ones_like(ids),
-                    "token_type_ids": np.zeros_like(ids)})
+        out.append(
+            {
+                "input_ids": ids,
+                "attention_mask": np.ones_like(ids),
+                "token_type_ids": np.zeros_like(ids),
+            }
+        )
     return out
 
 
@@ -118,8 +138,12 @@ def quantize(model: Any, items: list[dict[str, np.ndarray]]) -> Any:
 
     names = [i.get_any_name() for i in model.inputs]
     dataset = nncf.Dataset(items, lambda d: {k: d[k] for k in names})
-    return nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER,
-                         subset_size=min(int(INT8_SETTINGS["subset_size"]), len(items)))
+    return nncf.quantize(
+        model,
+        dataset,
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=min(int(INT8_SETTINGS["subset_size"]), len(items)),
+    )
 
 
 # ----- cache -------------------------------------------------------------------------------------
@@ -128,13 +152,18 @@ def settings(precision: str, calibration: Path = CALIBRATION) -> dict[str, Any]:
     import hashlib
 
     if precision == "ov-int8":
-        return {"graph": "int8", **INT8_SETTINGS, "format": 2,
-                "calibration": hashlib.sha256(calibration.read_bytes()).hexdigest()}
+        return {
+            "graph": "int8",
+            **INT8_SETTINGS,
+            "format": 2,
+            "calibration": hashlib.sha256(calibration.read_bytes()).hexdigest(),
+        }
     return {"graph": "fp32", "format": 2}
 
 
-def cache_folder(model: str, revision: str | None, precision: str,
-                 calibration: Path = CALIBRATION) -> Path:
+def cache_folder(
+    model: str, revision: str | None, precision: str, calibration: Path = CALIBRATION
+) -> Path:
     """Where the graph of ``model`` at ``precision`` is (or will be) cached."""
     key = fingerprint(model, revision, settings(precision, calibration), LIBRARIES)
     return cache_root() / "openvino" / key
@@ -153,8 +182,11 @@ def build(model: str, revision: str | None, precision: str, folder: Path) -> Pat
     def run(tmp: Path) -> None:
         source = load_for_export(model, revision, precision)
         graph = convert(source.transformer.model)
-        items = (calibration_items(source.tokenizer, source.max_length)
-                 if precision == "ov-int8" else None)
+        items = (
+            calibration_items(source.tokenizer, source.max_length)
+            if precision == "ov-int8"
+            else None
+        )
         write_export_facts(source, tmp, precision)
         del source
         gc.collect()
@@ -166,13 +198,19 @@ def build(model: str, revision: str | None, precision: str, folder: Path) -> Pat
     return build_atomically(folder, run, is_built)
 
 
-def compile_model(path: Path, threads: int | None = None, precision: str = "ov-int8",
-                  cache_dir: Path | None = None) -> Any:
+def compile_model(
+    path: Path,
+    threads: int | None = None,
+    precision: str = "ov-int8",
+    cache_dir: Path | None = None,
+) -> Any:
     """The model compiled for the CPU with ``threads`` inference threads."""
     import openvino as ov
 
-    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": int(threads or cpu_threads()),
-                              "PERFORMANCE_HINT": "LATENCY"}
+    config: dict[str, Any] = {
+        "INFERENCE_NUM_THREADS": int(threads or cpu_threads()),
+        "PERFORMANCE_HINT": "LATENCY",
+    }
     if precision == "ov-bf16":  # (OpenVINO's default on bf16 CPUs too; said explicitly here)
         config["INFERENCE_PRECISION_HINT"] = "bf16"
     core = ov.Core()
@@ -185,9 +223,16 @@ def compile_model(path: Path, threads: int | None = None, precision: str = "ov-i
 class OpenVinoEncoder(CompiledEncoder):
     """A compiled OpenVINO model plus numpy pooling (no torch)."""
 
-    def __init__(self, folder: Path, pooling: str | None = None, precision: str = "ov-int8",
-                 batch_size: int = 16, max_batch_tokens: int = 4096, threads: int | None = None,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        pooling: str | None = None,
+        precision: str = "ov-int8",
+        batch_size: int = 16,
+        max_batch_tokens: int = 4096,
+        threads: int | None = None,
+        name: str | None = None,
+    ) -> None:
         super().__init__(folder, pooling, precision, batch_size, max_batch_tokens, name)
         self.path = folder / MODEL_FILE
         self.compiled = compile_model(self.path, threads, precision, folder / "compiled")
@@ -196,32 +241,45 @@ class OpenVinoEncoder(CompiledEncoder):
 
     def embed_batch(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         with self._lock:
-            self._request.infer({"input_ids": ids, "attention_mask": mask,
-                                 "token_type_ids": np.zeros_like(ids)})
+            self._request.infer(
+                {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            )
             hidden = np.array(self._request.get_output_tensor(0).data, dtype=np.float32)
         return pool(hidden, mask, self.pooling)
 
 
-def open_openvino(model: str, *, pooling: str | None = None, precision: str = "ov-int8",
-                  device: str = "cpu", batch_size: int = 16, max_batch_tokens: int = 4096,
-                  revision: str | None = None, threads: int | None = None) -> OpenVinoEncoder:
+def open_openvino(
+    model: str,
+    *,
+    pooling: str | None = None,
+    precision: str = "ov-int8",
+    device: str = "cpu",
+    batch_size: int = 16,
+    max_batch_tokens: int = 4096,
+    revision: str | None = None,
+    threads: int | None = None,
+) -> OpenVinoEncoder:
     """The OpenVINO encoder of ``model``, building its graph first when it is not cached."""
     if precision not in PRECISIONS:
         raise InputError(f"the OpenVINO backend runs {', '.join(PRECISIONS)}, not '{precision}'.")
     require_openvino(precision)  # before loading anything
     if device == "cuda":
-        raise InputError(f"precision {precision} runs on the CPU only; use --device cpu or "
-                         f"bf16/fp16.")
+        raise InputError(
+            f"precision {precision} runs on the CPU only; use --device cpu or bf16/fp16."
+        )
     if precision == "ov-bf16":
         from ..encoder import cpu_supports_bf16
 
         if not cpu_supports_bf16():
-            raise InputError("precision ov-bf16 needs a CPU with native bf16 (AVX512-BF16 or "
-                             "AMX), which this one lacks; use ov-int8 or fp32.")
+            raise InputError(
+                "precision ov-bf16 needs a CPU with native bf16 (AVX512-BF16 or "
+                "AMX), which this one lacks; use ov-int8 or fp32."
+            )
     if pooling is not None:
         check_pooling(pooling, precision)
     folder = cache_folder(model, revision, precision)
     if not is_built(folder):
         build(model, revision, precision, folder)
-    return OpenVinoEncoder(folder, pooling, precision, batch_size, max_batch_tokens, threads,
-                           name=model)
+    return OpenVinoEncoder(
+        folder, pooling, precision, batch_size, max_batch_tokens, threads, name=model
+    )

@@ -11,6 +11,7 @@ indexes (the same numbers as its documents), the ONNX Runtime fp32 graph otherwi
 reference the torch precisions approximate, so queries lose nothing). On CUDA, or without
 onnxruntime, the caller falls back to the full encoder.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -24,8 +25,9 @@ def query_precision(precision: str) -> str:
     return QUERY_GRAPH.get(precision, "onnx-fp32")
 
 
-def open_query_encoder(model: str, *, pooling: str | None, precision: str, device: str,
-                       revision: str | None = None) -> Any | None:
+def open_query_encoder(
+    model: str, *, pooling: str | None, precision: str, device: str, revision: str | None = None
+) -> Any | None:
     """The light query encoder, or None where it does not apply (CUDA asked, runtime absent)."""
     if device == "cuda":
         return None
@@ -35,15 +37,17 @@ def open_query_encoder(model: str, *, pooling: str | None, precision: str, devic
             return None
         from .openvino import open_openvino
 
-        return open_openvino(model, pooling=pooling, precision=graph, revision=revision,
-                             batch_size=8)
+        return open_openvino(
+            model, pooling=pooling, precision=graph, revision=revision, batch_size=8
+        )
     if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
         return None
     from .onnx import open_onnx
 
     # fast_start: a CLI query runs once; a long-lived process switches to a pre-packed session
-    return open_onnx(model, pooling=pooling, precision=graph, revision=revision, batch_size=8,
-                     fast_start=True)
+    return open_onnx(
+        model, pooling=pooling, precision=graph, revision=revision, batch_size=8, fast_start=True
+    )
 
 
 def prepare_query_graph(model: str, precision: str, revision: str | None = None) -> None:

@@ -6,6 +6,7 @@ sentence-transformers folder) and embeds the padded batches of ``BatchEncoder`` 
 native bf16, int8 dynamic quantization of the Linear layers (per channel, the FFN output kept
 fp32), fp16 autocast on CUDA. It is also the model loader the compiled backends export from.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,9 @@ def _int8_keeps(name: str, keep: tuple[str, ...]) -> bool:
     return "pooler" in name and "pooler" in keep
 
 
-def quantize_int8(model: Any, keep_fp32: tuple[str, ...] = INT8_KEEP_FP32,
-                  per_channel: bool = True) -> Any:
+def quantize_int8(
+    model: Any, keep_fp32: tuple[str, ...] = INT8_KEEP_FP32, per_channel: bool = True
+) -> Any:
     """Dynamic int8 quantization of ``model``'s Linear layers, in place.
 
     Weights are quantized per output channel (per-tensor scales lose too much on BERT), activations
@@ -48,7 +50,10 @@ def quantize_int8(model: Any, keep_fp32: tuple[str, ...] = INT8_KEEP_FP32,
     projection, "attention_output", "pooler") stay fp32.
     """
     import torch
-    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
+    from torch.ao.quantization import (
+        default_dynamic_qconfig,
+        per_channel_dynamic_qconfig,
+    )
 
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     spec = {
@@ -67,14 +72,24 @@ def load_failure(name: str, exc: Exception) -> ModelLoadError:
     offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
     how = (
         "pass --model PATH (or BETO_SEARCH_MODEL) with a local folder, or save a copy on a connected "
-        "machine with SentenceTransformer('" + DEFAULT_MODEL + "').save('beto') and copy that folder "
+        "machine with SentenceTransformer('"
+        + DEFAULT_MODEL
+        + "').save('beto') and copy that folder "
         "here"
     )
-    why = "HF_HUB_OFFLINE is set and it is not in the Hugging Face cache" if offline else (
-        f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}" if str(exc) else type(exc).__name__
+    why = (
+        "HF_HUB_OFFLINE is set and it is not in the Hugging Face cache"
+        if offline
+        else (
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            if str(exc)
+            else type(exc).__name__
+        )
     )
-    return ModelLoadError(f"Could not load the model '{name}' as a local folder or from the Hugging "
-                          f"Face hub ({why}); {how}.")
+    return ModelLoadError(
+        f"Could not load the model '{name}' as a local folder or from the Hugging "
+        f"Face hub ({why}); {how}."
+    )
 
 
 class _DropBelow(logging.Filter):
@@ -98,8 +113,11 @@ def quiet_loading() -> Iterator[None]:
     import transformers
 
     tlog = transformers.utils.logging
-    loggers = [logging.getLogger("transformers"), logging.getLogger("huggingface_hub"),
-               logging.getLogger("sentence_transformers")]
+    loggers = [
+        logging.getLogger("transformers"),
+        logging.getLogger("huggingface_hub"),
+        logging.getLogger("sentence_transformers"),
+    ]
     drop = _DropBelow(logging.ERROR)
     bars = tlog.is_progress_bar_enabled()
     for lg in loggers:
@@ -121,7 +139,9 @@ def pick_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu.")
+        raise InputError(
+            "device 'cuda' was asked for but no CUDA GPU is available; use --device cpu."
+        )
     return device
 
 
@@ -132,8 +152,14 @@ class BetoEncoder(BatchEncoder):
     returns the encoder of ``backends.open_encoder`` for that precision.
     """
 
-    def __new__(cls, model: str | os.PathLike[str] = DEFAULT_MODEL, pooling: str | None = None,
-                precision: str = "fp32", *args: Any, **kwargs: Any) -> Any:
+    def __new__(
+        cls,
+        model: str | os.PathLike[str] = DEFAULT_MODEL,
+        pooling: str | None = None,
+        precision: str = "fp32",
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
         if cls is BetoEncoder and precision not in TORCH_PRECISIONS:
             from . import open_encoder
 
@@ -156,7 +182,8 @@ class BetoEncoder(BatchEncoder):
             raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, not '{pooling}'.")
         if precision not in TORCH_PRECISIONS:
             raise InputError(
-                f"precision must be one of {', '.join(TORCH_PRECISIONS)}, not '{precision}'.")
+                f"precision must be one of {', '.join(TORCH_PRECISIONS)}, not '{precision}'."
+            )
         if device not in DEVICES:
             raise InputError(f"device must be one of {', '.join(DEVICES)}, not '{device}'.")
         if batch_size < 1 or max_batch_tokens < 1:
@@ -192,10 +219,13 @@ class BetoEncoder(BatchEncoder):
         try:
             with quiet_loading():
                 if (path / "modules.json").is_file():
-                    st = SentenceTransformer(str(path), device=self._torch_device,
-                                             trust_remote_code=False)
+                    st = SentenceTransformer(
+                        str(path), device=self._torch_device, trust_remote_code=False
+                    )
                     current = next((m for m in st if isinstance(m, Pooling)), None)
-                    have = current.get_config_dict()["pooling_mode"] if current is not None else None
+                    have = (
+                        current.get_config_dict()["pooling_mode"] if current is not None else None
+                    )
                     if pooling is None or have == pooling:
                         self.pooling = have or "mean"
                         self.revision = "local"
@@ -203,16 +233,22 @@ class BetoEncoder(BatchEncoder):
                     transformer = st[0]
                 else:
                     kw = {"revision": revision} if revision else None
-                    transformer = Transformer(str(path) if path.is_dir() else name,
-                                              model_kwargs=kw, processor_kwargs=kw, config_kwargs=kw)
+                    transformer = Transformer(
+                        str(path) if path.is_dir() else name,
+                        model_kwargs=kw,
+                        processor_kwargs=kw,
+                        config_kwargs=kw,
+                    )
         except ModelLoadError:
             raise
         except (OSError, ValueError, RuntimeError, KeyError, ImportError) as exc:
             raise load_failure(name, exc) from None
         self.pooling = pooling or "mean"
         config = transformer.model.config
-        self.revision = revision or getattr(config, "_commit_hash", None) or (
-            "local" if path.is_dir() else "unknown"
+        self.revision = (
+            revision
+            or getattr(config, "_commit_hash", None)
+            or ("local" if path.is_dir() else "unknown")
         )
         pool = Pooling(transformer.get_embedding_dimension(), pooling_mode=self.pooling)
         return SentenceTransformer(
@@ -250,10 +286,16 @@ class BetoEncoder(BatchEncoder):
 
     def extra_modules(self) -> list[str]:
         """Names of the modules besides Transformer -> Pooling -> Normalize (e.g. Dense)."""
-        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+        from sentence_transformers.sentence_transformer.modules import (
+            Normalize,
+            Pooling,
+        )
 
-        return [type(m).__name__ for m in list(self._model)[1:]
-                if not isinstance(m, (Pooling, Normalize))]
+        return [
+            type(m).__name__
+            for m in list(self._model)[1:]
+            if not isinstance(m, (Pooling, Normalize))
+        ]
 
     # ----- encoding ------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> list[list[int]]:
@@ -299,10 +341,13 @@ def load_for_export(model: str, revision: str | None, precision: str) -> BetoEnc
     source = BetoEncoder(model, precision="fp32", device="cpu", revision=revision)
     extra = source.extra_modules()
     if extra:
-        raise InputError(f"precision {precision} supports Transformer -> Pooling -> Normalize "
-                         f"models; '{model}' also has {', '.join(extra)}.")
+        raise InputError(
+            f"precision {precision} supports Transformer -> Pooling -> Normalize "
+            f"models; '{model}' also has {', '.join(extra)}."
+        )
     bert = source.transformer.model
     if not (hasattr(bert, "embeddings") and hasattr(bert, "encoder")):
-        raise InputError(f"precision {precision} needs a BERT-like model; '{model}' is a "
-                         f"{type(bert).__name__}.")
+        raise InputError(
+            f"precision {precision} needs a BERT-like model; '{model}' is a {type(bert).__name__}."
+        )
     return source
