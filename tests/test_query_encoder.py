@@ -183,3 +183,14 @@ def test_auto_is_recorded_with_its_reason(
         assert engine.info()["precision_note"] == "auto: test"
     with SearchEngine.open(tmp_path / "idx", create=False) as engine:  # reopened: the concrete one
         assert engine.encoder.precision == "int8"
+
+
+def test_backends_are_token_encoders(light: OnnxEncoder, tiny_encoder, hash_encoder) -> None:
+    from beto_search.encoder import Encoder, TokenEncoder
+
+    assert isinstance(light, TokenEncoder) and isinstance(tiny_encoder, TokenEncoder)
+    assert isinstance(hash_encoder, Encoder) and not isinstance(hash_encoder, TokenEncoder)
+    facts = light.describe()
+    assert set(facts) >= {"encoder", "revision", "pooling", "dimension", "max_length",
+                          "precision", "normalized"}
+    assert facts["max_length"] == tiny_encoder.max_length == 512

@@ -276,6 +276,11 @@ class BetoEncoder(BatchEncoder):
         return self._model[0]
 
     @property
+    def st_model(self) -> Any:
+        """The sentence-transformers model itself (for comparisons with a raw ``encode``)."""
+        return self._model
+
+    @property
     def tokenizer(self) -> Any:
         """The model's Hugging Face tokenizer (used by the chunker too)."""
         return self.transformer.tokenizer
