@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,10 @@ SHARED_BETO = ROOT.parent / "shared" / "beto"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network in tests
 os.environ.pop("BETO_SEARCH_MODEL", None)
 os.environ.pop("BETO_SEARCH_INDEX", None)
+# compiled graphs of test models go to a private cache (subprocesses inherit it), and new test
+# indexes keep fp32 unless a test asks for another precision (auto is tested on its own)
+os.environ["BETO_SEARCH_CACHE"] = tempfile.mkdtemp(prefix="beto-search-test-cache-")
+os.environ["BETO_SEARCH_PRECISION"] = "fp32"
 
 
 def corpus_texts() -> list[str]:

@@ -158,9 +158,10 @@ def test_cli_never_imports_torch_for_queries(index_copy: Path, tmp_path: Path) -
     assert heavy == []
 
 
-def test_auto_rule_per_cpu_kind() -> None:
+def test_auto_rule_per_cpu_kind(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
+    monkeypatch.delenv("BETO_SEARCH_PRECISION", raising=False)
     have_ov = bool(importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf"))
     avx2 = {"avx2", "fma"}
     precision, note = choose_precision("cpu", flags=avx2, have_cuda=False)
@@ -168,6 +169,8 @@ def test_auto_rule_per_cpu_kind() -> None:
     for flags in ({"avx2", "avx512f", "avx512_vnni"}, {"avx2", "amx_int8", "amx_bf16"}):
         precision, note = choose_precision("auto", flags=flags, have_cuda=False)
         assert precision == ("ov-int8" if have_ov else "onnx-fp32"), flags
+    monkeypatch.setenv("BETO_SEARCH_PRECISION", "int8")
+    assert choose_precision("cpu", flags=avx2, have_cuda=False)[0] == "int8"
 
 
 def test_auto_is_recorded_with_its_reason(
@@ -191,6 +194,13 @@ def test_backends_are_token_encoders(light: OnnxEncoder, tiny_encoder, hash_enco
     assert isinstance(light, TokenEncoder) and isinstance(tiny_encoder, TokenEncoder)
     assert isinstance(hash_encoder, Encoder) and not isinstance(hash_encoder, TokenEncoder)
     facts = light.describe()
-    assert set(facts) >= {"encoder", "revision", "pooling", "dimension", "max_length",
-                          "precision", "normalized"}
+    assert set(facts) >= {
+        "encoder",
+        "revision",
+        "pooling",
+        "dimension",
+        "max_length",
+        "precision",
+        "normalized",
+    }
     assert facts["max_length"] == tiny_encoder.max_length == 512

@@ -14,6 +14,7 @@ Measured with the real all-MiniLM-L6-v2 on corpora/es + corpora/es-dev against t
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 INT8_DOT = ("avx512_vnni", "avx_vnni", "amx_int8")
@@ -57,7 +58,16 @@ def _has_cuda() -> bool:
 def choose_precision(
     device: str = "auto", flags: set[str] | None = None, have_cuda: bool | None = None
 ) -> tuple[str, str]:
-    """(concrete precision, one-sentence reason) for this machine."""
+    """(concrete precision, one-sentence reason) for this machine.
+
+    ``BETO_SEARCH_PRECISION`` (a concrete precision) overrides the choice, e.g. to keep every
+    machine of a cluster on the same numbers.
+    """
+    from ..encoder import CONCRETE_PRECISIONS
+
+    forced = os.environ.get("BETO_SEARCH_PRECISION")
+    if forced in CONCRETE_PRECISIONS:
+        return forced, f"auto: BETO_SEARCH_PRECISION is {forced}"
     if device != "cpu" and (have_cuda if have_cuda is not None else _has_cuda()):
         import torch
 
