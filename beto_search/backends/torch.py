@@ -178,6 +178,8 @@ class BetoEncoder(BatchEncoder):
         max_batch_tokens: int = 4096,
         revision: str | None = None,
     ) -> None:
+        if getattr(self, "_model", None) is not None:
+            return  # built by open_encoder in __new__ (e.g. precision="auto" chose a torch one)
         if pooling is not None and pooling not in POOLINGS:
             raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, not '{pooling}'.")
         if precision not in TORCH_PRECISIONS:
