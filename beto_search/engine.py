@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 from . import __version__
 from .analyzer import SpanishAnalyzer
-from .chunking import Chunker
 from .backends import open_encoder
+from .chunking import Chunker
 from .encoder import DEFAULT_MODEL, Encoder, normalize_rows
 from .errors import (
     BetoSearchError,
