@@ -20,10 +20,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlite_utils
 
 from .errors import IndexCorruptError, InputError, StorageError
 from .types import Chunk, Document
+
+
+def _import_sqlite_utils() -> Any:
+    """sqlite_utils, imported without pandas: sqlite-utils imports pandas whenever it is installed
+    (Ray brings it), only to convert pandas values we never pass, and that import alone costs
+    ~0.3 s of every cold command. Hiding it for this one import changes nothing else: a later
+    ``import pandas`` elsewhere works as usual."""
+    import sys
+
+    if "sqlite_utils" in sys.modules or "pandas" in sys.modules:
+        import sqlite_utils
+
+        return sqlite_utils
+    sys.modules["pandas"] = None  # type: ignore[assignment]  # makes `import pandas` fail fast
+    try:
+        import sqlite_utils
+    finally:
+        del sys.modules["pandas"]
+    return sqlite_utils
+
+
+sqlite_utils = _import_sqlite_utils()
 
 # sqlite-utils cannot declare AUTOINCREMENT (``chunks`` and ``changes`` need ids never reused)
 # nor a free-standing FTS5 table over analyzed terms (its ``enable_fts`` indexes a table's own
