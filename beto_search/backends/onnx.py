@@ -256,9 +256,9 @@ def build(model: str, revision: str | None, precision: str, folder: Path) -> Pat
                 raw,
                 tmp / "raw" / "model_int8.onnx",
                 exclude=KEEP_FP32,
-                per_channel=INT8_SETTINGS["per_channel"],
-                reduce_range=INT8_SETTINGS["reduce_range"],
-                weight_type=INT8_SETTINGS["weight_type"],
+                per_channel=bool(INT8_SETTINGS["per_channel"]),
+                reduce_range=bool(INT8_SETTINGS["reduce_range"]),
+                weight_type=str(INT8_SETTINGS["weight_type"]),
             )
         optimise(raw, tmp / MODEL_FILE)
         for p in sorted((tmp / "raw").iterdir()):

@@ -43,7 +43,7 @@ MODEL_FILE = "model.xml"
 WEIGHTS_FILE = "model.bin"
 CALIBRATION = Path(__file__).resolve().parents[1] / "data" / "calibration_es.txt"
 # every calibration text is used (subset_size >= their number); one unpadded sequence per item
-INT8_SETTINGS = {
+INT8_SETTINGS: dict[str, Any] = {
     "model_type": "TRANSFORMER",
     "subset_size": 300,
     "preset": "default",

@@ -232,7 +232,7 @@ class BetoEncoder(BatchEncoder):
                         self.pooling = have or "mean"
                         self.revision = "local"
                         return st
-                    transformer = st[0]
+                    transformer: Any = st[0]
                 else:
                     kw = {"revision": revision} if revision else None
                     transformer = Transformer(
