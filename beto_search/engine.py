@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
@@ -28,6 +28,10 @@ from .store import Store, StoredChunk
 from .types import Document, Hit
 from .vector_cache import VectorCache
 from .vector_index import IndexSpec, VectorIndex
+
+if TYPE_CHECKING:
+    from .reembed import ReembedResult
+    from .tuning import TuneResult
 
 DB_NAME = "index.db"
 
@@ -66,6 +70,7 @@ class SearchEngine:
         self.folder, self.store, self.options, self.wait = folder, store, options, wait
         self.index_options = index_options
         self._encoder = encoder
+        self._encoder_given = encoder is not None  # else built from the manifest (may change)
         self._query_encoder: Encoder | None = None
         self._encoder_lock = threading.Lock()
         self._local = threading.local()  # per-thread analyzer (PyStemmer is not thread-safe)
@@ -139,6 +144,27 @@ class SearchEngine:
         self._manifest = Manifest.from_store(self.store)
         return self._manifest
 
+    def refresh(self, encoder: Encoder | None = None) -> Manifest | None:
+        """Re-read the manifest (a search does, so a reader follows another process's re-embed
+        or re-tune at its next query). When the generation moved, the encoders built from the
+        old manifest are dropped (rebuilt for the new model on next use) and a passed-in encoder
+        must fit the new model; ``encoder`` is the new generation's, when the caller has it."""
+        old = self._manifest
+        m = self.reload_manifest()
+        if m is None or old is None or m.generation == old.generation:
+            return m
+        with self._encoder_lock:
+            self._query_encoder = None
+            if encoder is not None:
+                self._encoder, self._encoder_given = encoder, True
+            elif self._encoder_given:
+                assert self._encoder is not None
+                m.check_encoder(self.folder, self._encoder)  # refuses a stale custom encoder
+            else:
+                self._encoder = None
+        self.cache.invalidate()  # the old generation's vectors are never used again
+        return m
+
     def set_default_fusion(self, fusion: dict[str, Any] | None) -> None:
         """Record the index's default fusion (e.g. the one ``tune`` chose) in the manifest."""
         with WriteLock(self.folder, self.wait):
@@ -211,7 +237,11 @@ class SearchEngine:
         progress: bool = False,
         embedder: Embedder | None = None,
     ) -> IngestSummary:
-        return Indexer(self).ingest(paths, reader, prune, progress, embedder)
+        summary = Indexer(self).ingest(paths, reader, prune, progress, embedder)
+        from .tuning import maybe_autotune
+
+        maybe_autotune(self)  # choose the fusion once the index is big enough to tell
+        return summary
 
     def add(
         self,
@@ -286,3 +316,28 @@ class SearchEngine:
 
     def compact(self) -> dict[str, Any]:
         return Maintenance(self).compact()
+
+    # ----- fusion tuning and re-embedding (tuning.py, reembed.py) --------------------------
+    def tune(
+        self,
+        queries: dict[str, str] | None = None,
+        qrels: dict[str, dict[str, int]] | None = None,
+        **options: Any,
+    ) -> TuneResult:
+        """Choose and store the index's default fusion (pseudo-queries, or labels if given)."""
+        from .tuning import tune
+
+        return tune(self, queries, qrels, **options)
+
+    def reembed(
+        self,
+        model: str | os.PathLike[str] | Encoder,
+        precision: str | None = None,
+        progress: bool = False,
+        embedder: Embedder | None = None,
+        **options: Any,
+    ) -> ReembedResult:
+        """Re-encode every stored chunk with another model and switch to it atomically."""
+        from .reembed import reembed
+
+        return reembed(self, model, precision, progress, embedder, **options)
