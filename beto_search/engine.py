@@ -75,11 +75,14 @@ class SearchEngine:
         self._encoder_lock = threading.Lock()
         self._local = threading.local()  # per-thread analyzer (PyStemmer is not thread-safe)
         self._manifest: Manifest | None = None
+        self._stamp: tuple[str | None, str | None] | None = None  # see refresh
+        self._encoder_generation: int | None = None  # the generation the encoders fit
         self.cache = VectorCache(
             folder, store, lambda reload: self.reload_manifest() if reload else self.manifest
         )
         m = self.manifest
         if m is not None:
+            self._encoder_generation = m.generation
             m.check_options(folder, index_options)
             if encoder is not None:
                 m.check_encoder(folder, encoder)
@@ -145,13 +148,19 @@ class SearchEngine:
         return self._manifest
 
     def refresh(self, encoder: Encoder | None = None) -> Manifest | None:
-        """Re-read the manifest (a search does, so a reader follows another process's re-embed
-        or re-tune at its next query). When the generation moved, the encoders built from the
-        old manifest are dropped (rebuilt for the new model on next use) and a passed-in encoder
-        must fit the new model; ``encoder`` is the new generation's, when the caller has it."""
-        old = self._manifest
+        """Re-read the manifest if it changed (a search does, so a reader follows another
+        process's re-embed or re-tune at its next query). When the generation moved, the
+        encoders built for the old model are dropped (rebuilt from the new manifest on next use)
+        and a passed-in encoder must fit the new model, else every call is refused as opening
+        the index with it would be; ``encoder``: the new generation's, when the caller has it."""
+        stamp = self.store.manifest_stamp()
+        if self._manifest is not None and stamp == self._stamp:
+            return self._manifest
         m = self.reload_manifest()
-        if m is None or old is None or m.generation == old.generation:
+        self._stamp = stamp
+        if m is None or self._encoder_generation in (None, m.generation):
+            if m is not None:
+                self._encoder_generation = m.generation
             return m
         with self._encoder_lock:
             self._query_encoder = None
@@ -159,9 +168,14 @@ class SearchEngine:
                 self._encoder, self._encoder_given = encoder, True
             elif self._encoder_given:
                 assert self._encoder is not None
-                m.check_encoder(self.folder, self._encoder)  # refuses a stale custom encoder
+                try:
+                    m.check_encoder(self.folder, self._encoder)
+                except ManifestMismatchError:
+                    self._stamp = None  # checked again at every later call
+                    raise
             else:
                 self._encoder = None
+            self._encoder_generation = m.generation
         self.cache.invalidate()  # the old generation's vectors are never used again
         return m
 

@@ -271,6 +271,15 @@ class Store:
         """The manifest's key/value rows (JSON values), None while the index is new."""
         return {r["key"]: json.loads(r["value"]) for r in self.db["manifest"].rows} or None
 
+    def manifest_stamp(self) -> tuple[str | None, str | None]:
+        """The raw generation and fusion values: what may change in a manifest after its first
+        write (cheaper to compare at every search than reading the whole manifest)."""
+        row = self.conn.execute(
+            "SELECT (SELECT value FROM manifest WHERE key = 'generation'),"
+            " (SELECT value FROM manifest WHERE key = 'fusion')"
+        ).fetchone()
+        return row[0], row[1]
+
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """Insert or replace manifest keys (caller's transaction: sqlite-utils nests a savepoint)."""
         self.db["manifest"].upsert_all(

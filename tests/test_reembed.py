@@ -378,3 +378,24 @@ def test_cli_reembed(index_copy: Path, tiny_model: Path, tmp_path: Path) -> None
         cli, ["reembed", "--index", str(tmp_path / "none"), "--model", str(other)]
     )
     assert res.exit_code == 1 and "Traceback" not in res.output
+
+
+def test_an_open_engine_follows_or_refuses_at_its_next_query(tmp_path: Path) -> None:
+    """Another engine on the same index (as another process would be): it sees a fusion tuned
+    elsewhere and a re-embed at its next query; a passed-in encoder of the old model is refused,
+    and an engine that builds its encoder from the manifest switches to the new one."""
+    old, new = WordHash(), WordHash("hash-new", 48, salt=7)
+    index = build(tmp_path / "idx")
+    with (
+        SearchEngine.open(index, encoder=old) as writer,
+        SearchEngine.open(index, encoder=old) as reader,
+    ):
+        assert reader.search("río", k=2, fusion=None)
+        writer.set_default_fusion({"method": "rrf", "alpha": 0.5})
+        reader.search("río", k=2)
+        assert reader.manifest.fusion == {"method": "rrf", "alpha": 0.5}
+        reembed(writer, new)
+        for mode in ("semantic", "lexical"):  # as opening it with that encoder would be
+            with pytest.raises(ManifestMismatchError):
+                reader.search("río", k=2, mode=mode)
+        assert writer.search("río", k=2, mode="semantic")[0].dense_score is not None
