@@ -308,8 +308,8 @@ def _score_all(
             ]
     out: list[dict[str, float]] = [{q: 0.0 for q in qrels} for _ in variants]
     for m in ir_measures.evaluator([nDCG @ 10], judged).iter_calc(run):
-        v, _, qid = m.query_id.partition("|")
-        out[int(v)][qid] = float(m.value)
+        tag, _, qid = m.query_id.partition("|")
+        out[int(tag)][qid] = float(m.value)
     return out
 
 
