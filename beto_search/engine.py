@@ -332,6 +332,18 @@ class SearchEngine:
         return Maintenance(self).compact()
 
     # ----- fusion tuning and re-embedding (tuning.py, reembed.py) --------------------------
+    def open_model(self, model: str, precision: str | None = None) -> Encoder:
+        """An encoder for another model (``reembed``'s target), built like this engine's own
+        (``backends.open_encoder``) with its device and batch size; precision: the given one,
+        else the index's."""
+        m = self.manifest
+        return _open_encoder(
+            model,
+            precision=precision or (m.precision if m is not None else None) or "auto",
+            device=self.options.device,
+            batch_size=self.options.batch_size,
+        )
+
     def tune(
         self,
         queries: dict[str, str] | None = None,

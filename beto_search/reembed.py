@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from .backends import open_encoder
 from .encoder import Encoder, normalize_rows
 from .errors import InputError, ManifestMismatchError
 from .indexer import Embedder, local_embedder
@@ -65,20 +64,14 @@ class ReembedLock(WriteLock):
 def open_target(
     engine: SearchEngine, model: str | os.PathLike[str] | Encoder, precision: str | None
 ) -> Encoder:
-    """The new model's encoder: an Encoder object as given, else built by ``open_encoder`` (the
-    engine's own path) with the engine's device and batch size and the index's precision."""
+    """The new model's encoder: an Encoder object as given, else built the way the engine builds
+    its own (``SearchEngine.open_model``: ``backends.open_encoder``)."""
     if not isinstance(model, str | os.PathLike):
         return model
     name = str(model)
     if Path(name).is_dir():
         name = str(Path(name).resolve())  # readers in other folders must find it too
-    m = engine.manifest
-    return open_encoder(
-        name,
-        precision=precision or (m.precision if m is not None else None) or "fp32",
-        device=engine.options.device,
-        batch_size=engine.options.batch_size,
-    )
+    return engine.open_model(name, precision)
 
 
 def _max_length(enc: Any) -> int | None:
@@ -102,7 +95,6 @@ def target_facts(enc: Encoder) -> dict[str, Any]:
         "pooling": facts.get("pooling", getattr(enc, "pooling", None)),
         "dimension": int(enc.dimension),
         "precision": facts.get("precision", getattr(enc, "precision", "fp32")),
-        "precision_note": facts.get("precision_note", getattr(enc, "precision_note", None)),
         "max_length": _max_length(enc),
     }
 
@@ -237,8 +229,11 @@ def _switch(engine: SearchEngine, enc: Any, facts: dict[str, Any]) -> int:
         old = engine.reload_manifest()
         assert old is not None
         generation = old.generation + 1
+        describe = getattr(enc, "describe", None)
+        note = (describe() if callable(describe) else {}).get("precision_note")
         update: dict[str, Any] = {
             **facts,
+            "precision_note": note or getattr(enc, "precision_note", None),
             "normalized": True,
             "generation": generation,
             "fusion": None,  # tuned for the old model: re-tuned after the switch

@@ -398,4 +398,6 @@ def test_an_open_engine_follows_or_refuses_at_its_next_query(tmp_path: Path) -> 
         for mode in ("semantic", "lexical"):  # as opening it with that encoder would be
             with pytest.raises(ManifestMismatchError):
                 reader.search("río", k=2, mode=mode)
+        with pytest.raises(ManifestMismatchError):  # never old-model vectors in a new index
+            reader.add(docs(1, start=500))
         assert writer.search("río", k=2, mode="semantic")[0].dense_score is not None
