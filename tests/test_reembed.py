@@ -157,6 +157,7 @@ def test_interrupted_reembed_keeps_old_index_and_resumes(tmp_path: Path) -> None
             reembed(engine, FailingAfter(2, name="hash-new", dimension=48, salt=7), batch_size=10)
         assert engine.manifest["encoder"] == "hash-old"
         assert pending(engine)["vectors_done"] == 20
+        assert engine.info()["reembed_pending"]["encoder"] == "hash-new"
         assert engine.search("río", k=2, mode="semantic")  # still answers with the old model
         assert engine.verify() == []
     assert assert_wholly(index, {"hash-old": old}) == "hash-old"
@@ -164,6 +165,9 @@ def test_interrupted_reembed_keeps_old_index_and_resumes(tmp_path: Path) -> None
     with SearchEngine.open(index, encoder=old) as engine:
         result = reembed(engine, new, batch_size=10)
     assert (result.resumed, result.encoded) == (20, 40)
+    with SearchEngine.open(index, encoder=new) as engine:
+        info = engine.info()
+        assert info["reembed_pending"] is None and info["generation"] == 1
     assert assert_wholly(index, {"hash-new": new}) == "hash-new"
 
 
