@@ -14,7 +14,7 @@ import click
 from .encoder import DEFAULT_MODEL, DEVICES, POOLINGS, PRECISIONS
 from .searcher import MODES
 from .errors import BetoSearchError
-from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS
+from .fusion import FUSIONS, resolve
 from .types import Hit
 from .vector_index import INDEX_TYPES
 
@@ -156,9 +156,10 @@ def _print_hits(hits: list[Hit], explain: bool) -> None:
 @_encoder_options
 @click.option("--mode", type=click.Choice(MODES), default="hybrid",
               show_default=True)
-@click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True)
-@click.option("--alpha", type=click.FloatRange(0, 1), default=DEFAULT_ALPHA, show_default=True,
-              help="Weight of the dense score in convex fusion.")
+@click.option("--fusion", type=click.Choice(FUSIONS), default=None,
+              help="Fusion method (default: the index's tuned one, see 'info').")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=None,
+              help="Weight of the dense side (default: the index's tuned one).")
 @click.option("--where", multiple=True, help="KEY=VALUE filter on metadata, title or source (repeatable).")
 @click.option("--source", "source_glob", default=None, help="Only documents whose source matches GLOB.")
 @click.option("--ef-search", type=click.IntRange(min=1), default=None, help="HNSW search depth.")
@@ -166,7 +167,7 @@ def _print_hits(hits: list[Hit], explain: bool) -> None:
 @click.option("--explain", is_flag=True, help="Show dense, lexical and fused scores.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_errors
-def query(text: str, k: int, index: Path, mode: str, fusion: str, alpha: float,
+def query(text: str, k: int, index: Path, mode: str, fusion: str | None, alpha: float | None,
           where: tuple[str, ...], source_glob: str | None, ef_search: int | None,
           nprobe: int | None, explain: bool, as_json: bool, **enc: Any) -> None:
     """Search the index for TEXT; prints ranked documents with snippets."""
@@ -175,8 +176,10 @@ def query(text: str, k: int, index: Path, mode: str, fusion: str, alpha: float,
         _require_documents(engine, index)
         hits = engine.search(text, k=k, mode=mode, fusion=fusion, alpha=alpha, where=filters,
                              source=source_glob, ef_search=ef_search, nprobe=nprobe)
+        used = resolve(engine.manifest, fusion, alpha)  # what the search used
     if as_json:
-        click.echo(json.dumps({"query": text, "mode": mode, "fusion": fusion,
+        click.echo(json.dumps({"query": text, "mode": mode, "fusion": used.method,
+                               "alpha": used.alpha,
                                "results": [h.to_dict() for h in hits]}, ensure_ascii=False))
     else:
         _print_hits(hits, explain)
@@ -290,9 +293,10 @@ def compact(index: Path, wait: float) -> None:
               show_default=True, help="Search mode; 'all' shows the three side by side.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=100, show_default=True,
               help="Documents retrieved per query.")
-@click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True)
-@click.option("--alpha", type=click.FloatRange(0, 1), default=DEFAULT_ALPHA, show_default=True,
-              help="Weight of the dense score in convex fusion.")
+@click.option("--fusion", type=click.Choice(FUSIONS), default=None,
+              help="Fusion method (default: the index's tuned one, see 'info').")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=None,
+              help="Weight of the dense side (default: the index's tuned one).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--per-query", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Write per-query metrics: JSON Lines (one object per mode and query, with the "
@@ -301,7 +305,8 @@ def compact(index: Path, wait: float) -> None:
               help="Write a TREC run file (qid Q0 docid rank score tag); with --mode all, one file "
                    "per mode named STEM.MODE.SUFFIX.")
 @_errors
-def eval_(index: Path, queries: Path, qrels: Path, mode: str, k: int, fusion: str, alpha: float,
+def eval_(index: Path, queries: Path, qrels: Path, mode: str, k: int, fusion: str | None,
+          alpha: float | None,
           as_json: bool, per_query: Path | None, run_file: Path | None, **enc: Any) -> None:
     """Score the index on a judged query set: nDCG@10, MRR@10, R@1, R@10, R@100, MAP@100."""
     from .evaluation import load_eval_set, run_evaluation
@@ -315,6 +320,71 @@ def eval_(index: Path, queries: Path, qrels: Path, mode: str, k: int, fusion: st
     for line in report.warning_lines():
         click.echo(f"warning: {line}", err=True)
     click.echo(report.table())
+
+
+@cli.command()
+@_index_option
+@click.option("--queries", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Tune on labels: queries as 'eval' reads them (with --qrels).")
+@click.option("--qrels", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Judgements as 'eval' reads them (with --queries).")
+@click.option("--wait", type=click.FloatRange(min=0), default=0.0,
+              help="Seconds to wait for another writer to finish.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_errors
+def tune(index: Path, queries: Path | None, qrels: Path | None, wait: float, as_json: bool) -> None:
+    """Choose the index's default fusion of dense and lexical results (pseudo-queries or labels)."""
+    if (queries is None) != (qrels is None):
+        raise click.UsageError("give both --queries and --qrels, or neither.")
+    q = r = None
+    if queries is not None and qrels is not None:
+        from .evaluation import load_eval_set
+
+        eval_set = load_eval_set(queries, qrels)
+        q = {qid: x.text for qid, x in eval_set.queries.items()}
+        r = eval_set.qrels
+        for line in eval_set.warnings[:20]:
+            click.echo(f"warning: {line}", err=True)
+    with _open(index, wait=wait) as engine:
+        result = engine.tune(q, r, tuned_on=f"{queries} / {qrels}" if queries else None)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    s = result.ndcg
+    stored = "stored as the index default" if result.stored else "not stored"
+    click.echo(f"fusion: {result.config.label()}  ({stored})")
+    click.echo(f"tuned on: {result.tuned_on}")
+    if s:
+        click.echo(f"nDCG@10: chosen {s['chosen']:.4f}  default {s['default']:.4f}  best "
+                   f"{s['best']:.4f}  dense only {s['dense']:.4f}  lexical only {s['lexical']:.4f}")
+    click.echo(f"why: {result.reason}")
+
+
+@cli.command()
+@_index_option
+@click.option("--model", required=True, help="The new encoder: a model folder or hub id.")
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
+              help="Encoder arithmetic (default: the index's).")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--wait", type=click.FloatRange(min=0), default=0.0,
+              help="Seconds to wait for another re-embed to finish.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_errors
+def reembed(index: Path, model: str, precision: str | None, device: str, batch_size: int,
+            wait: float, quiet: bool, as_json: bool) -> None:
+    """Re-encode every stored chunk with MODEL and switch the index to it atomically (resumable)."""
+    with _open(index, wait=wait, device=device, batch_size=batch_size) as engine:
+        result = engine.reembed(model, precision, progress=not quiet and sys.stderr.isatty())
+        fusion = engine.info()["fusion_explained"]
+    if as_json:
+        click.echo(json.dumps({**result.to_dict(), "fusion": fusion}, ensure_ascii=False))
+        return
+    click.echo(f"re-embedded {result.chunks} chunks with {result.encoder} (generation "
+               f"{result.generation}): {result.encoded} encoded now, {result.resumed} resumed, "
+               f"{result.stragglers} written meanwhile; {result.seconds:.1f} s")
+    click.echo(f"fusion: {fusion}")
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
@@ -28,6 +28,10 @@ from .store import Store, StoredChunk
 from .types import Document, Hit
 from .vector_cache import VectorCache
 from .vector_index import IndexSpec, VectorIndex
+
+if TYPE_CHECKING:
+    from .reembed import ReembedResult
+    from .tuning import TuneResult
 
 DB_NAME = "index.db"
 
@@ -66,15 +70,19 @@ class SearchEngine:
         self.folder, self.store, self.options, self.wait = folder, store, options, wait
         self.index_options = index_options
         self._encoder = encoder
+        self._encoder_given = encoder is not None  # else built from the manifest (may change)
         self._query_encoder: Encoder | None = None
         self._encoder_lock = threading.Lock()
         self._local = threading.local()  # per-thread analyzer (PyStemmer is not thread-safe)
         self._manifest: Manifest | None = None
+        self._stamp: tuple[str | None, str | None] | None = None  # see refresh
+        self._encoder_generation: int | None = None  # the generation the encoders fit
         self.cache = VectorCache(
             folder, store, lambda reload: self.reload_manifest() if reload else self.manifest
         )
         m = self.manifest
         if m is not None:
+            self._encoder_generation = m.generation
             m.check_options(folder, index_options)
             if encoder is not None:
                 m.check_encoder(folder, encoder)
@@ -138,6 +146,38 @@ class SearchEngine:
     def reload_manifest(self) -> Manifest | None:
         self._manifest = Manifest.from_store(self.store)
         return self._manifest
+
+    def refresh(self, encoder: Encoder | None = None) -> Manifest | None:
+        """Re-read the manifest if it changed (a search does, so a reader follows another
+        process's re-embed or re-tune at its next query). When the generation moved, the
+        encoders built for the old model are dropped (rebuilt from the new manifest on next use)
+        and a passed-in encoder must fit the new model, else every call is refused as opening
+        the index with it would be; ``encoder``: the new generation's, when the caller has it."""
+        stamp = self.store.manifest_stamp()
+        if self._manifest is not None and stamp == self._stamp:
+            return self._manifest
+        m = self.reload_manifest()
+        self._stamp = stamp
+        if m is None or self._encoder_generation in (None, m.generation):
+            if m is not None:
+                self._encoder_generation = m.generation
+            return m
+        with self._encoder_lock:
+            self._query_encoder = None
+            if encoder is not None:
+                self._encoder, self._encoder_given = encoder, True
+            elif self._encoder_given:
+                assert self._encoder is not None
+                try:
+                    m.check_encoder(self.folder, self._encoder)
+                except ManifestMismatchError:
+                    self._stamp = None  # checked again at every later call
+                    raise
+            else:
+                self._encoder = None
+            self._encoder_generation = m.generation
+        self.cache.invalidate()  # the old generation's vectors are never used again
+        return m
 
     def set_default_fusion(self, fusion: dict[str, Any] | None) -> None:
         """Record the index's default fusion (e.g. the one ``tune`` chose) in the manifest."""
@@ -211,7 +251,11 @@ class SearchEngine:
         progress: bool = False,
         embedder: Embedder | None = None,
     ) -> IngestSummary:
-        return Indexer(self).ingest(paths, reader, prune, progress, embedder)
+        summary = Indexer(self).ingest(paths, reader, prune, progress, embedder)
+        from .tuning import maybe_autotune
+
+        maybe_autotune(self)  # choose the fusion once the index is big enough to tell
+        return summary
 
     def add(
         self,
@@ -286,3 +330,40 @@ class SearchEngine:
 
     def compact(self) -> dict[str, Any]:
         return Maintenance(self).compact()
+
+    # ----- fusion tuning and re-embedding (tuning.py, reembed.py) --------------------------
+    def open_model(self, model: str, precision: str | None = None) -> Encoder:
+        """An encoder for another model (``reembed``'s target), built like this engine's own
+        (``backends.open_encoder``) with its device and batch size; precision: the given one,
+        else the index's."""
+        m = self.manifest
+        return _open_encoder(
+            model,
+            precision=precision or (m.precision if m is not None else None) or "auto",
+            device=self.options.device,
+            batch_size=self.options.batch_size,
+        )
+
+    def tune(
+        self,
+        queries: dict[str, str] | None = None,
+        qrels: dict[str, dict[str, int]] | None = None,
+        **options: Any,
+    ) -> TuneResult:
+        """Choose and store the index's default fusion (pseudo-queries, or labels if given)."""
+        from .tuning import tune
+
+        return tune(self, queries, qrels, **options)
+
+    def reembed(
+        self,
+        model: str | os.PathLike[str] | Encoder,
+        precision: str | None = None,
+        progress: bool = False,
+        embedder: Embedder | None = None,
+        **options: Any,
+    ) -> ReembedResult:
+        """Re-encode every stored chunk with another model and switch to it atomically."""
+        from .reembed import reembed
+
+        return reembed(self, model, precision, progress, embedder, **options)

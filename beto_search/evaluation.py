@@ -30,7 +30,7 @@ import ir_measures
 from ir_measures import AP, RR, R, nDCG
 
 from .errors import InputError
-from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION
+from .fusion import resolve
 
 from .searcher import MODES
 # JSON key -> (ir_measures measure, name shown in tables)
@@ -344,7 +344,7 @@ def score_run(eval_set: EvalSet, run: dict[str, list[tuple[str, float]]]
 
 
 def evaluate(engine: Any, eval_set: EvalSet, mode: str = "hybrid", k: int = 100,
-             fusion: str = DEFAULT_FUSION, alpha: float = DEFAULT_ALPHA) -> EvalReport:
+             fusion: str | None = None, alpha: float | None = None) -> EvalReport:
     """Search every query in each mode (document-level hits) and score the runs."""
     modes = modes_for(mode)
     if not isinstance(k, int) or k < 1:
@@ -353,6 +353,8 @@ def evaluate(engine: Any, eval_set: EvalSet, mode: str = "hybrid", k: int = 100,
     if k < 100 and shallow not in eval_set.warnings:
         eval_set.warnings.append(shallow)
     missing = missing_documents(engine, eval_set)
+    # None: the index's default (its tuned fusion, else the library's); reported as resolved
+    used = resolve(getattr(engine, "manifest", None), fusion, alpha)
     means: dict[str, dict[str, float]] = {}
     per_query: dict[str, dict[str, dict[str, float]]] = {}
     runs: dict[str, dict[str, list[tuple[str, float]]]] = {}
@@ -363,7 +365,7 @@ def evaluate(engine: Any, eval_set: EvalSet, mode: str = "hybrid", k: int = 100,
             run[qid] = [(h.doc_id, float(h.score)) for h in hits]
         runs[m] = run
         means[m], per_query[m] = score_run(eval_set, run)
-    return EvalReport(means, per_query, runs, eval_set, missing, k, fusion, alpha)
+    return EvalReport(means, per_query, runs, eval_set, missing, k, used.method, used.alpha)
 
 
 # ----- writing ---------------------------------------------------------------------------------
@@ -441,7 +443,7 @@ def _cell(value: Any) -> str:
 
 
 def run_evaluation(engine: Any, eval_set: EvalSet, mode: str = "hybrid", k: int = 100,
-                   fusion: str = DEFAULT_FUSION, alpha: float = DEFAULT_ALPHA, per_query: Path | None = None,
+                   fusion: str | None = None, alpha: float | None = None, per_query: Path | None = None,
                    run: Path | None = None) -> EvalReport:
     """``evaluate`` plus the optional per-query and TREC run files (their paths in ``files``)."""
     report = evaluate(engine, eval_set, mode, k, fusion, alpha)

@@ -78,7 +78,8 @@ class Indexer:
         """The write lock; the cache loaded before and checkpointed after."""
         engine = self.engine
         with WriteLock(engine.folder, engine.wait):
-            if engine.reload_manifest() is not None:
+            # refresh: a re-embed by another process also swaps the encoder (or refuses a stale one)
+            if engine.refresh() is not None:
                 engine.cache.current()  # load (or heal) the cache before changing anything
             yield
             if engine.manifest is not None:

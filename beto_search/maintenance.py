@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import BetoSearchError
 from .indexer import Indexer
 from .locking import WriteLock
+from .reembed import pending
+from .tuning import explain
 
 if TYPE_CHECKING:
     from .engine import SearchEngine
@@ -47,7 +49,9 @@ class Maintenance:
             "index_type": m.spec.concrete(counts["chunks"]) if m is not None else None,
             "index_settings": get("index"),
             "fusion": get("fusion"),
+            "fusion_explained": explain(m.to_dict() if m is not None else None),
             "generation": get("generation"),
+            "reembed_pending": pending(self.engine),
             "package_version": get("package_version"),
             "bytes_on_disk": sum(files.values()),
             "files": files,

@@ -5,13 +5,13 @@ snapshot (``VectorCache.pinned``), so results never mix two states of the index.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .encoder import normalize_rows
 from .errors import InputError
-from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS, RRF_K, convex, rrf
+from .fusion import FUSIONS, FusionConfig, fuse, resolve
 from .readers import clean_text
 from .snippets import make_snippet
 from .store import Filter
@@ -54,12 +54,12 @@ class Searcher:
             raise InputError("the number of results (k) must be a whole number of at least 1.")
         if mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, not '{mode}'.")
-        manifest = self.engine.manifest
-        fusion, alpha = self.default_fusion(fusion, alpha)
-        if fusion not in FUSIONS:
+        if fusion is not None and fusion not in FUSIONS:
             raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, not '{fusion}'.")
-        if not 0.0 <= alpha <= 1.0:
+        if alpha is not None and not 0.0 <= alpha <= 1.0:
             raise InputError("alpha must be between 0 and 1.")
+        manifest = self.engine.refresh()  # another process may have re-embedded or re-tuned
+        config = self.fusion_config(fusion, alpha)
         if manifest is None:
             return []
         query = clean_text(query)
@@ -69,6 +69,12 @@ class Searcher:
         if mode != "lexical":
             qvec = self._query_vector(query, query_vector, manifest.dimension)
         with self.engine.cache.pinned() as vi:
+            if vi.generation != manifest.generation:  # re-embedded while the query was encoded
+                manifest = self.engine.refresh()
+                assert manifest is not None
+                config = self.fusion_config(fusion, alpha)
+                if qvec is not None:
+                    qvec = self._query_vector(query, query_vector, manifest.dimension)
             allowed = self.store.filtered_chunk_ids(flt) if flt else None
             if allowed is not None and not len(allowed):
                 return []
@@ -76,7 +82,7 @@ class Searcher:
             while True:
                 dense = self._dense(vi, qvec, depth, allowed, params) if qvec is not None else {}
                 lexical = self._lexical(query, depth, flt) if mode != "semantic" else {}
-                fused = self._fuse(mode, fusion, alpha, dense, lexical)
+                fused = self._fuse(mode, config, dense, lexical)
                 hits = self._to_hits(fused, dense, lexical, k)
                 if len(hits) >= k or depth >= self._reach(allowed):
                     break
@@ -88,15 +94,41 @@ class Searcher:
         """How many chunks a search can reach (counted only when a search must widen)."""
         return len(allowed) if allowed is not None else self.store.chunk_count()
 
-    def default_fusion(self, fusion: str | None, alpha: float | None) -> tuple[str, float]:
-        """None means the index's tuned fusion (manifest.fusion) if any, else the library's."""
+    def fusion_config(self, fusion: str | None = None, alpha: float | None = None) -> FusionConfig:
+        """THE fusion resolution: the given method/alpha, else the index's tuned default
+        (manifest.fusion), else the library's (``fusion.resolve``)."""
         m = self.engine.manifest
-        tuned: dict[str, Any] = (m.fusion if m is not None else None) or {}
-        if fusion is None:
-            fusion = str(tuned.get("method") or DEFAULT_FUSION)
-        if alpha is None:
-            alpha = float(tuned["alpha"]) if tuned.get("alpha") is not None else DEFAULT_ALPHA
-        return fusion, alpha
+        return resolve(m.to_dict() if m is not None else None, fusion, alpha)
+
+    def default_fusion(self, fusion: str | None, alpha: float | None) -> tuple[str, float]:
+        """(method, alpha) of ``fusion_config`` (kept for callers of the old signature)."""
+        config = self.fusion_config(fusion, alpha)
+        return config.method, config.alpha
+
+    def candidates(
+        self, queries: list[str], depth: int
+    ) -> tuple[list[dict[int, float]], list[dict[int, float]], dict[int, str]]:
+        """Dense and lexical chunk candidates of each query (no filters, one batched FAISS
+        search) and each candidate chunk's document, all in ONE snapshot: what a hybrid search
+        fuses, so ``tuning`` can re-fuse them under many configs."""
+        texts = [clean_text(q) for q in queries]
+        manifest = self.engine.refresh()
+        if manifest is None:
+            raise InputError("the index is empty; ingest documents first.")
+        enc = self.engine.query_encoder
+        qvecs = normalize_rows(np.asarray(enc.encode_queries(texts), dtype=np.float32))
+        with self.engine.cache.pinned() as vi:
+            if vi.generation != manifest.generation:
+                raise InputError("the index was re-embedded meanwhile; run it again.")
+            scores, ids = vi.search(qvecs, depth, params=SearchParams())
+            dense = [
+                {int(i): float(v) for i, v in zip(ids[n], scores[n]) if i >= 0}
+                for n in range(len(texts))
+            ]
+            lexical = [self._lexical(t, depth, Filter({})) for t in texts]
+            wanted = sorted({c for side in (dense, lexical) for per in side for c in per})
+            doc_of = {cid: row.doc_id for cid, row in self.store.chunks_by_id(wanted).items()}
+        return dense, lexical, doc_of
 
     def _query_vector(self, query: str, given: np.ndarray | None, dim: int) -> np.ndarray:
         if given is None:
@@ -149,16 +181,13 @@ class Searcher:
 
     @staticmethod
     def _fuse(
-        mode: str, fusion: str, alpha: float, dense: dict[int, float], lexical: dict[int, float]
+        mode: str, config: FusionConfig, dense: dict[int, float], lexical: dict[int, float]
     ) -> dict[int, float]:
         if mode == "semantic":
             return dict(dense)
         if mode == "lexical":
             return dict(lexical)
-        if fusion == "convex":
-            return convex(dense, lexical, alpha)
-        rank = lambda d: sorted(d, key=lambda i: -d[i])
-        return rrf([rank(dense), rank(lexical)], RRF_K)
+        return fuse(config, dense, lexical)
 
     def _to_hits(
         self, fused: dict[int, float], dense: dict[int, float], lexical: dict[int, float], k: int

@@ -1,0 +1,499 @@
+"""Choose the index's default fusion of dense and lexical results, with or without labels.
+
+``tune`` retrieves the dense and the lexical candidate lists ONCE per query, then re-fuses them
+for every config of a small grid (RRF and convex, several normalisations and dense weights),
+scores each with nDCG@10 (ir_measures, as ``evaluation`` does) and stores the winner in the
+manifest (``fusion``), where searches pick it up as the index's default.
+
+Without labels it tunes on pseudo-queries cut from the index's own chunks. A sentence taken
+verbatim from a chunk is a query the lexical side cannot miss, so the default style ("cloze")
+leaves the sentence's own chunk out of the candidates: the query must find its document through
+the document's other chunks. Only the convex min-max line is tried on pseudo-queries. How well the
+choice agrees with the one made on real labels is measured in docs/tune-reembed.md
+(benchmarks/tune_agreement.py).
+
+Guards against noise: fewer than ``MIN_QUERIES`` usable queries keeps the default; configs
+within ``TOLERANCE`` of the best count as ties and the simplest of them wins (the grid is
+ordered simplest first, the library default first of all); a winner that is not better than the
+default by at least one standard error of the per-query difference keeps the default.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import ir_measures
+import numpy as np
+from ir_measures import nDCG
+
+from .analyzer import stopwords
+from .errors import BetoSearchError, InputError
+from .fusion import DEFAULT_CONFIG, NORMS, FusionConfig, normalise
+from .pseudoqueries import make_pseudo_queries, sentences
+from .searcher import Searcher
+
+if TYPE_CHECKING:
+    from .engine import SearchEngine
+
+log = logging.getLogger(__name__)
+
+MIN_QUERIES = 30  # below this, nDCG differences between configs are mostly noise
+PSEUDO_QUERIES = 200  # pseudo-queries drawn when tuning without labels
+AUTOTUNE_MIN_CHUNKS = 200  # see maybe_autotune
+DEPTH = 100  # candidates per side and query
+TOLERANCE = 0.002  # nDCG@10 differences below this are ties
+PSEUDO_SEED = 1234  # not adapt's seed: these queries are held out from its training
+STYLES = ("cloze", "mixed", "hard", "keywords", "gist", "sentence", "neighbour")
+_WORD_KEEP = 0.5
+
+
+def grid() -> list[FusionConfig]:
+    """Configs to try, simplest first: the library default, plain RRF, convex min-max, the rest."""
+    out = [DEFAULT_CONFIG, FusionConfig("rrf", 0.5)]
+    alphas = [round(0.1 * i, 1) for i in range(1, 10)]
+    out += [FusionConfig("convex", a, "minmax") for a in alphas]
+    out += [FusionConfig("rrf", a) for a in (0.3, 0.4, 0.6, 0.7, 0.8)]
+    out += [FusionConfig("rrf", 0.5, rrf_k=k) for k in (10, 30)]
+    out += [FusionConfig("convex", a, norm) for norm in NORMS if norm != "minmax" for a in alphas]
+    out += [FusionConfig("convex", 0.0), FusionConfig("convex", 1.0)]  # one side alone: last resort
+    seen: set[FusionConfig] = set()
+    return [c for c in out if not (c in seen or seen.add(c))]  # type: ignore[func-returns-value]
+
+
+def pseudo_grid() -> list[FusionConfig]:
+    """The configs tried on pseudo-queries: the default, then convex min-max at every dense weight.
+
+    Pseudo-queries are not the user's queries; on the full grid they picked normalisations that
+    suited their task and not real queries (docs/tune-reembed.md), while along this one line the
+    dense weight they choose moved the right way for every encoder measured.
+    """
+    return [DEFAULT_CONFIG] + [
+        FusionConfig("convex", round(0.1 * i, 1)) for i in range(11) if round(0.1 * i, 1) != 0.3
+    ]
+
+
+@dataclass
+class TuneResult:
+    """What ``tune`` chose, on what, and why."""
+
+    config: FusionConfig
+    stored: bool
+    reason: str
+    tuned_on: str
+    queries: int
+    ndcg: dict[str, float] = field(default_factory=dict)
+    table: list[tuple[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fusion": self.config.to_dict(),
+            "label": self.config.label(),
+            "stored": self.stored,
+            "reason": self.reason,
+            "tuned_on": self.tuned_on,
+            "queries": self.queries,
+            "ndcg@10": self.ndcg,
+            "grid": [{"config": c, "ndcg@10": v} for c, v in self.table],
+            "seconds": round(self.seconds, 2),
+        }
+
+
+# ----- queries -----------------------------------------------------------------------------------
+_STRIP = ".,;:!?¿¡()«»\"'[]"
+
+
+def _content(text: str) -> list[str]:
+    stop = stopwords()
+    words = [w.strip(_STRIP) for w in text.split()]
+    return [w for w in words if w and w.lower() not in stop and not w.isdigit()]
+
+
+def harden(text: str, rng: random.Random, keep: float = _WORD_KEEP) -> str:
+    """A sentence made into a keyword-like query: no stopwords, a share of words dropped, shuffled."""
+    content = _content(text)
+    if len(content) < 2:
+        return text
+    n = max(2, round(keep * len(content)))
+    picked = rng.sample(content, min(n, len(content)))
+    rng.shuffle(picked)
+    return " ".join(picked)
+
+
+def keywords(text: str, rng: random.Random, lo: int = 2, hi: int = 4) -> str:
+    """A few content words of the sentence, shuffled (what people type into a search box)."""
+    content = _content(text)
+    picked = rng.sample(content, min(len(content), rng.randint(lo, hi)))
+    rng.shuffle(picked)
+    return " ".join(picked) or text
+
+
+def gist(text: str, df: dict[str, int]) -> str:
+    """The sentence without its rarer half of content words: a paraphrase's lexical handicap
+    (the distinctive terms are what a paraphrase replaces), leaving the common-word gist."""
+    content = _content(text)
+    if len(content) < 4:
+        return " ".join(content) or text
+    ranked = sorted(content, key=lambda w: -df.get(w.lower(), 0))
+    kept = set(ranked[: len(ranked) // 2])
+    return " ".join(w for w in content if w in kept)
+
+
+def pseudo_queries(
+    engine: SearchEngine, n: int = PSEUDO_QUERIES, seed: int = PSEUDO_SEED, style: str = "cloze"
+) -> tuple[dict[str, str], dict[str, dict[str, int]], dict[str, int]]:
+    """Label-free queries, qrels (relevant: the document the text came from) and, for "cloze",
+    the chunk each query came from, which scoring leaves out of the candidates."""
+    if style not in STYLES:
+        raise InputError(f"pseudo-query style must be one of {', '.join(STYLES)}, not '{style}'.")
+    chunks = [c for batch in engine.iter_chunks() for c in batch]
+    rng = random.Random(seed)
+    picked: list[tuple[str, str]] = []  # (text, doc id)
+    exclude: dict[str, int] = {}
+    if style == "neighbour":
+        # the sentence next to a chosen one: related words, not the same words
+        pool = chunks[:]
+        rng.shuffle(pool)
+        for c in pool:
+            spans = [s for s in sentences(c.text) if len(c.text[s[0] : s[1]].split()) >= 6]
+            if len(spans) >= 2:
+                i = rng.randrange(len(spans) - 1)
+                s = spans[i + 1]
+                picked.append((c.text[s[0] : s[1]], c.doc_id))
+            if len(picked) >= n:
+                break
+    elif style == "cloze":
+        # inverse cloze at the document level: the sentence's own chunk is left out of the
+        # candidates, so the query must find its document through the document's OTHER chunks,
+        # which share its topic but not its words: no side wins by copying
+        per_doc: dict[str, int] = {}
+        for c in chunks:
+            per_doc[c.doc_id] = per_doc.get(c.doc_id, 0) + 1
+        pqs = make_pseudo_queries([c for c in chunks if per_doc[c.doc_id] > 1], n, seed)
+        picked = [(p.query, p.doc_id) for p in pqs]
+        exclude = {f"pq{i}": p.chunk_id for i, p in enumerate(pqs)}
+    else:
+        pqs = make_pseudo_queries(chunks, n, seed)
+        picked = [(p.query, p.doc_id) for p in pqs]
+        if len(picked) < n:  # one-sentence chunks (e.g. sentence-level indexes): the whole chunk
+            used = {p.chunk_id for p in pqs}
+            rest = [c for c in chunks if c.chunk_id not in used and len(c.text.split()) >= 6]
+            rng.shuffle(rest)
+            picked += [(c.text, c.doc_id) for c in rest[: n - len(picked)]]
+    df: dict[str, int] = {}
+    if style in ("gist", "mixed"):
+        for c in chunks:
+            for w in {w.lower() for w in _content(c.text)}:
+                df[w] = df.get(w, 0) + 1
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for i, (text, doc_id) in enumerate(picked):
+        if style == "mixed":  # half keyword queries, half paraphrase-like ones
+            q = keywords(text, rng) if i % 2 == 0 else gist(text, df)
+        elif style == "hard":
+            q = harden(text, rng)
+        elif style == "keywords":
+            q = keywords(text, rng)
+        elif style == "gist":
+            q = gist(text, df)
+        else:
+            q = " ".join(text.split())
+        queries[f"pq{i}"] = q
+        qrels[f"pq{i}"] = {doc_id: 1}
+    return queries, qrels, exclude
+
+
+# ----- candidates and scoring ----------------------------------------------------------------------
+def candidate_lists(
+    engine: SearchEngine, queries: dict[str, str], depth: int = DEPTH
+) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, float]], dict[int, str]]:
+    """Dense and lexical chunk candidates per query (retrieved once, by the searcher's own
+    candidate sources so tuning scores what searches do), and each chunk's document."""
+    qids = list(queries)
+    dense, lexical, doc_of = Searcher(engine).candidates([queries[q] for q in qids], depth)
+    return dict(zip(qids, dense)), dict(zip(qids, lexical)), doc_of
+
+
+class _Query:
+    """One query's candidates as arrays, each normalisation computed once (by ``fusion``'s own
+    functions, so the scores are those a search fuses) and shared by every alpha."""
+
+    def __init__(
+        self, dense: dict[int, float], lexical: dict[int, float], doc_of: dict[int, str]
+    ) -> None:
+        self.ids = np.array(sorted((dense.keys() | lexical.keys()) & doc_of.keys()), dtype=np.int64)
+        self.docs = [doc_of[int(i)] for i in self.ids]
+        self.dense, self.lexical = dense, lexical
+        self._norm: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._rr: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def normalised(self, norm: str) -> tuple[np.ndarray, np.ndarray]:
+        if norm not in self._norm:
+            nd, nl = normalise(self.dense, norm), normalise(self.lexical, norm)
+            fd = min(nd.values(), default=0.0) if norm != "minmax" else 0.0
+            fl = min(nl.values(), default=0.0) if norm != "minmax" else 0.0
+            self._norm[norm] = (
+                np.array([nd.get(int(i), fd) for i in self.ids]),
+                np.array([nl.get(int(i), fl) for i in self.ids]),
+            )
+        return self._norm[norm]
+
+    def reciprocal(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k not in self._rr:
+            out = []
+            for side in (self.dense, self.lexical):
+                order = sorted(side, key=lambda i: -side[i])
+                rank = {cid: r for r, cid in enumerate(order, start=1)}
+                out.append(
+                    np.array(
+                        [1.0 / (k + rank[int(i)]) if int(i) in rank else 0.0 for i in self.ids]
+                    )
+                )
+            self._rr[k] = (out[0], out[1])
+        return self._rr[k]
+
+    def scores(self, cfg: FusionConfig | str) -> np.ndarray:
+        if cfg == "dense":
+            return np.array([self.dense.get(int(i), -np.inf) for i in self.ids])
+        if cfg == "lexical":
+            return np.array([self.lexical.get(int(i), -np.inf) for i in self.ids])
+        assert isinstance(cfg, FusionConfig)
+        if cfg.method == "convex":
+            nd, nl = self.normalised(cfg.norm)
+            return cfg.alpha * nd + (1 - cfg.alpha) * nl
+        rd, rl = self.reciprocal(cfg.rrf_k)
+        return 2 * cfg.alpha * rd + 2 * (1 - cfg.alpha) * rl
+
+    def top_docs(self, scores: np.ndarray, key: Callable[[str], str], k: int = 10) -> list[str]:
+        """Best chunk wins its document (ties: lower chunk id), as searches aggregate."""
+        out: list[str] = []
+        for n in np.lexsort((self.ids, -scores)):
+            if scores[n] == -np.inf:
+                break
+            doc = key(self.docs[n])
+            if doc not in out:
+                out.append(doc)
+                if len(out) == k:
+                    break
+        return out
+
+
+def _score_all(
+    queries: dict[str, _Query],
+    qrels: dict[str, dict[str, int]],
+    variants: list[FusionConfig | str],
+    key: Callable[[str], str],
+) -> list[dict[str, float]]:
+    """Per-query nDCG@10 of every variant, with ONE ir_measures call (query ids tagged by variant)."""
+    judged = [
+        ir_measures.Qrel(f"{v}|{q}", d, g)
+        for v in range(len(variants))
+        for q, j in qrels.items()
+        for d, g in j.items()
+    ]
+    run = []
+    for v, cfg in enumerate(variants):
+        for qid, cand in queries.items():
+            docs = cand.top_docs(cand.scores(cfg), key)
+            # ranks, not scores, decide the order (as in evaluation.score_run)
+            run += [
+                ir_measures.ScoredDoc(f"{v}|{qid}", d, float(10 - i)) for i, d in enumerate(docs)
+            ]
+    out: list[dict[str, float]] = [{q: 0.0 for q in qrels} for _ in variants]
+    for m in ir_measures.evaluator([nDCG @ 10], judged).iter_calc(run):
+        tag, _, qid = m.query_id.partition("|")
+        out[int(tag)][qid] = float(m.value)
+    return out
+
+
+def _mean(values: dict[str, float]) -> float:
+    return sum(values.values()) / max(1, len(values))
+
+
+def _se_of_difference(a: dict[str, float], b: dict[str, float]) -> float:
+    diffs = [a[q] - b[q] for q in a]
+    n = len(diffs)
+    if n < 2:
+        return math.inf
+    mean = sum(diffs) / n
+    return math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
+
+
+# ----- tuning ----------------------------------------------------------------------------------
+def tune(
+    engine: SearchEngine,
+    queries: dict[str, str] | None = None,
+    qrels: dict[str, dict[str, int]] | None = None,
+    *,
+    n: int = PSEUDO_QUERIES,
+    seed: int = PSEUDO_SEED,
+    style: str = "cloze",
+    store: bool = True,
+    configs: list[FusionConfig] | None = None,
+    doc_key: Callable[[str], str] | None = None,
+    tuned_on: str | None = None,
+) -> TuneResult:
+    """Choose the fusion that maximises nDCG@10 and (``store``) make it the index's default.
+
+    ``queries`` {qid: text} and ``qrels`` {qid: {doc id: grade}} tune on labels; without them,
+    on ``n`` pseudo-queries of the given ``style``. ``doc_key`` maps document ids before scoring
+    (e.g. sentence ids to their source document).
+    """
+    started = time.perf_counter()
+    if (queries is None) != (qrels is None):
+        raise InputError("give both queries and qrels to tune on labels, or neither.")
+    manifest = engine.refresh()
+    if manifest is None:
+        raise InputError("the index is empty; ingest documents before tuning its fusion.")
+    labelled = queries is not None
+    exclude: dict[str, int] = {}
+    if queries is None or qrels is None:
+        queries, qrels, exclude = pseudo_queries(engine, n, seed, style)
+        if style == "cloze" and len(queries) < MIN_QUERIES:
+            # documents of one chunk each (e.g. sentences): no other chunk to find. The other
+            # styles measured biased towards the lexical side (docs/tune-reembed.md): keep the
+            # default rather than tune on them
+            reason = (
+                f"only {len(queries)} documents have 2+ chunks to make cloze pseudo-queries from "
+                f"(at least {MIN_QUERIES} are needed); kept the default {DEFAULT_CONFIG.label()}; "
+                "tune on labels with --queries/--qrels"
+            )
+            return TuneResult(
+                DEFAULT_CONFIG,
+                False,
+                reason,
+                f"{len(queries)} pseudo-queries (cloze, seed {seed})",
+                len(queries),
+                seconds=time.perf_counter() - started,
+            )
+        what = tuned_on or f"{len(queries)} pseudo-queries ({style}, seed {seed})"
+        configs = configs or pseudo_grid()
+    else:
+        keep = [q for q in queries if any(g > 0 for g in qrels.get(q, {}).values())]
+        queries = {q: queries[q] for q in keep}
+        qrels = {q: qrels[q] for q in keep}
+        what = tuned_on or f"{len(queries)} labelled queries"
+    configs = configs or grid()
+    if len(queries) < MIN_QUERIES:
+        reason = (
+            f"only {len(queries)} usable queries (at least {MIN_QUERIES} are needed to tell "
+            f"configs apart); kept the default {DEFAULT_CONFIG.label()}"
+        )
+        return TuneResult(
+            DEFAULT_CONFIG, False, reason, what, len(queries), seconds=time.perf_counter() - started
+        )
+    dense, lexical, doc_of = candidate_lists(engine, queries, DEPTH + (1 if exclude else 0))
+    for qid, cid in exclude.items():  # cloze: the query's own chunk is not a candidate
+        dense[qid].pop(cid, None)
+        lexical[qid].pop(cid, None)
+    cands = {q: _Query(dense[q], lexical[q], doc_of) for q in queries}
+    scored = _score_all(cands, qrels, [*configs, "dense", "lexical"], doc_key or (lambda d: d))
+    per = dict(zip(configs, scored))
+    dense_only, lexical_only = _mean(scored[-2]), _mean(scored[-1])
+    means = {cfg: _mean(v) for cfg, v in per.items()}
+    best = max(configs, key=lambda c: means[c])
+    chosen = next(c for c in configs if means[c] >= means[best] - TOLERANCE)  # simplest tie
+    default = configs[0]
+    reason = f"highest nDCG@10 (within {TOLERANCE} of the best, simplest first)"
+    if chosen != default:
+        gain = means[chosen] - means[default]
+        se = _se_of_difference(per[chosen], per[default])
+        if gain < se:
+            reason = (
+                f"{chosen.label()} beat the default by {gain:.4f}, less than one standard "
+                f"error ({se:.4f}); kept the default"
+            )
+            chosen = default
+    ndcg = {
+        "chosen": round(means[chosen], 4),
+        "default": round(means[default], 4),
+        "best": round(means[best], 4),
+        "dense": round(dense_only, 4),
+        "lexical": round(lexical_only, 4),
+    }
+    result = TuneResult(
+        chosen,
+        False,
+        reason,
+        what,
+        len(queries),
+        ndcg,
+        [(c.label(), round(means[c], 4)) for c in configs],
+    )
+    if store:
+        facts = {
+            **chosen.to_dict(),
+            "tuned_on": what,
+            "labels": "labels" if labelled else "pseudo",
+            "queries": len(queries),
+            "ndcg@10": ndcg,
+            "reason": reason,
+            "chunks": engine.store.chunk_count(),
+            "generation": manifest.generation,
+            "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        engine.set_default_fusion(facts)
+        result.stored = True
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def maybe_autotune(engine: SearchEngine) -> TuneResult | None:
+    """Tune after an ingest/reembed when the index is big enough to tell and the stored choice
+    is missing or stale; never replaces a choice made on labels.
+
+    Threshold: ``AUTOTUNE_MIN_CHUNKS`` (200) chunks, so that ``PSEUDO_QUERIES`` pseudo-queries come
+    from distinct chunks and each candidate list (``DEPTH`` 100) is a real choice out of the index
+    rather than most of it. Stale: tuned under another generation (model), or the index has
+    doubled since. ``BETO_SEARCH_AUTOTUNE=0`` turns it off.
+    """
+    if os.environ.get("BETO_SEARCH_AUTOTUNE", "1").lower() in ("0", "false", "no", "off"):
+        return None
+    manifest = engine.refresh()  # the facade's view may predate another process's writes
+    if manifest is None:
+        return None
+    m = manifest.to_dict()
+    chunks = engine.store.chunk_count()
+    if chunks < AUTOTUNE_MIN_CHUNKS:
+        return None
+    old = m.get("fusion")
+    if isinstance(old, dict):
+        if old.get("labels") == "labels":
+            return None
+        fresh = (
+            old.get("generation", 0) == m.get("generation", 0) and 2 * old.get("chunks", 0) > chunks
+        )
+        if fresh:
+            return None
+    try:
+        result = tune(engine)
+    except (BetoSearchError, RuntimeError, ValueError, OSError) as exc:
+        # tuning is a bonus: never fail the ingest (or re-embed) that triggered it
+        log.warning("automatic fusion tuning failed: %s", exc)
+        return None
+    log.info("fusion tuned: %s (%s)", result.config.label(), result.reason)
+    return result
+
+
+def explain(manifest: dict[str, Any] | None) -> str:
+    """One line for ``info``: the default fusion and why."""
+    f = (manifest or {}).get("fusion")
+    if not isinstance(f, dict):
+        return (
+            f"{DEFAULT_CONFIG.label()}: the library default (not tuned; 'beto-search tune' "
+            f"chooses one for this index)"
+        )
+    cfg = FusionConfig.from_dict(f)
+    s = f.get("ndcg@10", {})
+    return (
+        f"{cfg.label()}: tuned on {f.get('tuned_on')} at generation {f.get('generation', 0)}; "
+        f"nDCG@10 {s.get('chosen')} vs dense only {s.get('dense')}, lexical only "
+        f"{s.get('lexical')}, default {s.get('default')}; {f.get('reason')}"
+    )
