@@ -304,7 +304,7 @@ class RayEmbedder:
         # all the work of a small window, and a pool the cluster cannot place fails, not hangs
         ctx.wait_for_min_actors_s = ACTORS_START_S
         pool = self._pool(ray)
-        window: list[list[list[int]] | list[str]] = []
+        window: list[list[Any]] = []  # token-id lists or texts
         size = 0
         for batch in batches:
             window.append(list(batch))
