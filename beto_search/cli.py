@@ -95,18 +95,46 @@ def cli(verbose: bool) -> None:
               help="Seconds to wait for another writer to finish.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              metavar="[ADDRESS]",
+              help="Encode on Ray: alone a local Ray instance, 'auto' the cluster this machine is "
+                   "part of, or a cluster address (needs beto-search[ray]).")
+@click.option("--ray-workers", type=click.IntRange(min=1), default=None,
+              help="Encoding actors on Ray (default: one per GPU, else CPUs / 4).")
+@click.option("--ray-gpus", type=click.FloatRange(min=0), default=None,
+              help="GPUs per encoding actor (default: 1 when the cluster has GPUs; 0: CPUs only).")
+@click.option("--ray-window", type=click.IntRange(min=1), default=None,
+              help="Chunks per Ray Data run; the actors load the model once per run "
+                   "(default 32768).")
 @_errors
 def ingest(paths: tuple[Path, ...], index: Path, id_field: str, text_field: str, title_field: str,
            encoding: str | None, chunk_tokens: int | None, overlap: int | None,
            index_type: str | None, prune: bool, strict: bool, wait: float, quiet: bool,
-           as_json: bool, **enc: Any) -> None:
+           as_json: bool, ray_address: str | None, ray_workers: int | None,
+           ray_gpus: float | None, ray_window: int | None, **enc: Any) -> None:
     """Read, chunk, embed and store documents from files or folders."""
+    import contextlib
+
     from .readers import ReaderOptions
 
     opts = ReaderOptions(id_field, text_field, title_field, encoding)
-    with _open(index, create=True, wait=wait, chunk_tokens=chunk_tokens, overlap=overlap,
-               index_type=index_type, **enc) as engine:
-        summary = engine.ingest(paths, opts, prune=prune, progress=not quiet and sys.stderr.isatty())
+    if ray_address is not None:
+        from .distributed import require_ray
+
+        require_ray()  # before the index is opened or the model loaded
+    with contextlib.ExitStack() as stack:
+        engine = stack.enter_context(_open(index, create=True, wait=wait, chunk_tokens=chunk_tokens,
+                                           overlap=overlap, index_type=index_type, **enc))
+        embedder = None
+        if ray_address is not None:
+            from .distributed import RayEmbedder
+
+            embedder = stack.enter_context(RayEmbedder.for_engine(
+                engine, address=None if ray_address == "local" else ray_address,
+                workers=ray_workers, gpus_per_worker=ray_gpus,
+                **({"window_chunks": ray_window} if ray_window else {})))
+        summary = engine.ingest(paths, opts, prune=prune, progress=not quiet and sys.stderr.isatty(),
+                                embedder=embedder)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), ensure_ascii=False))
     else:

@@ -63,7 +63,7 @@ class _Batch:
     todo: list[tuple[Document, str]]
     prepared: list[PreparedDocument]
     chunks: list[Chunk]
-    old: dict[str, str]
+    force: bool
 
 
 class Indexer:
@@ -275,7 +275,7 @@ class Indexer:
             parts = chunker.chunk(d.text)
             prepared.append(PreparedDocument(d, h, parts, np.zeros(0), []))
             chunks.extend(parts)
-        return _Batch(todo, prepared, chunks, old)
+        return _Batch(todo, prepared, chunks, force)
 
     def _write(self, batch: _Batch, vectors: np.ndarray, summary: IngestSummary, bar: Any) -> None:
         m = self.engine.manifest
@@ -288,23 +288,34 @@ class Indexer:
             )
         vectors = normalize_rows(vectors)
         analyzer = self.engine.analyzer
-        pos = 0
-        for p in batch.prepared:
+        # the stored hashes now, not when the batch was prepared: a pipelining embedder has later
+        # batches prepared before earlier ones are written, so an id repeated in this run may be
+        # stored by now, and unchanged (it is kept as it is, as a one-batch-at-a-time run would)
+        old = self.store.hashes(d.id for d, _ in batch.todo)
+        todo, prepared, pos, chunks = [], [], 0, 0
+        for (d, h), p in zip(batch.todo, batch.prepared, strict=True):
             n = len(p.chunks)
-            p.vectors = vectors[pos : pos + n]
-            p.terms = [analyzer.analyze(c.text) for c in p.chunks]
+            if old.get(d.id) == h and not batch.force:
+                summary.unchanged += 1
+            else:
+                p.vectors = vectors[pos : pos + n]
+                p.terms = [analyzer.analyze(c.text) for c in p.chunks]
+                todo.append((d, h))
+                prepared.append(p)
+                chunks += n
             pos += n
-        with self.store.write():
-            self.store.put_documents(batch.prepared)
-        for d, _ in batch.todo:
+        if prepared:
+            with self.store.write():
+                self.store.put_documents(prepared)
+        for d, _ in todo:
             if d.id in summary.new_ids:  # a repeat of an id added earlier in this run
                 continue
-            if d.id in batch.old:
+            if d.id in old:
                 summary.updated += 1
             else:
                 summary.added += 1
                 summary.new_ids.add(d.id)
-        summary.chunks += len(batch.chunks)
+        summary.chunks += chunks
         bar.update(len(batch.chunks))
 
     def reencode(self, doc_ids: list[str]) -> int:

@@ -315,3 +315,24 @@ def test_a_custom_embedder_gets_every_batch_in_order(tmp_path: Path) -> None:
         with pytest.raises(InputError, match="stopped before embedding every batch"):
             engine.add(_docs("b", 300), embedder=stops_early)
         assert engine.verify() == []
+
+
+def test_a_pipelining_embedder_stores_what_a_batch_at_a_time_run_stores(tmp_path: Path) -> None:
+    # an embedder that reads every batch before it yields (as Ray's windows do): the repeat of
+    # "a0" in the last batch is prepared before the first batch is written, yet it must count as
+    # unchanged and keep its chunk, as it does when each batch is written before the next is read
+    enc = HashEncoder()
+
+    def pipelining(batches: Iterable[list[str]]) -> Iterator[np.ndarray]:
+        for batch in list(batches):
+            yield enc.encode_documents(batch)
+
+    records = [*_docs("a", 300), _docs("a", 1)[0]]
+    results = []
+    for name, embedder in (("local", None), ("pipelined", pipelining)):
+        with SearchEngine.open(tmp_path / name, HashEncoder()) as engine:
+            summary = engine.add(records, embedder=embedder)
+            results.append((summary.to_dict() | {"seconds": 0}, engine.get_document("a0")))
+            assert engine.verify() == []
+    assert results[0] == results[1]
+    assert results[0][0]["unchanged"] == 1 and results[0][0]["added"] == 300
