@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import html
 import ipaddress
 import json
 import logging
@@ -11,8 +10,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -229,14 +228,19 @@ class Sources:
 
 # ----- the application ---------------------------------------------------------------------------
 class Service:
-    """The engine(s), the batcher and the locks behind the routes."""
+    """The engine, the query batcher and the in-process write lock behind the routes.
+
+    One ``SearchEngine`` serves every request: its reads are safe from many threads at once (a
+    SQLite connection per thread, the FAISS cache swapped whole), so the routes read it without a
+    lock. Writes go through ``write`` (one at a time here, the flock across processes).
+    """
 
     def __init__(self, settings: ServerSettings, encoder: Encoder | None = None) -> None:
         from ..engine import SearchEngine
 
         self.settings = settings
         self.folder = Path(settings.index)
-        self.reader = SearchEngine.open(
+        self.engine = SearchEngine.open(
             self.folder,
             encoder=encoder,
             model=settings.model,
@@ -244,26 +248,21 @@ class Service:
             device=settings.device,
             batch_size=settings.batch_size,
             create=False,
+            wait=settings.write_wait,  # a write waits this long for another process's lock
         )
-        self._encoder = encoder
-        self._writer: Any = None
-        # TEMPORARY until A1's thread-safe facade lands: today's engine shares one SQLite connection
-        # and one FAISS cache, so reads are serialised here (the lead removes this lock at merge).
-        self.read_lock = threading.Lock()
         self.write_lock = threading.Lock()  # one writer in this process; WriteLock across processes
         self.sources = Sources()
         self.batcher = QueryBatcher(
             self._encode, settings.batch_window_ms / 1000, settings.max_batch
         )
-        self._facets: tuple[int, dict[str, Any]] | None = None
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        enc = getattr(self.reader, "query_encoder", None) or self.reader.encoder
-        return np.asarray(enc.encode_queries(texts), dtype=np.float32)
+        # the light query encoder (no torch when the index allows it; the given encoder if any)
+        return np.asarray(self.engine.query_encoder.encode_queries(texts), dtype=np.float32)
 
     def warm_up(self) -> None:
-        """Load the model now, not on the first query."""
-        if self.reader.manifest is None:
+        """Load the query encoder now, not on the first query."""
+        if self.engine.manifest is None:
             return
         # the first calls of a model (int8 above all) can be many times slower than the rest
         first = None
@@ -275,32 +274,19 @@ class Service:
             if took < first / 4 or took < 0.01:
                 break
 
-    @contextmanager
-    def reading(self) -> Iterator[Any]:
-        with self.read_lock:
-            refresh = getattr(self.reader, "refresh", None)
-            if refresh is not None:
-                refresh()
-            yield self.reader
-
-    def writer(self) -> Any:
-        from ..engine import SearchEngine
-
-        if self._writer is None:  # its own SQLite connection: reads go on while it writes
-            enc = self._encoder
-            if enc is None and self.reader.manifest is not None:
-                enc = self.reader.encoder  # the model is loaded once, shared by reads and writes
-            self._writer = SearchEngine.open(
-                self.folder,
-                encoder=enc,
-                model=self.settings.model,
-                precision=self.settings.precision,
-                device=self.settings.device,
-                batch_size=self.settings.batch_size,
-                create=False,
-                wait=self.settings.write_wait,
-            )
-        return self._writer
+    def write(self, op: Callable[[Any], Any]) -> Any:
+        """Run a write on the engine: one at a time here, bounded wait, then 409."""
+        if not self.write_lock.acquire(timeout=self.settings.write_wait):
+            raise ApiError(409, "Another write is in progress; try again shortly.")
+        try:
+            return op(self.engine)
+        except LockTimeoutError:
+            # the library's sentence names the lock file and a CLI flag: neither helps an API client
+            raise ApiError(
+                409, "The index is being written by another process; try again in a moment."
+            ) from None
+        finally:
+            self.write_lock.release()
 
     def hit(self, h: Any) -> dict[str, Any]:
         out: dict[str, Any] = h.to_dict()
@@ -309,11 +295,8 @@ class Service:
 
     def close(self) -> None:
         self.batcher.close()
-        with self.write_lock:
-            if self._writer is not None:
-                self._writer.close()
-        with self.read_lock:
-            self.reader.close()
+        with self.write_lock:  # a write under way finishes first
+            self.engine.close()
 
 
 def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> FastAPI:
@@ -441,12 +424,12 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
             kwargs["fusion"] = fusion
         if alpha is not None:
             kwargs["alpha"] = alpha
-        if mode != "lexical" and svc.reader.manifest is not None:
+        if mode != "lexical" and svc.engine.manifest is not None:
+            # concurrent queries share one encoder call; the search itself then skips the encoder
             kwargs["query_vector"] = await svc.batcher.encode(q)
 
         def search() -> list[Any]:
-            with svc.reading() as engine:
-                return [svc.hit(h) for h in engine.search(q, **kwargs)]
+            return [svc.hit(h) for h in svc.engine.search(q, **kwargs)]
 
         results = await run(search)
         return {
@@ -514,11 +497,7 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
     async def document(doc_id: str, request: Request) -> dict[str, Any]:
         allowed(request, write=False)
 
-        def get() -> dict[str, Any] | None:
-            with svc.reading() as engine:
-                return engine.get_document(doc_id)
-
-        doc = await run(get)
+        doc = await run(svc.engine.get_document, doc_id)
         if doc is None:
             raise ApiError(404, "There is no document with that id.")
         doc["source"] = svc.sources.relative(doc["id"], doc.get("source") or "")
@@ -531,13 +510,9 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
             raise ApiError(400, f"k must be between 1 and {settings.max_k}.")
 
         def get() -> list[dict[str, Any]] | None:
-            with svc.reading() as engine:
-                if engine.get_document(doc_id) is None:
-                    return None
-                hits = [svc.hit(h) for h in engine.similar(doc_id, k)]
-            for hit in hits:  # the library leaves a similar hit's highlight unescaped
-                hit["highlight"] = html.escape(hit["snippet"]["text"])
-            return hits
+            if svc.engine.get_document(doc_id) is None:
+                return None
+            return [svc.hit(h) for h in svc.engine.similar(doc_id, k)]
 
         results = await run(get)
         if results is None:
@@ -549,8 +524,7 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
         allowed(request, write=False)
 
         def get() -> dict[str, Any]:
-            with svc.reading() as engine:
-                facts: dict[str, Any] = engine.info()
+            facts: dict[str, Any] = svc.engine.info()
             facts["index"] = svc.folder.name  # never the server's absolute path
             return facts
 
@@ -563,18 +537,8 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
             raise ApiError(400, "limit must be between 1 and 100.")
 
         def get() -> dict[str, Any]:
-            with svc.reading() as engine:
-                seq = (engine.store.seq(), engine.store.counts()["documents"], limit)
-                if svc._facets is None or svc._facets[0] != seq:
-                    raw = engine.facets(limit=limit)
-                    svc._facets = (
-                        seq,
-                        {
-                            key: [{"value": v, "count": c} for v, c in values]
-                            for key, values in raw.items()
-                        },
-                    )
-                return svc._facets[1]
+            raw = svc.engine.facets(limit=limit)
+            return {key: [{"value": v, "count": c} for v, c in vals] for key, vals in raw.items()}
 
         return {"facets": await run(get)}
 
@@ -592,7 +556,7 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
         if len(docs) > settings.max_documents:
             raise ApiError(413, f"At most {settings.max_documents} documents per request.")
         records = [_record(i, d) for i, d in enumerate(docs)]
-        summary = await run(_write, svc, lambda w: w.add(records))
+        summary = await run(svc.write, lambda e: e.add(records))
         out = summary.to_dict()
         out.pop("skipped", None)
         return out
@@ -600,7 +564,7 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
     @app.delete("/api/documents/{doc_id:path}", summary="Delete one document (needs the key)")
     async def delete_document(doc_id: str, request: Request) -> dict[str, Any]:
         allowed(request, write=True)
-        found = await run(_write, svc, lambda w: w.delete([doc_id]))
+        found = await run(svc.write, lambda e: e.delete([doc_id]))
         if not found:
             raise ApiError(404, "There is no document with that id.")
         return {"deleted": found}
@@ -629,21 +593,6 @@ def _page_headers() -> dict[str, str]:
         "Referrer-Policy": "no-referrer",
         "X-Frame-Options": "DENY",
     }
-
-
-def _write(svc: Service, op: Callable[[Any], Any]) -> Any:
-    """Run a write on the writer engine: one at a time here, bounded wait, then 409."""
-    if not svc.write_lock.acquire(timeout=svc.settings.write_wait):
-        raise ApiError(409, "Another write is in progress; try again shortly.")
-    try:
-        return op(svc.writer())
-    except LockTimeoutError:
-        # the library's sentence names the lock file and a CLI flag: neither helps an API client
-        raise ApiError(
-            409, "The index is being written by another process; try again in a moment."
-        ) from None
-    finally:
-        svc.write_lock.release()
 
 
 async def _json_body(request: Request) -> Any:

@@ -61,7 +61,7 @@ class QueryBatcher:
             texts = list(dict.fromkeys(t for t, _ in batch))  # the same query encoded once
             try:
                 vectors = await loop.run_in_executor(self._executor, self._encode, texts)
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+            except Exception as exc:  # handed to every waiting request
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
