@@ -160,3 +160,20 @@ def test_page_is_readable_on_a_phone(browser, site: str) -> None:
     page.wait_for_selector("#results li")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
     page.close()
+
+
+def test_api_docs_render_offline(browser, site: str) -> None:
+    """/docs renders Swagger UI from this server alone (no CDN), under its CSP."""
+    pytest.importorskip("fastapi_offline", reason="fastapi-offline (server extra) is missing")
+    page = browser.new_page()
+    requests: list[str] = []
+    problems: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.goto(site + "/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("beto-search")
+    expect(page.locator(".opblock-summary-path", has_text="/api/search").first).to_be_visible()
+    assert requests and all(u.startswith(site + "/") for u in requests), requests
+    assert problems == []
+    page.close()

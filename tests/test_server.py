@@ -101,6 +101,23 @@ def test_documents_similar_info_facets_health(api, index_copy: Path) -> None:
     assert api.get("/static/app.js").status_code == 200
 
 
+def test_openapi_docs_are_served_offline(api) -> None:
+    """/docs (Swagger UI) and /redoc load every file from this server, none from a CDN."""
+    pytest.importorskip("fastapi_offline", reason="fastapi-offline (server extra) is missing")
+    assert api.get("/openapi.json").json()["paths"]["/api/search"]
+    for page, scripts in [
+        ("/docs", ["swagger-ui-bundle.js", "swagger-ui.css"]),
+        ("/redoc", ["redoc.standalone.js"]),
+    ]:
+        html = api.get(page)
+        assert html.status_code == 200, page
+        assert "https://" not in html.text and "http://" not in html.text, page  # no CDN
+        for name in scripts:
+            assert f'"/static-offline-docs/{name}"' in html.text
+            assert api.get(f"/static-offline-docs/{name}").status_code == 200
+    assert '"validatorUrl": null' in api.get("/docs").text  # no badge from the validator's site
+
+
 # ----- errors ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "params",

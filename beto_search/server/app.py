@@ -309,11 +309,13 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
         yield
         await run_in_threadpool(svc.close)
 
-    app = FastAPI(
+    app = _fastapi(
         title="beto-search",
         version=_version(),
         lifespan=lifespan,
         description="Spanish semantic and hybrid search over one index.",
+        # no badge image fetched from the Swagger validator's site
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.service = svc
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
@@ -585,6 +587,21 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
         return response
 
     return app
+
+
+def _fastapi(**kwargs: Any) -> FastAPI:
+    """FastAPI whose /docs (Swagger UI) and /redoc load their files from this server.
+
+    Stock FastAPI points both pages at a CDN; fastapi-offline (in the server extra) ships the
+    files and serves them under /static-offline-docs. Without it the two pages are left out
+    (/openapi.json stays).
+    """
+    try:
+        from fastapi_offline import FastAPIOffline
+    except ImportError:
+        log.warning("fastapi-offline is not installed: /docs and /redoc are off")
+        return FastAPI(docs_url=None, redoc_url=None, **kwargs)
+    return FastAPIOffline(**kwargs)
 
 
 def _page_headers() -> dict[str, str]:
