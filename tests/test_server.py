@@ -28,8 +28,7 @@ check_bind, create_app = server.check_bind, server.create_app
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "s3cr3t-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-# the console script's entry point (python -m beto_search.cli would miss commands appended after main)
-CLI = [sys.executable, "-c", "from beto_search.cli import main; main()"]
+CLI = [sys.executable, "-m", "beto_search.cli"]
 
 
 def client(index: Path, encoder, **settings):
@@ -422,6 +421,15 @@ def test_sigterm_mid_write_finishes_or_fails_cleanly(
         stored = sum(engine.get_document(d["id"]) is not None for d in docs)
     if outcome.get("status") == 200:
         assert stored == 300
+
+
+def test_python_m_cli_sees_serve() -> None:
+    """`python -m beto_search.cli` runs cli.py's __main__ block: it must come after every command."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [*CLI, "serve", "--help"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0 and "--api-key" in out.stdout, out.stderr[-1000:]
 
 
 def test_worker_processes_build_the_app_from_the_environment(
