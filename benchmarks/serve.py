@@ -7,13 +7,13 @@ weights (BETO's vocabulary and shape, so query encoding costs what BETO's does).
 the clients for ``--seconds``, while another process keeps upserting and deleting documents in
 the same index, and a ``compact`` runs in the middle of each multi-client phase. Reports QPS,
 p50/p95/p99, errors, hits on documents deleted before the request started, the server's RSS over
-the run, and the raw query-encoding throughput of the same model and precision, measured in the
-same run with the server idle (batch 1 and batches of the client count).
+the run, and the raw throughput of the encoder the server encodes queries with
+(``engine.query_encoder`` of the same index: model, precision and runtime), measured in the same
+run with the server stopped (batch 1 and batches of the client count), before and after the load.
 
     python benchmarks/serve.py --chunks 100000 --seconds 20 --clients 1,8
 
-The last line printed is one JSON object. (Until benchmarks/common.py exists, the helpers it will
-hold, percentiles and the full-size random BETO, are here.)
+The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -39,11 +38,12 @@ import numpy as np
 import psutil
 
 from beto_search import SearchEngine
-from beto_search.encoder import BetoEncoder
-from beto_search.modelfolder import build_full_beto
+from beto_search.backends import open_encoder
+from beto_search.encoder import Encoder
 
-ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-c", "from beto_search.cli import main; main()"]
+from common import CORPUS, emit, full_beto, loadavg, paragraphs, percentiles, queries_from
+
+CLI = [sys.executable, "-m", "beto_search.cli"]
 INGESTER = """
 import json, sys, time
 import numpy as np
@@ -52,7 +52,7 @@ idx, words, log, stop = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.a
 rng = np.random.default_rng(1)
 prev, n = [], 0
 with SearchEngine.open(idx, create=False, wait=60) as engine, open(log, "w") as out:
-    dim = int(engine.manifest["dimension"])
+    dim = int(engine.manifest.dimension)
     while not __import__("os").path.exists(stop):
         ids = [f"churn-{n}-{i}" for i in range(20)]
         n += 1
@@ -70,29 +70,22 @@ with SearchEngine.open(idx, create=False, wait=60) as engine, open(log, "w") as 
 
 
 def corpus_words_and_queries() -> tuple[list[str], list[str]]:
-    words: list[str] = []
-    queries: list[str] = []
-    for p in sorted((ROOT / "corpora" / "es").rglob("*")):
-        if p.is_file() and p.suffix in (".md", ".txt"):
-            text = p.read_text(encoding="utf-8")
-            words += re.findall(r"\w{3,}", text.lower())
-            for para in re.split(r"\n\s*\n", text):
-                first = re.split(r"(?<=[.!?])\s", para.strip().lstrip("# "), maxsplit=1)[0]
-                if len(first.split()) >= 4:
-                    queries.append(" ".join(first.split()[:10]))
-    return sorted(set(words)), queries
+    """Words for the synthetic texts and short queries, from the Spanish corpus."""
+    paras = paragraphs(CORPUS, min_words=4)
+    words = sorted({w for p in paras for w in p.lower().split() if w.isalpha() and len(w) >= 3})
+    return words, queries_from(paras, words=10)
 
 
 def pct(xs: list[float]) -> dict[str, float | None]:
     if not xs:
         return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
-    a = np.array(xs) * 1000
-    return {f"p{q}_ms": round(float(np.percentile(a, q)), 1) for q in (50, 95, 99)}
+    out = percentiles(xs)
+    return {k: round(v, 1) for k, v in out.items() if k != "mean_ms"}
 
 
 def build_index(folder: Path, model: Path, precision: str, chunks: int, words: list[str]) -> str:
     rng = np.random.default_rng(0)
-    enc = BetoEncoder(str(model), precision=precision, device="cpu")
+    enc = open_encoder(str(model), precision=precision, device="cpu")
     with SearchEngine.open(folder, encoder=enc) as engine:
         engine.add([{"id": "seed", "text": "índice de prueba"}])  # the manifest, from the encoder
         dim = int(enc.dimension)
@@ -109,8 +102,8 @@ def build_index(folder: Path, model: Path, precision: str, chunks: int, words: l
         return engine.vectors().kind
 
 
-def warm_up(enc: BetoEncoder, texts: list[str], tries: int = 12) -> None:
-    """The first few calls of an int8 model are many times slower: call until one is fast."""
+def warm_up(enc: Encoder, texts: list[str], tries: int = 12) -> None:
+    """The first few calls of a model can be many times slower: call until one is fast."""
     first = None
     for _ in range(tries):
         t = time.perf_counter()
@@ -121,21 +114,17 @@ def warm_up(enc: BetoEncoder, texts: list[str], tries: int = 12) -> None:
             break
 
 
-def raw_encoding_in_thread(
-    model: Path, precision: str, queries: list[str], batch: int, seconds: float
-) -> float:
-    """``raw_encoding`` as the server encodes: the model loaded in one thread, run in another.
-
-    (On this machine torch's int8 BETO ran 20-100x slower when called from the thread that had
-    loaded it, until some other thread had called it: measuring that would compare the server,
-    which encodes in its batcher's own thread, with a strawman.)
-    """
-    enc = BetoEncoder(str(model), precision=precision, device="cpu")
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(raw_encoding, enc, queries, batch, seconds).result()
+def raw_encoding_in_thread(index: Path, queries: list[str], batch: int, seconds: float) -> float:
+    """``raw_encoding`` of the encoder the server uses: the index's ``query_encoder`` (the light
+    ONNX Runtime graph where the index allows it), loaded in one thread and run in another, as the
+    server's batcher does."""
+    with SearchEngine.open(index, create=False) as engine:
+        enc = engine.query_encoder
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(raw_encoding, enc, queries, batch, seconds).result()
 
 
-def raw_encoding(enc: BetoEncoder, queries: list[str], batch: int, seconds: float) -> float:
+def raw_encoding(enc: Encoder, queries: list[str], batch: int, seconds: float) -> float:
     """Queries per second of the encoder alone, in batches of ``batch``."""
     warm_up(enc, queries[:batch])
     done, i, t0 = 0, 0, time.perf_counter()
@@ -212,17 +201,17 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="per phase")
     ap.add_argument("--clients", default="1,8")
     ap.add_argument("--modes", default="lexical,hybrid")
-    ap.add_argument("--precision", default="int8")
+    # onnx-int8: the fastest query graph on CPU (its queries run on the index's own int8 graph)
+    ap.add_argument("--precision", default="onnx-int8")
     ap.add_argument("--no-compact", action="store_true", help="no compact during the phases")
+    ap.add_argument("--raw-seconds", type=float, default=6.0, help="per raw-encoding batch size")
     ap.add_argument("--model-dir", default=None, help="reuse (or build into) this folder")
     ap.add_argument("--index-dir", default=None, help="reuse (or build into) this folder")
     args = ap.parse_args()
 
     tmp = tempfile.TemporaryDirectory(prefix="serve-bench-")
     work = Path(tmp.name)
-    model = Path(args.model_dir) if args.model_dir else work / "beto-full"
-    if not (model / "config.json").exists():
-        build_full_beto(model, ROOT.parent / "shared" / "beto" / "uncased")
+    model = full_beto(Path(args.model_dir) if args.model_dir else work / "beto-full")
     words, queries = corpus_words_and_queries()
     index = Path(args.index_dir) if args.index_dir else work / "idx"
     t0 = time.perf_counter()
@@ -240,7 +229,7 @@ def main() -> int:
     # measured before and after the load (the CPU is shared: the better of the two counts)
     raw_runs = [
         {
-            b: raw_encoding_in_thread(model, args.precision, queries, b, 6.0)
+            b: raw_encoding_in_thread(index, queries, b, args.raw_seconds)
             for b in sorted({1, *clients})
         }
     ]
@@ -369,7 +358,7 @@ def main() -> int:
             server.kill()
     raw_runs.append(
         {
-            b: raw_encoding_in_thread(model, args.precision, queries, b, 6.0)
+            b: raw_encoding_in_thread(index, queries, b, args.raw_seconds)
             for b in sorted({1, *clients})
         }
     )
@@ -388,8 +377,7 @@ def main() -> int:
         "index_type": kind,
         "precision": args.precision,
         "seconds_per_phase": args.seconds,
-        "cpu": f"{os.cpu_count()} logical CPUs",
-        "load_average": os.getloadavg(),
+        "load_average": loadavg(),
         "raw_encoding_qps": raw,
         "phases": results,
         "hybrid_vs_raw_encoding": ratio,
@@ -397,7 +385,7 @@ def main() -> int:
     }
     if not args.index_dir:
         tmp.cleanup()
-    print(json.dumps(summary))
+    emit(summary)
     return 0
 
 
