@@ -261,9 +261,13 @@ class Service:
         return np.asarray(self.engine.query_encoder.encode_queries(texts), dtype=np.float32)
 
     def warm_up(self) -> None:
-        """Load the query encoder now, not on the first query."""
+        """Load the encoders now, not on the first query or write."""
         if self.engine.manifest is None:
             return
+        if self.settings.api_key and not self.settings.read_only:
+            # writes are possible: the full encoder (torch where the index needs it) takes seconds
+            # to load, which a first write (or one cut short by a graceful shutdown) should not pay
+            self.engine.encoder  # noqa: B018
         # the first calls of a model (int8 above all) can be many times slower than the rest
         first = None
         for _ in range(8):
@@ -663,7 +667,7 @@ def serve(
             f"there is no index at {settings.index}; create one with 'beto-search ingest FOLDER "
             f"--index {settings.index}' first."
         )
-    common = {
+    common: dict[str, Any] = {
         "host": host,
         "port": port,
         "log_level": log_level,
