@@ -347,7 +347,9 @@ def serve(index: Path, host: str, port: int, api_key: str | None, public_read: b
         from .server import ServerSettings
         from .server import serve as run_server
     except ImportError:
-        raise click.ClickException("the server needs its extra: pip install 'beto-search[server]'.")
+        raise click.ClickException(
+            "the server needs its extra: pip install 'beto-search[server]'."
+        ) from None
     settings = ServerSettings(index=str(index), api_key=api_key or None, read_only=read_only,
                               public_read=public_read, cors=list(cors), model=model,
                               precision=precision, device=device)
