@@ -419,5 +419,42 @@ def main() -> None:
     cli(prog_name="beto-search")
 
 
+
+@cli.command()
+@_index_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; a non-loopback one needs --api-key or --read-only.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--api-key", envvar="BETO_SEARCH_API_KEY", default=None,
+              help="Key for 'Authorization: Bearer KEY' (env BETO_SEARCH_API_KEY); writes need it.")
+@click.option("--public-read", is_flag=True, help="With a key set, let searches go without it.")
+@click.option("--read-only", is_flag=True, help="Refuse every write.")
+@click.option("--cors", multiple=True, metavar="ORIGIN", help="Allow this browser origin (repeatable).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Server processes (each loads the model).")
+@click.option("--model", default=None, help="Encoder folder or hub id (default: the index's).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="Query encoder arithmetic (default: the index's).")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@_errors
+def serve(index: Path, host: str, port: int, api_key: str | None, public_read: bool,
+          read_only: bool, cors: tuple[str, ...], workers: int, model: str | None,
+          precision: str | None, device: str) -> None:
+    """Serve the index over HTTP: a JSON API and a search page at http://HOST:PORT/."""
+    try:
+        from .server import ServerSettings
+        from .server import serve as run_server
+    except ImportError:
+        raise click.ClickException(
+            "the server needs its extra: pip install 'beto-search[server]'."
+        ) from None
+    settings = ServerSettings(index=str(index), api_key=api_key or None, read_only=read_only,
+                              public_read=public_read, cors=list(cors), model=model,
+                              precision=precision, device=device)
+    run_server(settings, host=host, port=port, workers=workers)
+
+
+# keep last: `python -m beto_search.cli` runs only the commands defined above this line
+
 if __name__ == "__main__":
     main()

@@ -5,7 +5,8 @@ snapshot (``VectorCache.pinned``), so results never mix two states of the index.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import html
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -273,7 +274,8 @@ class Searcher:
             for h in hits:
                 h.snippet, h.snippet_start = h.text[:320], h.start
                 h.snippet_end = h.start + len(h.snippet)
-                h.highlight = h.snippet
+                # nothing to mark, but escaped like search's highlights: HTML-safe to show as is
+                h.highlight = html.escape(h.snippet)
         return hits
 
 

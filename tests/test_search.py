@@ -121,6 +121,19 @@ def test_similar_uses_stored_vectors(corpus_index: Path, hash_encoder) -> None:
         assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
 
 
+def test_similar_highlight_is_escaped_like_search(tmp_path: Path, tiny_encoder) -> None:
+    """A similar hit's highlight is HTML-safe as search's are (it marks nothing)."""
+    evil = "<script>alert(1)</script> El gato <b>negro</b> & el tejado."
+    with SearchEngine.open(tmp_path / "s", encoder=tiny_encoder) as engine:
+        engine.add([{"id": "a", "text": "El gato negro duerme en el tejado."},
+                    {"id": "evil", "text": evil}])
+        (hit,) = engine.similar("a", k=1)
+        assert hit.doc_id == "evil" and hit.snippet == evil
+        assert hit.highlight == (
+            "&lt;script&gt;alert(1)&lt;/script&gt; El gato &lt;b&gt;negro&lt;/b&gt; &amp; el tejado."
+        )
+
+
 @pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
 def test_selective_filter_in_a_large_index_returns_k(tmp_path: Path, hash_encoder, index_type) -> None:
     """1 matching document in 3,000, and 12 matching in 3,000: always k (or all) of them."""
