@@ -13,6 +13,7 @@ L2-normalised. Queries are fresh draws from the same distribution (not vectors o
 The last line printed is one JSON object:
 ``{"index_type", "vectors", "recall_at_10", "ms_per_query", "bytes_per_vector", "build_seconds"}``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,9 @@ K = 10
 class Clustered:
     """A reproducible generator of clustered unit vectors, produced in blocks."""
 
-    def __init__(self, dim: int, clusters: int, latent: int, spread: float, noise: float,
-                 seed: int) -> None:
+    def __init__(
+        self, dim: int, clusters: int, latent: int, spread: float, noise: float, seed: int
+    ) -> None:
         rng = np.random.default_rng(seed)
         self.dim, self.spread, self.noise = dim, spread, noise
         self.centres = rng.standard_normal((clusters, dim)).astype(np.float32)
@@ -46,7 +48,9 @@ class Clustered:
 
     def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
         which = rng.integers(0, len(self.centres), n)
-        z = rng.standard_normal((n, self.latent), dtype=np.float32) * (self.spread / np.sqrt(self.latent))
+        z = rng.standard_normal((n, self.latent), dtype=np.float32) * (
+            self.spread / np.sqrt(self.latent)
+        )
         x = self.centres[which] + z @ self.basis
         x += rng.standard_normal((n, self.dim), dtype=np.float32) * (self.noise / np.sqrt(self.dim))
         x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -74,8 +78,9 @@ def main() -> int:
 
     faiss.omp_set_num_threads(args.threads)
     n, dim = args.vectors, args.dim
-    gen = Clustered(dim, args.clusters or max(64, n // 1000), args.latent, args.spread, args.noise,
-                    args.seed)
+    gen = Clustered(
+        dim, args.clusters or max(64, n // 1000), args.latent, args.spread, args.noise, args.seed
+    )
     rng = np.random.default_rng(args.seed + 1)
 
     spec = IndexSpec(type=args.index_type)
@@ -86,8 +91,11 @@ def main() -> int:
     if args.quantizer is not None:
         spec.quantizer = args.quantizer
     kind = spec.concrete(n)
-    print(f"{n} x {dim} vectors, index {args.index_type} -> {kind} ({spec.factory(n)}), "
-          f"{args.threads} faiss threads", flush=True)
+    print(
+        f"{n} x {dim} vectors, index {args.index_type} -> {kind} ({spec.factory(n)}), "
+        f"{args.threads} faiss threads",
+        flush=True,
+    )
 
     t0 = time.perf_counter()
     data = np.empty((n, dim), dtype=np.float32)
@@ -128,22 +136,26 @@ def main() -> int:
         got[i] = found[0]
     recall = float(np.mean([len(set(got[i]) & set(truth[i])) / K for i in range(len(queries))]))
     lat_ms = np.array(lat) * 1000
-    print(f"recall@10 {recall:.4f}  ms/query mean {lat_ms.mean():.3f} p50 {np.percentile(lat_ms, 50):.3f} "
-          f"p95 {np.percentile(lat_ms, 95):.3f}  bytes/vector {bytes_per_vector:.0f}")
-    emit({
-        "index_type": kind,
-        "vectors": n,
-        "recall_at_10": round(recall, 4),
-        "ms_per_query": round(float(lat_ms.mean()), 3),
-        "bytes_per_vector": round(bytes_per_vector, 1),
-        "build_seconds": round(build_seconds, 2),
-        "dim": dim,
-        "factory": spec.factory(n),
-        "nprobe": args.nprobe or spec.nprobe,
-        "ef_search": args.ef_search or spec.ef_search,
-        "threads": args.threads,
-        "p95_ms": round(float(np.percentile(lat_ms, 95)), 3),
-    })
+    print(
+        f"recall@10 {recall:.4f}  ms/query mean {lat_ms.mean():.3f} p50 {np.percentile(lat_ms, 50):.3f} "
+        f"p95 {np.percentile(lat_ms, 95):.3f}  bytes/vector {bytes_per_vector:.0f}"
+    )
+    emit(
+        {
+            "index_type": kind,
+            "vectors": n,
+            "recall_at_10": round(recall, 4),
+            "ms_per_query": round(float(lat_ms.mean()), 3),
+            "bytes_per_vector": round(bytes_per_vector, 1),
+            "build_seconds": round(build_seconds, 2),
+            "dim": dim,
+            "factory": spec.factory(n),
+            "nprobe": args.nprobe or spec.nprobe,
+            "ef_search": args.ef_search or spec.ef_search,
+            "threads": args.threads,
+            "p95_ms": round(float(np.percentile(lat_ms, 95)), 3),
+        }
+    )
     return 0
 
 

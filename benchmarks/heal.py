@@ -8,6 +8,7 @@ without calling the encoder. The last line printed is a JSON object with the fig
     .venv/bin/python benchmarks/heal.py --chunks 100000 [--index-type auto|flat|ivf|hnsw]
         [--folder DIR --keep] [--reuse] [--repair]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,11 @@ def main() -> None:
     ap.add_argument("--index-type", default="auto", choices=["auto", "flat", "ivf", "hnsw"])
     ap.add_argument("--folder", default=None, help="where to build (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the index folder")
-    ap.add_argument("--reuse", action="store_true",
-                    help="reuse an index already built in --folder (skip the build)")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse an index already built in --folder (skip the build)",
+    )
     ap.add_argument("--repair", action="store_true", help="also time SearchEngine.repair()")
     args = ap.parse_args()
     SyntheticEncoder.dimension = NoEncoder.dimension = args.dim
@@ -66,8 +70,26 @@ def main() -> None:
     if folder.exists() and not reuse:
         shutil.rmtree(folder)
     rng = np.random.default_rng(0)
-    words = ["río", "montaña", "ciudad", "historia", "ciencia", "cocina", "fútbol", "ley", "música",
-             "salud", "economía", "mar", "sol", "libro", "canción", "niño", "año", "tren"]
+    words = [
+        "río",
+        "montaña",
+        "ciudad",
+        "historia",
+        "ciencia",
+        "cocina",
+        "fútbol",
+        "ley",
+        "música",
+        "salud",
+        "economía",
+        "mar",
+        "sol",
+        "libro",
+        "canción",
+        "niño",
+        "año",
+        "tren",
+    ]
 
     t0 = time.perf_counter()
     with SearchEngine.open(folder, SyntheticEncoder(), index_type=args.index_type) as engine:
@@ -76,8 +98,10 @@ def main() -> None:
         step = 20_000
         for start in range(0, 0 if reuse else args.chunks - 1, step):
             n = min(step, args.chunks - 1 - start)
-            recs = [{"id": f"d{start + i}",
-                     "text": " ".join(rng.choice(words, 8)) + f" {start + i}"} for i in range(n)]
+            recs = [
+                {"id": f"d{start + i}", "text": " ".join(rng.choice(words, 8)) + f" {start + i}"}
+                for i in range(n)
+            ]
             vecs = rng.standard_normal((n, args.dim)).astype(np.float32)
             engine.add_embeddings(recs, vecs)
         chunks = engine.store.counts()["chunks"]
@@ -108,15 +132,22 @@ def main() -> None:
     if not args.keep and not args.folder:
         shutil.rmtree(base)
 
-    emit({
-        "benchmark": "heal", "chunks": chunks, "dim": args.dim, "index_type": kind,
-        "vectors": ntotal, "heal_seconds": round(heal_s, 2),
-        "repair_seconds": None if repair_s is None else round(repair_s, 2),
-        "load_checkpoint_seconds": round(load_s, 3),
-        "build_seconds": None if reuse else round(build_s, 1),
-        "faiss_bytes": faiss_bytes, "db_bytes": db_bytes,
-        "rss_growth_mb": round(rss_mib() - rss0, 1),
-    })
+    emit(
+        {
+            "benchmark": "heal",
+            "chunks": chunks,
+            "dim": args.dim,
+            "index_type": kind,
+            "vectors": ntotal,
+            "heal_seconds": round(heal_s, 2),
+            "repair_seconds": None if repair_s is None else round(repair_s, 2),
+            "load_checkpoint_seconds": round(load_s, 3),
+            "build_seconds": None if reuse else round(build_s, 1),
+            "faiss_bytes": faiss_bytes,
+            "db_bytes": db_bytes,
+            "rss_growth_mb": round(rss_mib() - rss0, 1),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Random weights make the speed representative (same shapes and kernels as the rea
 
 The last line printed is one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,11 @@ def documents(n: int, paras_per_doc: int) -> list[dict]:
     paras = []
     for p in sorted(CORPUS.rglob("*")):
         if p.is_file() and p.suffix in (".md", ".txt"):
-            paras += [x.strip() for x in re.split(r"\n\s*\n", p.read_text(encoding="utf-8"))
-                      if len(x.split()) >= 12]
+            paras += [
+                x.strip()
+                for x in re.split(r"\n\s*\n", p.read_text(encoding="utf-8"))
+                if len(x.split()) >= 12
+            ]
     docs = []
     for i in range(n):
         start = (i * paras_per_doc) % len(paras)
@@ -48,8 +52,9 @@ def documents(n: int, paras_per_doc: int) -> list[dict]:
     return docs
 
 
-def bench(folder: Path, precision: str, docs: list[dict], batch_size: int, repeats: int,
-          st: object) -> dict:
+def bench(
+    folder: Path, precision: str, docs: list[dict], batch_size: int, repeats: int, st: object
+) -> dict:
     """Engine ingest at ``precision`` vs ``st`` (raw fp32 sentence-transformers) encode."""
     with PeakRSS() as rss_open:
         enc = open_encoder(str(folder), precision=precision, device="cpu", batch_size=batch_size)
@@ -60,25 +65,36 @@ def bench(folder: Path, precision: str, docs: list[dict], batch_size: int, repea
         pass
     with PeakRSS() as rss_raw:
         pass
-    with tempfile.TemporaryDirectory() as tmp:  # the chunk texts, once, untimed
-        with SearchEngine.open(Path(tmp) / "idx", encoder=enc) as engine:
-            summary = engine.add(docs)
-            texts = [c.text for batch in engine.iter_chunks() for c in batch]
+    # the chunk texts, once, untimed
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        SearchEngine.open(Path(tmp) / "idx", encoder=enc) as engine,
+    ):
+        summary = engine.add(docs)
+        texts = [c.text for batch in engine.iter_chunks() for c in batch]
     for rep in range(repeats):
         # alternate which side goes first: on a shared machine load drifts during a run
-        for side in (("engine", "raw") if rep % 2 == 0 else ("raw", "engine")):
+        for side in ("engine", "raw") if rep % 2 == 0 else ("raw", "engine"):
             if side == "engine":
-                with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
-                    with SearchEngine.open(Path(tmp) / "idx", encoder=enc) as engine:
-                        t = time.perf_counter()
-                        engine.add(docs)
-                        best_engine = min(best_engine, time.perf_counter() - t)
+                with (
+                    tempfile.TemporaryDirectory() as tmp,
+                    PeakRSS() as rss,
+                    SearchEngine.open(Path(tmp) / "idx", encoder=enc) as engine,
+                ):
+                    t = time.perf_counter()
+                    engine.add(docs)
+                    best_engine = min(best_engine, time.perf_counter() - t)
                 rss_engine.peak = max(rss_engine.peak, rss.peak)
             else:
                 with PeakRSS() as rss:
                     t = time.perf_counter()
-                    st.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                              show_progress_bar=False, convert_to_numpy=True)
+                    st.encode(
+                        texts,
+                        batch_size=batch_size,
+                        normalize_embeddings=True,
+                        show_progress_bar=False,
+                        convert_to_numpy=True,
+                    )
                     best_raw = min(best_raw, time.perf_counter() - t)
                 rss_raw.peak = max(rss_raw.peak, rss.peak)
     tokens = sum(len(ids) + 2 for ids in enc.tokenize(texts))
@@ -132,19 +148,26 @@ def main() -> int:
         print("bf16: skipped (this CPU lacks avx512_bf16/amx_bf16; BetoEncoder refuses it)")
         precisions.remove("bf16")
     print(f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(unset)')}")
-    print(f"{len(docs)} docs, {args.threads} threads, batch {args.batch_size}, best of {args.repeats}")
+    print(
+        f"{len(docs)} docs, {args.threads} threads, batch {args.batch_size}, best of {args.repeats}"
+    )
     results = {}
     # raw = fp32 sentence-transformers for every precision: the speed-up a user sees
     raw_st = BetoEncoder(str(folder), precision="fp32", device="cpu").st_model
     for p in precisions:
         r = results[p] = bench(folder, p, docs, args.batch_size, args.repeats, raw_st)
-        print(f"{p:9s} {r['chunks']} chunks {r['tokens']} tokens | engine {r['engine_docs_per_s']:.2f} "
-              f"docs/s {r['engine_tokens_per_s']:.0f} tok/s ({r['engine_seconds']:.1f}s, peak "
-              f"{r['engine_peak_rss_mib']:.0f} MiB) | raw encode {r['raw_docs_per_s']:.2f} docs/s "
-              f"{r['raw_tokens_per_s']:.0f} tok/s ({r['raw_seconds']:.1f}s, peak "
-              f"{r['raw_peak_rss_mib']:.0f} MiB) | engine/raw {r['engine_vs_raw']:.3f}", flush=True)
+        print(
+            f"{p:9s} {r['chunks']} chunks {r['tokens']} tokens | engine {r['engine_docs_per_s']:.2f} "
+            f"docs/s {r['engine_tokens_per_s']:.0f} tok/s ({r['engine_seconds']:.1f}s, peak "
+            f"{r['engine_peak_rss_mib']:.0f} MiB) | raw encode {r['raw_docs_per_s']:.2f} docs/s "
+            f"{r['raw_tokens_per_s']:.0f} tok/s ({r['raw_seconds']:.1f}s, peak "
+            f"{r['raw_peak_rss_mib']:.0f} MiB) | engine/raw {r['engine_vs_raw']:.3f}",
+            flush=True,
+        )
     if "fp32" in results and "int8" in results:
-        print(f"int8 vs fp32 (engine): x{results['fp32']['engine_seconds'] / results['int8']['engine_seconds']:.2f}")
+        print(
+            f"int8 vs fp32 (engine): x{results['fp32']['engine_seconds'] / results['int8']['engine_seconds']:.2f}"
+        )
     if tmp is not None:
         tmp.cleanup()
     emit({"docs": len(docs), "threads": args.threads, "results": results})

@@ -18,6 +18,7 @@ quality.py does). Then the full-size random-weight BETO architecture: speed only
 
 Needs ``onnxruntime`` and ``onnx``. The last line printed is one JSON object with the figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,9 @@ def optimize_onnx(src: Path, out: Path, heads: int, hidden: int) -> Path:
         return out
     from onnxruntime.transformers.optimizer import optimize_model
 
-    opt = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0)
+    opt = optimize_model(
+        str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0
+    )
     log_fused = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
     print(f"  fused {src.name}: {log_fused}", flush=True)
     opt.save_model_to_file(str(out))
@@ -69,8 +72,14 @@ def optimize_onnx(src: Path, out: Path, heads: int, hidden: int) -> Path:
 matmul_names = onnx_backend.matmul_names
 
 
-def quantize(src: Path, out: Path, per_channel: bool, reduce_range: bool = False,
-             weight_type: str = "QInt8", exclude: tuple[str, ...] = ()) -> Path:
+def quantize(
+    src: Path,
+    out: Path,
+    per_channel: bool,
+    reduce_range: bool = False,
+    weight_type: str = "QInt8",
+    exclude: tuple[str, ...] = (),
+) -> Path:
     """beto_search.onnx_backend.quantize, skipped when ``out`` exists."""
     if out.exists():
         return out
@@ -83,7 +92,9 @@ class OnnxEncoder:
         # many sessions live side by side here (and torch's threads): idle ORT threads must not
         # busy-wait, or they steal the 2 cores from whichever path is being timed
         self.session = onnx_backend.make_session(path, threads, spinning=SPIN)
-        self.ref = tokenizer_encoder  # batching, special tokens, max length: exactly the torch path's
+        self.ref = (
+            tokenizer_encoder  # batching, special tokens, max length: exactly the torch path's
+        )
 
     def encode_token_ids(self, token_ids: list[list[int]]) -> np.ndarray:
         enc = self.ref
@@ -93,8 +104,10 @@ class OnnxEncoder:
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         out = np.zeros((len(seqs), enc.dimension), dtype=np.float32)
         for batch, ids, mask in enc.padded_batches(seqs, pad):
-            hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask,
-                                             "token_type_ids": np.zeros_like(ids)})[0]
+            hidden = self.session.run(
+                None,
+                {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
+            )[0]
             out[batch] = onnx_backend.pool(hidden, mask, "mean")
         return normalize_rows(out)
 
@@ -113,7 +126,7 @@ def bench(paths: dict, doc_ids, query_ids=None, rounds: int = 2) -> dict:
     for n in names:  # warm-up
         paths[n](doc_ids[:8])
     for r in range(rounds):
-        for n in (names if r % 2 == 0 else names[::-1]):
+        for n in names if r % 2 == 0 else names[::-1]:
             v, secs = timed(paths[n], doc_ids)
             best[n] = min(best[n], secs)
             vecs[n] = v
@@ -132,8 +145,12 @@ def main() -> int:
     ap.add_argument("--workdir", default="/tmp/onnx")
     ap.add_argument("--beto-dir", default=os.environ.get("BETO_DIR", str(SHARED_BETO / "uncased")))
     ap.add_argument("--no-beto", action="store_true")
-    ap.add_argument("--rounds", type=int, default=2, help="timing rounds (best-of), alternating order")
-    ap.add_argument("--only", default="", help="comma-separated MiniLM paths to time (default: all)")
+    ap.add_argument(
+        "--rounds", type=int, default=2, help="timing rounds (best-of), alternating order"
+    )
+    ap.add_argument(
+        "--only", default="", help="comma-separated MiniLM paths to time (default: all)"
+    )
     args = ap.parse_args()
 
     import onnxruntime as ort
@@ -145,9 +162,12 @@ def main() -> int:
     paras = pick(all_paras, args.paragraphs)
     queries = queries_from(paras)
     model = minilm_path()
-    print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, {args.threads} threads, "
-          f"batch {args.batch_size}\nmodel {model}\n{len(paras)} paragraphs (of {len(all_paras)} "
-          f">= {args.min_words} words), {len(queries)} queries\nloadavg before: {loadavg()}", flush=True)
+    print(
+        f"torch {torch.__version__}, onnxruntime {ort.__version__}, {args.threads} threads, "
+        f"batch {args.batch_size}\nmodel {model}\n{len(paras)} paragraphs (of {len(all_paras)} "
+        f">= {args.min_words} words), {len(queries)} queries\nloadavg before: {loadavg()}",
+        flush=True,
+    )
 
     # torch paths
     fp32 = BetoEncoder(model, precision="fp32", device="cpu", batch_size=args.batch_size)
@@ -197,17 +217,25 @@ def main() -> int:
         top = np.argsort(-(q @ docs.T), axis=1)[:, :10]
         overlap = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top, ref_top)]))
         table[n] = {
-            "paragraphs_per_s": round(len(paras) / secs, 1), "seconds": round(secs, 3),
-            "speedup": round(ref_secs / secs, 2), "mean_cosine": round(float(cos.mean()), 4),
-            "min_cosine": round(float(cos.min()), 4), "top10_overlap": round(overlap, 3),
+            "paragraphs_per_s": round(len(paras) / secs, 1),
+            "seconds": round(secs, 3),
+            "speedup": round(ref_secs / secs, 2),
+            "mean_cosine": round(float(cos.mean()), 4),
+            "min_cosine": round(float(cos.min()), 4),
+            "top10_overlap": round(overlap, 3),
             "file_mb": sizes.get(n),
         }
     print(f"\nall-MiniLM-L6-v2, loadavg at timing: {load_at} / after: {load_after}")
-    print(f"{'path':34s} {'para/s':>7s} {'x fp32':>7s} {'mean cos':>9s} {'min cos':>8s} "
-          f"{'top10':>6s} {'MB':>6s}")
+    print(
+        f"{'path':34s} {'para/s':>7s} {'x fp32':>7s} {'mean cos':>9s} {'min cos':>8s} "
+        f"{'top10':>6s} {'MB':>6s}"
+    )
     for n, r in table.items():
-        print(f"{n:34s} {r['paragraphs_per_s']:7.1f} {r['speedup']:7.2f} {r['mean_cosine']:9.4f} "
-              f"{r['min_cosine']:8.4f} {r['top10_overlap']:6.3f} {r['file_mb'] or 0:6.1f}", flush=True)
+        print(
+            f"{n:34s} {r['paragraphs_per_s']:7.1f} {r['speedup']:7.2f} {r['mean_cosine']:9.4f} "
+            f"{r['min_cosine']:8.4f} {r['top10_overlap']:6.3f} {r['file_mb'] or 0:6.1f}",
+            flush=True,
+        )
 
     beto: dict[str, dict] = {}
     if not args.no_beto:
@@ -220,8 +248,14 @@ def main() -> int:
         braw = export_onnx(bfp32.transformer.model, work / "beto_onnx" / "model.onnx")
         bfiles = {
             "onnx-fp32": braw,
-            "onnx-int8-pc-keepffnout": quantize(braw, work / "beto_onnx" / "int8-pc-keepffnout.onnx",
-                                                True, False, "QInt8", ("ffn_out",)),
+            "onnx-int8-pc-keepffnout": quantize(
+                braw,
+                work / "beto_onnx" / "int8-pc-keepffnout.onnx",
+                True,
+                False,
+                "QInt8",
+                ("ffn_out",),
+            ),
             "onnx-int8-pc": quantize(braw, work / "beto_onnx" / "int8-pc.onnx", True),
         }
         print(f"\nBETO export + quantize {time.perf_counter() - t:.1f}s", flush=True)
@@ -233,23 +267,41 @@ def main() -> int:
         bres = bench(bpaths, bids, rounds=args.rounds)
         ref = bres["seconds"]["torch-fp32"]
         ntok = sum(min(len(x), bfp32.max_seq_length - 2) + 2 for x in bids)
-        print(f"full-size BETO (random weights: speed only), {len(bparas)} paragraphs, {ntok} tokens, "
-              f"loadavg {bload}")
+        print(
+            f"full-size BETO (random weights: speed only), {len(bparas)} paragraphs, {ntok} tokens, "
+            f"loadavg {bload}"
+        )
         for n, secs in bres["seconds"].items():
             cos = float(np.mean(np.sum(bres["docs"][n] * bres["docs"]["torch-fp32"], axis=1)))
-            beto[n] = {"paragraphs_per_s": round(len(bparas) / secs, 2), "seconds": round(secs, 3),
-                       "speedup": round(ref / secs, 2), "file_mb": round(bfiles[n].stat().st_size / 2**20, 1)
-                       if n in bfiles else None, "mean_cosine_random_weights": round(cos, 4)}
+            beto[n] = {
+                "paragraphs_per_s": round(len(bparas) / secs, 2),
+                "seconds": round(secs, 3),
+                "speedup": round(ref / secs, 2),
+                "file_mb": round(bfiles[n].stat().st_size / 2**20, 1) if n in bfiles else None,
+                "mean_cosine_random_weights": round(cos, 4),
+            }
             print(f"{n:34s} {beto[n]['paragraphs_per_s']:7.2f} para/s  x{beto[n]['speedup']:.2f}")
-        beto["_meta"] = {"paragraphs": len(bparas), "tokens": ntok, "loadavg": bload,
-                         "hidden": bcfg.hidden_size, "layers": bcfg.num_hidden_layers}
+        beto["_meta"] = {
+            "paragraphs": len(bparas),
+            "tokens": ntok,
+            "loadavg": bload,
+            "hidden": bcfg.hidden_size,
+            "layers": bcfg.num_hidden_layers,
+        }
 
-    emit({
-        "torch": torch.__version__, "onnxruntime": ort.__version__, "threads": args.threads,
-        "batch_size": args.batch_size, "rounds": args.rounds, "paragraphs": len(paras),
-        "loadavg": load_at,
-        "minilm": table, "beto_full_random": beto,
-    })
+    emit(
+        {
+            "torch": torch.__version__,
+            "onnxruntime": ort.__version__,
+            "threads": args.threads,
+            "batch_size": args.batch_size,
+            "rounds": args.rounds,
+            "paragraphs": len(paras),
+            "loadavg": load_at,
+            "minilm": table,
+            "beto_full_random": beto,
+        }
+    )
     return 0
 
 

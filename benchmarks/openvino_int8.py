@@ -20,6 +20,7 @@ the evaluated set: 12-29-word paragraphs, noticias.jsonl, faq.csv). Then the ful
 architecture (random weights: speed only) and single 10-token query latency. The last line printed
 is one JSON object with the figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,12 +72,16 @@ class Batcher:
 
         self.tok = AutoTokenizer.from_pretrained(folder)
         sb = Path(folder) / "sentence_bert_config.json"
-        self.max_len = int(json.loads(sb.read_text()).get("max_seq_length", 512)) if sb.exists() else 512
+        self.max_len = (
+            int(json.loads(sb.read_text()).get("max_seq_length", 512)) if sb.exists() else 512
+        )
         self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
         self.pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
 
     def seqs(self, texts: list[str]) -> list[list[int]]:
-        ids = self.tok(texts, add_special_tokens=False, truncation=True, max_length=self.max_len - 2)["input_ids"]
+        ids = self.tok(
+            texts, add_special_tokens=False, truncation=True, max_length=self.max_len - 2
+        )["input_ids"]
         return [[self.tok.cls_token_id, *x, self.tok.sep_token_id] for x in ids]
 
     def order(self, lengths: list[int]) -> list[list[int]]:
@@ -84,7 +89,9 @@ class Batcher:
         out, cur = [], []
         for i in order:
             width = lengths[cur[0]] if cur else lengths[i]
-            if cur and (len(cur) >= self.batch_size or (len(cur) + 1) * width > self.max_batch_tokens):
+            if cur and (
+                len(cur) >= self.batch_size or (len(cur) + 1) * width > self.max_batch_tokens
+            ):
                 out.append(cur)
                 cur = []
             cur.append(i)
@@ -103,7 +110,16 @@ class Batcher:
             for r, i in enumerate(b):
                 ids[r, : len(seqs[i])] = seqs[i]
                 mask[r, : len(seqs[i])] = 1
-            out.append((b, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}))
+            out.append(
+                (
+                    b,
+                    {
+                        "input_ids": ids,
+                        "attention_mask": mask,
+                        "token_type_ids": np.zeros_like(ids),
+                    },
+                )
+            )
         return len(seqs), out
 
 
@@ -131,8 +147,9 @@ class TorchFP32:
 
 class OVEncoder:
     def __init__(self, core, model, dim: int, threads: int) -> None:
-        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                          "PERFORMANCE_HINT": "LATENCY"})
+        self.compiled = core.compile_model(
+            model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        )
         self.req = self.compiled.create_infer_request()
         self.names = [i.get_any_name() for i in self.compiled.inputs]
         self.dim = dim
@@ -159,8 +176,11 @@ class LastHidden:
                 self.m = m
 
             def forward(self, input_ids, attention_mask, token_type_ids):
-                return self.m(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
+                return self.m(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    token_type_ids=token_type_ids,
+                ).last_hidden_state
 
         return W(bert).eval()
 
@@ -173,8 +193,11 @@ def convert(bert, example: dict, out_xml: Path):
         return ov.Core().read_model(out_xml)
     ex = {k: torch.from_numpy(v) for k, v in example.items()}
     with torch.no_grad():
-        model = ov.convert_model(LastHidden(bert), example_input=ex,
-                                 input=[(k, ov.PartialShape([-1, -1]), ov.Type.i64) for k in ex])
+        model = ov.convert_model(
+            LastHidden(bert),
+            example_input=ex,
+            input=[(k, ov.PartialShape([-1, -1]), ov.Type.i64) for k in ex],
+        )
     out_xml.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, out_xml, compress_to_fp16=False)
     return model
@@ -187,8 +210,12 @@ def quantize(model, calib: list[dict], out_xml: Path, subset: int):
     if out_xml.exists():
         return ov.Core().read_model(out_xml)
     names = [i.get_any_name() for i in model.inputs]
-    q = nncf.quantize(model, nncf.Dataset(calib, lambda d: {k: d[k] for k in names}),
-                      model_type=nncf.ModelType.TRANSFORMER, subset_size=min(subset, len(calib)))
+    q = nncf.quantize(
+        model,
+        nncf.Dataset(calib, lambda d: {k: d[k] for k in names}),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=min(subset, len(calib)),
+    )
     ov.save_model(q, out_xml, compress_to_fp16=False)
     return q
 
@@ -198,7 +225,13 @@ def calib_items(batcher: Batcher, texts: list[str]) -> list[dict]:
     out = []
     for s in batcher.seqs(texts):
         ids = np.array([s], dtype=np.int64)
-        out.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+        out.append(
+            {
+                "input_ids": ids,
+                "attention_mask": np.ones_like(ids),
+                "token_type_ids": np.zeros_like(ids),
+            }
+        )
     return out
 
 
@@ -210,7 +243,7 @@ def bench(paths: dict, n: int, batches, rounds: int) -> tuple[dict, dict]:
     for k in names:  # warm-up: one full pass, so every dynamic shape has been seen once
         paths[k](n, batches)
     for r in range(rounds):
-        for k in (names if r % 2 == 0 else names[::-1]):
+        for k in names if r % 2 == 0 else names[::-1]:
             t = time.perf_counter()
             vecs[k] = paths[k](n, batches)
             all_t[k].append(round(time.perf_counter() - t, 3))
@@ -221,10 +254,22 @@ def bench(paths: dict, n: int, batches, rounds: int) -> tuple[dict, dict]:
 
 def query_latency(fn, batcher: Batcher, reps: int) -> float:
     tok = batcher.tok
-    body = [tok.convert_tokens_to_ids(t) for t in tok.tokenize("receta de paella valenciana con mariscos y arroz")]
+    body = [
+        tok.convert_tokens_to_ids(t)
+        for t in tok.tokenize("receta de paella valenciana con mariscos y arroz")
+    ]
     body = (body * 4)[:8]  # 8 + CLS + SEP = 10 tokens
     ids = np.array([[tok.cls_token_id, *body, tok.sep_token_id]], dtype=np.int64)
-    feats = [([0], {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})]
+    feats = [
+        (
+            [0],
+            {
+                "input_ids": ids,
+                "attention_mask": np.ones_like(ids),
+                "token_type_ids": np.zeros_like(ids),
+            },
+        )
+    ]
     for _ in range(5):
         fn(1, feats)
     times = []
@@ -248,7 +293,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--subset-size", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=4, help="timing rounds (best-of), alternating order")
+    ap.add_argument(
+        "--rounds", type=int, default=4, help="timing rounds (best-of), alternating order"
+    )
     ap.add_argument("--query-reps", type=int, default=50)
     ap.add_argument("--workdir", default="/tmp/ov")
     ap.add_argument("--beto-dir", default="/tmp/bench-beto")
@@ -272,11 +319,14 @@ def main() -> int:
     model_dir = minilm_path()
     cpu = core.get_property("CPU", "FULL_DEVICE_NAME")
     caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    print(f"torch {torch.__version__}, openvino {ov.__version__}, nncf {nncf.__version__}, "
-          f"transformers {transformers.__version__}\nCPU {cpu} caps {caps}\n{args.threads} threads, "
-          f"batch {args.batch_size}\nmodel {model_dir}\n{len(paras)} paragraphs (of {len(all_paras)} >= "
-          f"{args.min_words} words), {len(queries)} queries, {len(held)} held-out calibration texts\n"
-          f"loadavg before: {loadavg()}", flush=True)
+    print(
+        f"torch {torch.__version__}, openvino {ov.__version__}, nncf {nncf.__version__}, "
+        f"transformers {transformers.__version__}\nCPU {cpu} caps {caps}\n{args.threads} threads, "
+        f"batch {args.batch_size}\nmodel {model_dir}\n{len(paras)} paragraphs (of {len(all_paras)} >= "
+        f"{args.min_words} words), {len(queries)} queries, {len(held)} held-out calibration texts\n"
+        f"loadavg before: {loadavg()}",
+        flush=True,
+    )
 
     # ----- MiniLM: speed + quality -------------------------------------------------------------
     b = Batcher(model_dir, args.batch_size)
@@ -287,19 +337,28 @@ def main() -> int:
     t = time.perf_counter()
     d = work / "minilm"
     fp = convert(bert, doc_batches[0][1], d / "fp32.xml")
-    print(f"convert {time.perf_counter() - t:.1f}s; inputs "
-          f"{[(i.get_any_name(), i.get_partial_shape()) for i in fp.inputs]}", flush=True)
+    print(
+        f"convert {time.perf_counter() - t:.1f}s; inputs "
+        f"{[(i.get_any_name(), i.get_partial_shape()) for i in fp.inputs]}",
+        flush=True,
+    )
     t = time.perf_counter()
     q_same = quantize(fp, calib_items(b, paras), d / "int8.xml", args.subset_size)
     t_q = time.perf_counter() - t
     q_held = quantize(fp, calib_items(b, held), d / "int8_heldout.xml", args.subset_size)
     print(f"nncf.quantize {t_q:.1f}s (cached in {d})", flush=True)
-    sizes = {"ov-fp32": dir_mb(d / "fp32.xml"), "ov-int8": dir_mb(d / "int8.xml"),
-             "ov-int8-heldout": dir_mb(d / "int8_heldout.xml")}
+    sizes = {
+        "ov-fp32": dir_mb(d / "fp32.xml"),
+        "ov-int8": dir_mb(d / "int8.xml"),
+        "ov-int8-heldout": dir_mb(d / "int8_heldout.xml"),
+    }
 
-    paths = {"torch-fp32": TorchFP32(bert, dim), "ov-fp32": OVEncoder(core, fp, dim, args.threads),
-             "ov-int8": OVEncoder(core, q_same, dim, args.threads),
-             "ov-int8-heldout": OVEncoder(core, q_held, dim, args.threads)}
+    paths = {
+        "torch-fp32": TorchFP32(bert, dim),
+        "ov-fp32": OVEncoder(core, fp, dim, args.threads),
+        "ov-int8": OVEncoder(core, q_same, dim, args.threads),
+        "ov-int8-heldout": OVEncoder(core, q_held, dim, args.threads),
+    }
     load_at = loadavg()
     secs, docs = bench(paths, n, doc_batches, args.rounds)
     load_after = loadavg()
@@ -311,15 +370,25 @@ def main() -> int:
         cos = np.sum(docs[k] * ref_d, axis=1)
         top = np.argsort(-(qv[k] @ docs[k].T), axis=1)[:, :10]
         ov_ = float(np.mean([len(set(a) & set(c)) / 10 for a, c in zip(top, ref_top)]))
-        table[k] = {"paragraphs_per_s": round(n / secs[k], 1), "seconds": round(secs[k], 3),
-                    "speedup": round(secs["torch-fp32"] / secs[k], 2),
-                    "mean_cosine": round(float(cos.mean()), 4), "min_cosine": round(float(cos.min()), 4),
-                    "top10_overlap": round(ov_, 3), "model_mb": sizes.get(k)}
+        table[k] = {
+            "paragraphs_per_s": round(n / secs[k], 1),
+            "seconds": round(secs[k], 3),
+            "speedup": round(secs["torch-fp32"] / secs[k], 2),
+            "mean_cosine": round(float(cos.mean()), 4),
+            "min_cosine": round(float(cos.min()), 4),
+            "top10_overlap": round(ov_, 3),
+            "model_mb": sizes.get(k),
+        }
     print(f"\nall-MiniLM-L6-v2, {n} paragraphs, loadavg at timing: {load_at} / after: {load_after}")
-    print(f"{'path':18s} {'para/s':>7s} {'x fp32':>7s} {'mean cos':>9s} {'min cos':>8s} {'top10':>6s} {'MB':>6s}")
+    print(
+        f"{'path':18s} {'para/s':>7s} {'x fp32':>7s} {'mean cos':>9s} {'min cos':>8s} {'top10':>6s} {'MB':>6s}"
+    )
     for k, r in table.items():
-        print(f"{k:18s} {r['paragraphs_per_s']:7.1f} {r['speedup']:7.2f} {r['mean_cosine']:9.4f} "
-              f"{r['min_cosine']:8.4f} {r['top10_overlap']:6.3f} {r['model_mb'] or 0:6.1f}", flush=True)
+        print(
+            f"{k:18s} {r['paragraphs_per_s']:7.1f} {r['speedup']:7.2f} {r['mean_cosine']:9.4f} "
+            f"{r['min_cosine']:8.4f} {r['top10_overlap']:6.3f} {r['model_mb'] or 0:6.1f}",
+            flush=True,
+        )
 
     # ----- full-size BETO (random weights): speed only + query latency --------------------------
     beto: dict = {}
@@ -337,25 +406,54 @@ def main() -> int:
         bfp = convert(bbert, bbatches[0][1], bd / "fp32.xml")
         bq = quantize(bfp, calib_items(bb, bparas), bd / "int8.xml", args.subset_size)
         print(f"\nBETO convert + quantize {time.perf_counter() - t:.1f}s", flush=True)
-        bpaths = {"torch-fp32": TorchFP32(bbert, bdim), "ov-fp32": OVEncoder(core, bfp, bdim, args.threads),
-                  "ov-int8": OVEncoder(core, bq, bdim, args.threads)}
+        bpaths = {
+            "torch-fp32": TorchFP32(bbert, bdim),
+            "ov-fp32": OVEncoder(core, bfp, bdim, args.threads),
+            "ov-int8": OVEncoder(core, bq, bdim, args.threads),
+        }
         bsizes = {"ov-fp32": dir_mb(bd / "fp32.xml"), "ov-int8": dir_mb(bd / "int8.xml")}
         bload = loadavg()
         bsecs, bdocs = bench(bpaths, bn, bbatches, args.rounds)
         lat = {k: round(query_latency(f, bb, args.query_reps), 2) for k, f in bpaths.items()}
-        print(f"full-size BETO (random weights: speed only), {bn} paragraphs, {ntok} tokens, loadavg {bload}")
+        print(
+            f"full-size BETO (random weights: speed only), {bn} paragraphs, {ntok} tokens, loadavg {bload}"
+        )
         for k in bpaths:
             cos = float(np.mean(np.sum(bdocs[k] * bdocs["torch-fp32"], axis=1)))
-            beto[k] = {"paragraphs_per_s": round(bn / bsecs[k], 2), "seconds": round(bsecs[k], 3),
-                       "speedup": round(bsecs["torch-fp32"] / bsecs[k], 2), "model_mb": bsizes.get(k),
-                       "mean_cosine_random_weights": round(cos, 4), "query10_p50_ms": lat[k]}
-            print(f"{k:18s} {beto[k]['paragraphs_per_s']:7.2f} para/s  x{beto[k]['speedup']:.2f}  "
-                  f"10-token query p50 {lat[k]:.2f} ms", flush=True)
-        beto["_meta"] = {"paragraphs": bn, "tokens": ntok, "loadavg": bload, "loadavg_after": loadavg()}
+            beto[k] = {
+                "paragraphs_per_s": round(bn / bsecs[k], 2),
+                "seconds": round(bsecs[k], 3),
+                "speedup": round(bsecs["torch-fp32"] / bsecs[k], 2),
+                "model_mb": bsizes.get(k),
+                "mean_cosine_random_weights": round(cos, 4),
+                "query10_p50_ms": lat[k],
+            }
+            print(
+                f"{k:18s} {beto[k]['paragraphs_per_s']:7.2f} para/s  x{beto[k]['speedup']:.2f}  "
+                f"10-token query p50 {lat[k]:.2f} ms",
+                flush=True,
+            )
+        beto["_meta"] = {
+            "paragraphs": bn,
+            "tokens": ntok,
+            "loadavg": bload,
+            "loadavg_after": loadavg(),
+        }
 
-    emit({"torch": torch.__version__, "openvino": ov.__version__, "nncf": nncf.__version__,
-          "threads": args.threads, "batch_size": args.batch_size, "rounds": args.rounds,
-          "paragraphs": n, "loadavg": load_at, "minilm": table, "beto_full_random": beto})
+    emit(
+        {
+            "torch": torch.__version__,
+            "openvino": ov.__version__,
+            "nncf": nncf.__version__,
+            "threads": args.threads,
+            "batch_size": args.batch_size,
+            "rounds": args.rounds,
+            "paragraphs": n,
+            "loadavg": load_at,
+            "minilm": table,
+            "beto_full_random": beto,
+        }
+    )
     return 0
 
 

@@ -14,6 +14,7 @@ ov-int8 when openvino and nncf are.
 
 The last line printed is one JSON object keyed by precision/variant.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,36 +40,41 @@ INT8_VARIANTS = {
 }
 
 
-
-
-
-
 def dev_ndcg(enc: object, corpus: Path, dev: Path) -> float:
     """Semantic nDCG@10 of ``enc`` on the dev set (``dev``: queries.jsonl + qrels/dev.tsv)."""
     import tempfile
 
     eval_set = load_eval_set(dev / "queries.jsonl", dev / "qrels" / "dev.tsv")
-    with (tempfile.TemporaryDirectory() as tmp,
-          SearchEngine.open(Path(tmp) / "idx", encoder=enc) as engine):  # type: ignore[arg-type]
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        SearchEngine.open(Path(tmp) / "idx", encoder=enc) as engine,
+    ):  # type: ignore[arg-type]
         engine.ingest([corpus])
         report = evaluate(engine, eval_set, mode="semantic", k=100)
     return float(report.modes["semantic"]["ndcg@10"])
 
 
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="a sentence-transformers folder (default: MiniLM)")
+    ap.add_argument(
+        "--model", default=None, help="a sentence-transformers folder (default: MiniLM)"
+    )
     ap.add_argument("--corpus", default=str(CORPUS))
     ap.add_argument("--max-paragraphs", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--dev", default=str(ROOT / "corpora" / "es-dev"),
-                    help="BEIR-style dev set over --corpus for nDCG@10 ('' to skip)")
-    ap.add_argument("--precisions", default="",
-                    help="comma-separated precisions (default: every one this machine runs)")
-    ap.add_argument("--variants", action="store_true",
-                    help="also the torch int8 variants int8 was chosen from")
+    ap.add_argument(
+        "--dev",
+        default=str(ROOT / "corpora" / "es-dev"),
+        help="BEIR-style dev set over --corpus for nDCG@10 ('' to skip)",
+    )
+    ap.add_argument(
+        "--precisions",
+        default="",
+        help="comma-separated precisions (default: every one this machine runs)",
+    )
+    ap.add_argument(
+        "--variants", action="store_true", help="also the torch int8 variants int8 was chosen from"
+    )
     args = ap.parse_args()
 
     import torch
@@ -79,8 +85,10 @@ def main() -> int:
     if args.max_paragraphs:
         paras = paras[: args.max_paragraphs]
     queries = queries_from(paras)
-    print(f"model {model}\n{len(paras)} paragraphs, {len(queries)} queries, "
-          f"{args.threads} threads", flush=True)
+    print(
+        f"model {model}\n{len(paras)} paragraphs, {len(queries)} queries, {args.threads} threads",
+        flush=True,
+    )
 
     def run(enc: BetoEncoder) -> tuple[np.ndarray, np.ndarray, float]:
         enc.encode_documents(paras[:4])  # warm-up
@@ -95,9 +103,15 @@ def main() -> int:
     ref_top = np.argsort(-(ref_q @ ref_docs.T), axis=1)[:, :10]
     ref_ndcg = dev_ndcg(ref_enc, corpus, dev) if dev else float("nan")
     results: dict[str, dict[str, float]] = {
-        "fp32": {"mean_cosine": 1.0, "min_cosine": 1.0, "top10_overlap": 1.0,
-                 "encode_seconds": round(ref_secs, 3), "speedup": 1.0,
-                 "ndcg10": round(ref_ndcg, 4), "ndcg10_loss": 0.0}
+        "fp32": {
+            "mean_cosine": 1.0,
+            "min_cosine": 1.0,
+            "top10_overlap": 1.0,
+            "encode_seconds": round(ref_secs, 3),
+            "speedup": 1.0,
+            "ndcg10": round(ref_ndcg, 4),
+            "ndcg10_loss": 0.0,
+        }
     }
     del ref_enc
 
@@ -139,13 +153,21 @@ def main() -> int:
             "speedup": round(ref_secs / secs, 2),
         }
     for name, r in results.items():
-        print(f"{name:24s} mean cos {r['mean_cosine']:.4f}  min cos {r['min_cosine']:.4f}  "
-              f"top-10 overlap {r['top10_overlap']:.3f}  {r['encode_seconds']:.2f}s "
-              f"(x{r['speedup']:.2f} vs fp32)  nDCG@10 {r['ndcg10']:.4f} "
-              f"(loss {r['ndcg10_loss']:+.4f})")
+        print(
+            f"{name:24s} mean cos {r['mean_cosine']:.4f}  min cos {r['min_cosine']:.4f}  "
+            f"top-10 overlap {r['top10_overlap']:.3f}  {r['encode_seconds']:.2f}s "
+            f"(x{r['speedup']:.2f} vs fp32)  nDCG@10 {r['ndcg10']:.4f} "
+            f"(loss {r['ndcg10_loss']:+.4f})"
+        )
     onednn = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    emit({"model": Path(model).name, "paragraphs": len(paras),
-          "ONEDNN_MAX_CPU_ISA": onednn, "results": results})
+    emit(
+        {
+            "model": Path(model).name,
+            "paragraphs": len(paras),
+            "ONEDNN_MAX_CPU_ISA": onednn,
+            "results": results,
+        }
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ size and mode, plus query-encoding time alone.
 
 The last line printed is one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,9 +85,12 @@ def main() -> int:
             for start in range(0, size - 1, step):
                 n = min(step, size - 1 - start)
                 vecs = centres[rng.integers(0, len(centres), n)] + 0.8 * rng.standard_normal(
-                    (n, dim)).astype(np.float32)
-                recs = [{"id": f"s{start + i}",
-                         "text": " ".join(rng.choice(words, 25))} for i in range(n)]
+                    (n, dim)
+                ).astype(np.float32)
+                recs = [
+                    {"id": f"s{start + i}", "text": " ".join(rng.choice(words, 25))}
+                    for i in range(n)
+                ]
                 engine.add_embeddings(recs, vecs)
             kind = engine.vectors().kind
             build = time.perf_counter() - t0
@@ -100,11 +104,20 @@ def main() -> int:
                     lat.append(time.perf_counter() - t)
                 r = percentiles(lat)
                 results[f"{size}-{mode}"] = {**r, "index_type": kind, "chunks": size}
-                print(f"  {mode:8s} p50 {r['p50_ms']:.1f} ms  p95 {r['p95_ms']:.1f} ms  "
-                      f"p99 {r['p99_ms']:.1f} ms", flush=True)
+                print(
+                    f"  {mode:8s} p50 {r['p50_ms']:.1f} ms  p95 {r['p95_ms']:.1f} ms  "
+                    f"p99 {r['p99_ms']:.1f} ms",
+                    flush=True,
+                )
     tmp.cleanup()
-    emit({"precision": args.precision, "threads": args.threads, "queries": len(queries),
-          "results": results})
+    emit(
+        {
+            "precision": args.precision,
+            "threads": args.threads,
+            "queries": len(queries),
+            "results": results,
+        }
+    )
     return 0
 
 

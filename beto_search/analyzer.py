@@ -4,6 +4,7 @@ Steps: NFC, lower-case, split into words (``¿¡`` and punctuation are separator
 stopwords, Snowball Spanish stemming (PyStemmer), then fold accents (á é í ó ú ü -> a e i o u)
 while keeping ñ, so "canción"/"canciones"/"cancion" meet and "año" never meets "ano".
 """
+
 from __future__ import annotations
 
 import re

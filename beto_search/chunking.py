@@ -6,6 +6,7 @@ then packed greedily into windows of at most ``max_tokens``; a segment longer th
 at token boundaries. Each window starts with the last segments of the previous one, up to
 ``overlap`` tokens. The token ids of each window are kept so the encoder need not tokenize again.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,7 +37,8 @@ def check_chunk_size(chunk_tokens: int, max_length: int | None) -> None:
         raise InputError(
             f"a chunk of {chunk_tokens} tokens does not fit the model's window of {max_length} "
             f"tokens ({limit} plus [CLS] and [SEP]), so its end would never be embedded; use "
-            f"--chunk-tokens {limit} or less.")
+            f"--chunk-tokens {limit} or less."
+        )
 
 
 class Tokenizer(Protocol):
@@ -149,6 +151,8 @@ class Chunker:
             ids = None
             if self.tokenizer is not None:
                 ids = [t for q in win for t in (q.ids or [])]
-            chunks.append(Chunk(ordinal=i, start=start, end=end, text=text[start:end], token_ids=ids))
+            chunks.append(
+                Chunk(ordinal=i, start=start, end=end, text=text[start:end], token_ids=ids)
+            )
             prev_end = max(prev_end, end)
         return chunks

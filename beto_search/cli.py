@@ -1,4 +1,5 @@
 """The ``beto-search`` command line: thin click commands over ``SearchEngine``."""
+
 from __future__ import annotations
 
 import functools
@@ -12,9 +13,9 @@ from typing import Any, TypeVar
 import click
 
 from .encoder import DEFAULT_MODEL, DEVICES, POOLINGS, PRECISIONS
-from .searcher import MODES
 from .errors import BetoSearchError
 from .fusion import FUSIONS, resolve
+from .searcher import MODES
 from .types import Hit
 from .vector_index import INDEX_TYPES
 
@@ -36,22 +37,38 @@ def _errors(func: F) -> F:
 
 
 def _index_option(func: F) -> F:
-    return click.option("--index", "index", type=click.Path(path_type=Path), envvar="BETO_SEARCH_INDEX",
-                        default="indexes/default", show_default=True,
-                        help="Index folder (env BETO_SEARCH_INDEX).")(func)
+    return click.option(
+        "--index",
+        "index",
+        type=click.Path(path_type=Path),
+        envvar="BETO_SEARCH_INDEX",
+        default="indexes/default",
+        show_default=True,
+        help="Index folder (env BETO_SEARCH_INDEX).",
+    )(func)
 
 
 def _encoder_options(func: F) -> F:
     opts = [
-        click.option("--model", default=None,
-                     help="Hub id or local folder of the encoder (env BETO_SEARCH_MODEL; default "
-                          f"{DEFAULT_MODEL})."),
-        click.option("--pooling", type=click.Choice(POOLINGS), default=None,
-                     help="Pooling of token vectors (new indexes; default mean)."),
-        click.option("--precision", type=click.Choice(PRECISIONS), default=None,
-                     help="Encoder arithmetic (default: the index's, else fp32)."),
-        click.option("--device", type=click.Choice(DEVICES), default="auto",
-                     show_default=True),
+        click.option(
+            "--model",
+            default=None,
+            help="Hub id or local folder of the encoder (env BETO_SEARCH_MODEL; default "
+            f"{DEFAULT_MODEL}).",
+        ),
+        click.option(
+            "--pooling",
+            type=click.Choice(POOLINGS),
+            default=None,
+            help="Pooling of token vectors (new indexes; default mean).",
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(PRECISIONS),
+            default=None,
+            help="Encoder arithmetic (default: the index's, else fp32).",
+        ),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
         click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True),
     ]
     for opt in reversed(opts):
@@ -70,8 +87,11 @@ def _open(index: Path, create: bool = False, wait: float = 0.0, **enc: Any) -> A
 @click.option("--verbose", "-v", is_flag=True, help="Log what happens (skips, heals).")
 def cli(verbose: bool) -> None:
     """Spanish semantic search with BETO: ingest documents, then query them by meaning."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
 
 
 @cli.command()
@@ -79,39 +99,95 @@ def cli(verbose: bool) -> None:
 @_index_option
 @_encoder_options
 @click.option("--id-field", default="id", show_default=True, help="Id field of JSON/CSV records.")
-@click.option("--text-field", default="text", show_default=True, help="Text field of JSON/CSV records.")
-@click.option("--title-field", default="title", show_default=True,
-              help="Title field of JSON/CSV records.")
-@click.option("--encoding", default=None, help="Force a text encoding (e.g. cp1252) instead of detecting.")
-@click.option("--chunk-tokens", type=click.IntRange(min=8), default=None,
-              help="Tokens per chunk (new indexes; default: the model's maximum).")
-@click.option("--overlap", type=click.IntRange(min=0), default=None,
-              help="Tokens shared by consecutive chunks (new indexes; default 64).")
-@click.option("--index-type", type=click.Choice(INDEX_TYPES), default=None,
-              help="FAISS index type (new indexes; default auto).")
-@click.option("--prune", is_flag=True, help="Remove documents whose files are gone from the folders.")
+@click.option(
+    "--text-field", default="text", show_default=True, help="Text field of JSON/CSV records."
+)
+@click.option(
+    "--title-field", default="title", show_default=True, help="Title field of JSON/CSV records."
+)
+@click.option(
+    "--encoding", default=None, help="Force a text encoding (e.g. cp1252) instead of detecting."
+)
+@click.option(
+    "--chunk-tokens",
+    type=click.IntRange(min=8),
+    default=None,
+    help="Tokens per chunk (new indexes; default: the model's maximum).",
+)
+@click.option(
+    "--overlap",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Tokens shared by consecutive chunks (new indexes; default 64).",
+)
+@click.option(
+    "--index-type",
+    type=click.Choice(INDEX_TYPES),
+    default=None,
+    help="FAISS index type (new indexes; default auto).",
+)
+@click.option(
+    "--prune", is_flag=True, help="Remove documents whose files are gone from the folders."
+)
 @click.option("--strict", is_flag=True, help="Exit non-zero when any input was skipped.")
-@click.option("--wait", type=click.FloatRange(min=0), default=0.0,
-              help="Seconds to wait for another writer to finish.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds to wait for another writer to finish.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
-              metavar="[ADDRESS]",
-              help="Encode on Ray: alone a local Ray instance, 'auto' the cluster this machine is "
-                   "part of, or a cluster address (needs beto-search[ray]).")
-@click.option("--ray-workers", type=click.IntRange(min=1), default=None,
-              help="Encoding actors on Ray (default: one per GPU, else CPUs / 4).")
-@click.option("--ray-gpus", type=click.FloatRange(min=0), default=None,
-              help="GPUs per encoding actor (default: 1 when the cluster has GPUs; 0: CPUs only).")
-@click.option("--ray-window", type=click.IntRange(min=1), default=None,
-              help="Chunks per Ray Data run; the actors load the model once per run "
-                   "(default 32768).")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Encode on Ray: alone a local Ray instance, 'auto' the cluster this machine is "
+    "part of, or a cluster address (needs beto-search[ray]).",
+)
+@click.option(
+    "--ray-workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Encoding actors on Ray (default: one per GPU, else CPUs / 4).",
+)
+@click.option(
+    "--ray-gpus",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="GPUs per encoding actor (default: 1 when the cluster has GPUs; 0: CPUs only).",
+)
+@click.option(
+    "--ray-window",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Chunks per Ray Data run; the actors load the model once per run (default 32768).",
+)
 @_errors
-def ingest(paths: tuple[Path, ...], index: Path, id_field: str, text_field: str, title_field: str,
-           encoding: str | None, chunk_tokens: int | None, overlap: int | None,
-           index_type: str | None, prune: bool, strict: bool, wait: float, quiet: bool,
-           as_json: bool, ray_address: str | None, ray_workers: int | None,
-           ray_gpus: float | None, ray_window: int | None, **enc: Any) -> None:
+def ingest(
+    paths: tuple[Path, ...],
+    index: Path,
+    id_field: str,
+    text_field: str,
+    title_field: str,
+    encoding: str | None,
+    chunk_tokens: int | None,
+    overlap: int | None,
+    index_type: str | None,
+    prune: bool,
+    strict: bool,
+    wait: float,
+    quiet: bool,
+    as_json: bool,
+    ray_address: str | None,
+    ray_workers: int | None,
+    ray_gpus: float | None,
+    ray_window: int | None,
+    **enc: Any,
+) -> None:
     """Read, chunk, embed and store documents from files or folders."""
     import contextlib
 
@@ -123,25 +199,42 @@ def ingest(paths: tuple[Path, ...], index: Path, id_field: str, text_field: str,
 
         require_ray()  # before the index is opened or the model loaded
     with contextlib.ExitStack() as stack:
-        engine = stack.enter_context(_open(index, create=True, wait=wait, chunk_tokens=chunk_tokens,
-                                           overlap=overlap, index_type=index_type, **enc))
+        engine = stack.enter_context(
+            _open(
+                index,
+                create=True,
+                wait=wait,
+                chunk_tokens=chunk_tokens,
+                overlap=overlap,
+                index_type=index_type,
+                **enc,
+            )
+        )
         embedder = None
         if ray_address is not None:
             from .distributed import RayEmbedder
 
-            embedder = stack.enter_context(RayEmbedder.for_engine(
-                engine, address=None if ray_address == "local" else ray_address,
-                workers=ray_workers, gpus_per_worker=ray_gpus,
-                **({"window_chunks": ray_window} if ray_window else {})))
-        summary = engine.ingest(paths, opts, prune=prune, progress=not quiet and sys.stderr.isatty(),
-                                embedder=embedder)
+            embedder = stack.enter_context(
+                RayEmbedder.for_engine(
+                    engine,
+                    address=None if ray_address == "local" else ray_address,
+                    workers=ray_workers,
+                    gpus_per_worker=ray_gpus,
+                    **({"window_chunks": ray_window} if ray_window else {}),
+                )
+            )
+        summary = engine.ingest(
+            paths, opts, prune=prune, progress=not quiet and sys.stderr.isatty(), embedder=embedder
+        )
     if as_json:
         click.echo(json.dumps(summary.to_dict(), ensure_ascii=False))
     else:
-        click.echo(f"files: {summary.files}  documents added: {summary.added}  updated: "
-                   f"{summary.updated}  unchanged: {summary.unchanged}  pruned: {summary.pruned}  "
-                   f"duplicate ids: {summary.duplicates}  skipped: {len(summary.skipped)}  chunks: "
-                   f"{summary.chunks}  seconds: {summary.seconds:.1f}")
+        click.echo(
+            f"files: {summary.files}  documents added: {summary.added}  updated: "
+            f"{summary.updated}  unchanged: {summary.unchanged}  pruned: {summary.pruned}  "
+            f"duplicate ids: {summary.duplicates}  skipped: {len(summary.skipped)}  chunks: "
+            f"{summary.chunks}  seconds: {summary.seconds:.1f}"
+        )
         for reason, count in sorted(summary.reasons().items()):
             click.echo(f"skipped ({count}): {reason}")
         for skip in summary.skipped:
@@ -182,33 +275,74 @@ def _print_hits(hits: list[Hit], explain: bool) -> None:
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Number of documents.")
 @_index_option
 @_encoder_options
-@click.option("--mode", type=click.Choice(MODES), default="hybrid",
-              show_default=True)
-@click.option("--fusion", type=click.Choice(FUSIONS), default=None,
-              help="Fusion method (default: the index's tuned one, see 'info').")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=None,
-              help="Weight of the dense side (default: the index's tuned one).")
-@click.option("--where", multiple=True, help="KEY=VALUE filter on metadata, title or source (repeatable).")
-@click.option("--source", "source_glob", default=None, help="Only documents whose source matches GLOB.")
+@click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True)
+@click.option(
+    "--fusion",
+    type=click.Choice(FUSIONS),
+    default=None,
+    help="Fusion method (default: the index's tuned one, see 'info').",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Weight of the dense side (default: the index's tuned one).",
+)
+@click.option(
+    "--where", multiple=True, help="KEY=VALUE filter on metadata, title or source (repeatable)."
+)
+@click.option(
+    "--source", "source_glob", default=None, help="Only documents whose source matches GLOB."
+)
 @click.option("--ef-search", type=click.IntRange(min=1), default=None, help="HNSW search depth.")
 @click.option("--nprobe", type=click.IntRange(min=1), default=None, help="IVF lists to visit.")
 @click.option("--explain", is_flag=True, help="Show dense, lexical and fused scores.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_errors
-def query(text: str, k: int, index: Path, mode: str, fusion: str | None, alpha: float | None,
-          where: tuple[str, ...], source_glob: str | None, ef_search: int | None,
-          nprobe: int | None, explain: bool, as_json: bool, **enc: Any) -> None:
+def query(
+    text: str,
+    k: int,
+    index: Path,
+    mode: str,
+    fusion: str | None,
+    alpha: float | None,
+    where: tuple[str, ...],
+    source_glob: str | None,
+    ef_search: int | None,
+    nprobe: int | None,
+    explain: bool,
+    as_json: bool,
+    **enc: Any,
+) -> None:
     """Search the index for TEXT; prints ranked documents with snippets."""
     filters = _where(where)
     with _open(index, **enc) as engine:
         _require_documents(engine, index)
-        hits = engine.search(text, k=k, mode=mode, fusion=fusion, alpha=alpha, where=filters,
-                             source=source_glob, ef_search=ef_search, nprobe=nprobe)
+        hits = engine.search(
+            text,
+            k=k,
+            mode=mode,
+            fusion=fusion,
+            alpha=alpha,
+            where=filters,
+            source=source_glob,
+            ef_search=ef_search,
+            nprobe=nprobe,
+        )
         used = resolve(engine.manifest, fusion, alpha)  # what the search used
     if as_json:
-        click.echo(json.dumps({"query": text, "mode": mode, "fusion": used.method,
-                               "alpha": used.alpha,
-                               "results": [h.to_dict() for h in hits]}, ensure_ascii=False))
+        click.echo(
+            json.dumps(
+                {
+                    "query": text,
+                    "mode": mode,
+                    "fusion": used.method,
+                    "alpha": used.alpha,
+                    "results": [h.to_dict() for h in hits],
+                },
+                ensure_ascii=False,
+            )
+        )
     else:
         _print_hits(hits, explain)
 
@@ -221,7 +355,8 @@ def _require_documents(engine: Any, index: Path) -> None:
 
         raise IndexNotFoundError(
             f"the index at {index} is empty (it was never built, or its first ingest failed); "
-            f"fill it with 'beto-search ingest FOLDER --index {index}'.")
+            f"fill it with 'beto-search ingest FOLDER --index {index}'."
+        )
 
 
 @cli.command()
@@ -235,8 +370,11 @@ def similar(doc_id: str, k: int, index: Path, as_json: bool) -> None:
     with _open(index) as engine:
         hits = engine.similar(doc_id, k)
     if as_json:
-        click.echo(json.dumps({"doc_id": doc_id, "results": [h.to_dict() for h in hits]},
-                              ensure_ascii=False))
+        click.echo(
+            json.dumps(
+                {"doc_id": doc_id, "results": [h.to_dict() for h in hits]}, ensure_ascii=False
+            )
+        )
     else:
         _print_hits(hits, False)
 
@@ -295,8 +433,10 @@ def repair(index: Path, wait: float) -> None:
     """Rebuild the FAISS file from the vectors stored in SQLite."""
     with _open(index, wait=wait) as engine:
         out = engine.repair()
-    click.echo(f"rebuilt the vector index: {out['vectors']} vectors; re-encoded {out['reencoded']} "
-               f"documents whose chunks had lost their vectors")
+    click.echo(
+        f"rebuilt the vector index: {out['vectors']} vectors; re-encoded {out['reencoded']} "
+        f"documents whose chunks had lost their vectors"
+    )
 
 
 @cli.command()
@@ -313,29 +453,79 @@ def compact(index: Path, wait: float) -> None:
 @cli.command("eval")
 @_index_option
 @_encoder_options
-@click.option("--queries", required=True, type=click.Path(path_type=Path), metavar="FILE",
-              help="Queries: BEIR queries.jsonl (_id, text) or TREC topics (qid<TAB>text).")
-@click.option("--qrels", required=True, type=click.Path(path_type=Path), metavar="FILE",
-              help="Judgements: BEIR TSV (query-id, corpus-id, score) or TREC (qid 0 docid rel).")
-@click.option("--mode", type=click.Choice([*MODES, "all"]), default="hybrid",
-              show_default=True, help="Search mode; 'all' shows the three side by side.")
-@click.option("-k", "k", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Documents retrieved per query.")
-@click.option("--fusion", type=click.Choice(FUSIONS), default=None,
-              help="Fusion method (default: the index's tuned one, see 'info').")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=None,
-              help="Weight of the dense side (default: the index's tuned one).")
+@click.option(
+    "--queries",
+    required=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Queries: BEIR queries.jsonl (_id, text) or TREC topics (qid<TAB>text).",
+)
+@click.option(
+    "--qrels",
+    required=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Judgements: BEIR TSV (query-id, corpus-id, score) or TREC (qid 0 docid rel).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice([*MODES, "all"]),
+    default="hybrid",
+    show_default=True,
+    help="Search mode; 'all' shows the three side by side.",
+)
+@click.option(
+    "-k",
+    "k",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Documents retrieved per query.",
+)
+@click.option(
+    "--fusion",
+    type=click.Choice(FUSIONS),
+    default=None,
+    help="Fusion method (default: the index's tuned one, see 'info').",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Weight of the dense side (default: the index's tuned one).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--per-query", type=click.Path(path_type=Path), default=None, metavar="FILE",
-              help="Write per-query metrics: JSON Lines (one object per mode and query, with the "
-                   "query's text and metadata), or TSV when FILE ends in .tsv.")
-@click.option("--run", "run_file", type=click.Path(path_type=Path), default=None, metavar="FILE",
-              help="Write a TREC run file (qid Q0 docid rank score tag); with --mode all, one file "
-                   "per mode named STEM.MODE.SUFFIX.")
+@click.option(
+    "--per-query",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Write per-query metrics: JSON Lines (one object per mode and query, with the "
+    "query's text and metadata), or TSV when FILE ends in .tsv.",
+)
+@click.option(
+    "--run",
+    "run_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Write a TREC run file (qid Q0 docid rank score tag); with --mode all, one file "
+    "per mode named STEM.MODE.SUFFIX.",
+)
 @_errors
-def eval_(index: Path, queries: Path, qrels: Path, mode: str, k: int, fusion: str | None,
-          alpha: float | None,
-          as_json: bool, per_query: Path | None, run_file: Path | None, **enc: Any) -> None:
+def eval_(
+    index: Path,
+    queries: Path,
+    qrels: Path,
+    mode: str,
+    k: int,
+    fusion: str | None,
+    alpha: float | None,
+    as_json: bool,
+    per_query: Path | None,
+    run_file: Path | None,
+    **enc: Any,
+) -> None:
     """Score the index on a judged query set: nDCG@10, MRR@10, R@1, R@10, R@100, MAP@100."""
     from .evaluation import load_eval_set, run_evaluation
 
@@ -352,12 +542,26 @@ def eval_(index: Path, queries: Path, qrels: Path, mode: str, k: int, fusion: st
 
 @cli.command()
 @_index_option
-@click.option("--queries", type=click.Path(path_type=Path), default=None, metavar="FILE",
-              help="Tune on labels: queries as 'eval' reads them (with --qrels).")
-@click.option("--qrels", type=click.Path(path_type=Path), default=None, metavar="FILE",
-              help="Judgements as 'eval' reads them (with --queries).")
-@click.option("--wait", type=click.FloatRange(min=0), default=0.0,
-              help="Seconds to wait for another writer to finish.")
+@click.option(
+    "--queries",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Tune on labels: queries as 'eval' reads them (with --qrels).",
+)
+@click.option(
+    "--qrels",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Judgements as 'eval' reads them (with --queries).",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds to wait for another writer to finish.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_errors
 def tune(index: Path, queries: Path | None, qrels: Path | None, wait: float, as_json: bool) -> None:
@@ -383,25 +587,43 @@ def tune(index: Path, queries: Path | None, qrels: Path | None, wait: float, as_
     click.echo(f"fusion: {result.config.label()}  ({stored})")
     click.echo(f"tuned on: {result.tuned_on}")
     if s:
-        click.echo(f"nDCG@10: chosen {s['chosen']:.4f}  default {s['default']:.4f}  best "
-                   f"{s['best']:.4f}  dense only {s['dense']:.4f}  lexical only {s['lexical']:.4f}")
+        click.echo(
+            f"nDCG@10: chosen {s['chosen']:.4f}  default {s['default']:.4f}  best "
+            f"{s['best']:.4f}  dense only {s['dense']:.4f}  lexical only {s['lexical']:.4f}"
+        )
     click.echo(f"why: {result.reason}")
 
 
 @cli.command()
 @_index_option
 @click.option("--model", required=True, help="The new encoder: a model folder or hub id.")
-@click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
-              help="Encoder arithmetic (default: the index's).")
+@click.option(
+    "--precision",
+    type=click.Choice(list(PRECISIONS)),
+    default=None,
+    help="Encoder arithmetic (default: the index's).",
+)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--wait", type=click.FloatRange(min=0), default=0.0,
-              help="Seconds to wait for another re-embed to finish.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds to wait for another re-embed to finish.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_errors
-def reembed(index: Path, model: str, precision: str | None, device: str, batch_size: int,
-            wait: float, quiet: bool, as_json: bool) -> None:
+def reembed(
+    index: Path,
+    model: str,
+    precision: str | None,
+    device: str,
+    batch_size: int,
+    wait: float,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Re-encode every stored chunk with MODEL and switch the index to it atomically (resumable)."""
     with _open(index, wait=wait, device=device, batch_size=batch_size) as engine:
         result = engine.reembed(model, precision, progress=not quiet and sys.stderr.isatty())
@@ -409,9 +631,11 @@ def reembed(index: Path, model: str, precision: str | None, device: str, batch_s
     if as_json:
         click.echo(json.dumps({**result.to_dict(), "fusion": fusion}, ensure_ascii=False))
         return
-    click.echo(f"re-embedded {result.chunks} chunks with {result.encoder} (generation "
-               f"{result.generation}): {result.encoded} encoded now, {result.resumed} resumed, "
-               f"{result.stragglers} written meanwhile; {result.seconds:.1f} s")
+    click.echo(
+        f"re-embedded {result.chunks} chunks with {result.encoder} (generation "
+        f"{result.generation}): {result.encoded} encoded now, {result.resumed} resumed, "
+        f"{result.stragglers} written meanwhile; {result.seconds:.1f} s"
+    )
     click.echo(f"fusion: {fusion}")
 
 
@@ -419,27 +643,55 @@ def main() -> None:
     cli(prog_name="beto-search")
 
 
-
 @cli.command()
 @_index_option
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind; a non-loopback one needs --api-key or --read-only.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; a non-loopback one needs --api-key or --read-only.",
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--api-key", envvar="BETO_SEARCH_API_KEY", default=None,
-              help="Key for 'Authorization: Bearer KEY' (env BETO_SEARCH_API_KEY); writes need it.")
+@click.option(
+    "--api-key",
+    envvar="BETO_SEARCH_API_KEY",
+    default=None,
+    help="Key for 'Authorization: Bearer KEY' (env BETO_SEARCH_API_KEY); writes need it.",
+)
 @click.option("--public-read", is_flag=True, help="With a key set, let searches go without it.")
 @click.option("--read-only", is_flag=True, help="Refuse every write.")
-@click.option("--cors", multiple=True, metavar="ORIGIN", help="Allow this browser origin (repeatable).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Server processes (each loads the model).")
+@click.option(
+    "--cors", multiple=True, metavar="ORIGIN", help="Allow this browser origin (repeatable)."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Server processes (each loads the model).",
+)
 @click.option("--model", default=None, help="Encoder folder or hub id (default: the index's).")
-@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
-              help="Query encoder arithmetic (default: the index's).")
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=None,
+    help="Query encoder arithmetic (default: the index's).",
+)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @_errors
-def serve(index: Path, host: str, port: int, api_key: str | None, public_read: bool,
-          read_only: bool, cors: tuple[str, ...], workers: int, model: str | None,
-          precision: str | None, device: str) -> None:
+def serve(
+    index: Path,
+    host: str,
+    port: int,
+    api_key: str | None,
+    public_read: bool,
+    read_only: bool,
+    cors: tuple[str, ...],
+    workers: int,
+    model: str | None,
+    precision: str | None,
+    device: str,
+) -> None:
     """Serve the index over HTTP: a JSON API and a search page at http://HOST:PORT/."""
     try:
         from .server import ServerSettings
@@ -448,9 +700,16 @@ def serve(index: Path, host: str, port: int, api_key: str | None, public_read: b
         raise click.ClickException(
             "the server needs its extra: pip install 'beto-search[server]'."
         ) from None
-    settings = ServerSettings(index=str(index), api_key=api_key or None, read_only=read_only,
-                              public_read=public_read, cors=list(cors), model=model,
-                              precision=precision, device=device)
+    settings = ServerSettings(
+        index=str(index),
+        api_key=api_key or None,
+        read_only=read_only,
+        public_read=public_read,
+        cors=list(cors),
+        model=model,
+        precision=precision,
+        device=device,
+    )
     run_server(settings, host=host, port=port, workers=workers)
 
 

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -130,7 +130,7 @@ class SearchEngine:
     def close(self) -> None:
         self.store.close()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> SearchEngine:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -17,6 +17,7 @@ metric is computed by ``ir_measures`` over all evaluated queries: a query with n
 The run handed to ``ir_measures`` keeps the engine's ranking exactly (ties in the engine's scores
 cannot be re-ordered by the evaluator).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,8 @@ from ir_measures import AP, RR, R, nDCG
 
 from .errors import InputError
 from .fusion import resolve
-
 from .searcher import MODES
+
 # JSON key -> (ir_measures measure, name shown in tables)
 MEASURES: dict[str, tuple[Any, str]] = {
     "ndcg@10": (nDCG @ 10, "nDCG@10"),
@@ -107,10 +108,14 @@ class EvalReport:
         width = max([9] + [len(h) for h in heads])
         lines = ["metric".ljust(9) + "".join(h.rjust(width + 2) for h in heads)]
         for key, (_, name) in MEASURES.items():
-            lines.append(name.ljust(9) + "".join(f"{self.modes[m][key]:.4f}".rjust(width + 2)
-                                                 for m in self.modes))
-        lines.append(f"queries: {len(self.eval_set.queries)}  k: {self.k}  queries with relevant "
-                     f"documents missing from the index: {len(self.missing)}")
+            lines.append(
+                name.ljust(9)
+                + "".join(f"{self.modes[m][key]:.4f}".rjust(width + 2) for m in self.modes)
+            )
+        lines.append(
+            f"queries: {len(self.eval_set.queries)}  k: {self.k}  queries with relevant "
+            f"documents missing from the index: {len(self.missing)}"
+        )
         for item in self.missing:
             lines.append(f"  missing for {item['query']}: {', '.join(item['documents'])}")
         lines += [f"wrote {f}" for f in self.files]
@@ -145,8 +150,10 @@ def _lines(path: Path, what: str, warnings: list[str]) -> list[tuple[int, str]]:
 def _detect_queries(path: Path, lines: list[tuple[int, str]]) -> str:
     head = [t.lstrip() for _, t in lines[:20]]
     if head and head[0].startswith("<"):
-        raise InputError(f"{path} looks like TREC XML topics, which are not supported; write one "
-                         "'qid<TAB>text' per line instead.")
+        raise InputError(
+            f"{path} looks like TREC XML topics, which are not supported; write one "
+            "'qid<TAB>text' per line instead."
+        )
     if path.suffix.lower() in (".jsonl", ".json"):
         return "beir"
     return "beir" if sum(t.startswith("{") for t in head) * 2 > len(head) else "trec"
@@ -210,8 +217,11 @@ def _detect_qrels(path: Path, lines: list[tuple[int, str]]) -> str:
 
 def _is_beir_header(line: str) -> bool:
     parts = [p.strip().lower() for p in line.split("\t")]
-    return len(parts) == 3 and _grade(parts[2]) is None and parts[2] in ("score", "rel", "relevance",
-                                                                             "label")
+    return (
+        len(parts) == 3
+        and _grade(parts[2]) is None
+        and parts[2] in ("score", "rel", "relevance", "label")
+    )
 
 
 def _grade(text: str) -> int | None:
@@ -241,15 +251,18 @@ def read_qrels(path: Path, warnings: list[str]) -> tuple[dict[str, dict[str, int
             if len(parts) != 3 and len(line.split()) == 3:
                 parts = line.split()
             if len(parts) != 3:
-                warnings.append(f"{where}: expected 3 tab-separated columns (query-id, corpus-id, "
-                                f"score), got {len(parts)}; line skipped")
+                warnings.append(
+                    f"{where}: expected 3 tab-separated columns (query-id, corpus-id, "
+                    f"score), got {len(parts)}; line skipped"
+                )
                 continue
             qid, docid, rel = (p.strip() for p in parts)
         else:
             parts = line.split()
             if len(parts) != 4:
-                warnings.append(f"{where}: expected 4 columns (qid 0 docid rel), got {len(parts)}; "
-                                "line skipped")
+                warnings.append(
+                    f"{where}: expected 4 columns (qid 0 docid rel), got {len(parts)}; line skipped"
+                )
                 continue
             qid, _, docid, rel = parts
         grade = _grade(rel)
@@ -264,7 +277,9 @@ def read_qrels(path: Path, warnings: list[str]) -> tuple[dict[str, dict[str, int
             warnings.append(f"{where}: duplicate judgement for {qid} / {docid}; the last one wins")
         judged[docid] = grade
     if not qrels:
-        raise InputError(f"the qrels file {path} holds no valid judgement ({_fmt_name(fmt)} format).")
+        raise InputError(
+            f"the qrels file {path} holds no valid judgement ({_fmt_name(fmt)} format)."
+        )
     return qrels, fmt
 
 
@@ -286,18 +301,26 @@ def load_eval_set(queries_path: Path, qrels_path: Path) -> EvalSet:
     no_text = [q for q in qrels if q not in queries]
     no_relevant = [q for q in queries if q in qrels and not any(g > 0 for g in qrels[q].values())]
     if unjudged:
-        warnings.append(f"{len(unjudged)} queries have no judgements in {qrels_path} and are not "
-                        f"evaluated: {_ids(unjudged)}")
+        warnings.append(
+            f"{len(unjudged)} queries have no judgements in {qrels_path} and are not "
+            f"evaluated: {_ids(unjudged)}"
+        )
     if no_text:
-        warnings.append(f"{len(no_text)} judged queries are absent from {queries_path} and are not "
-                        f"evaluated: {_ids(no_text)}")
+        warnings.append(
+            f"{len(no_text)} judged queries are absent from {queries_path} and are not "
+            f"evaluated: {_ids(no_text)}"
+        )
     if no_relevant:
-        warnings.append(f"{len(no_relevant)} queries have no relevant document (grade >= 1) and are "
-                        f"not evaluated: {_ids(no_relevant)}")
+        warnings.append(
+            f"{len(no_relevant)} queries have no relevant document (grade >= 1) and are "
+            f"not evaluated: {_ids(no_relevant)}"
+        )
     keep = {q: v for q, v in queries.items() if q in qrels and q not in no_relevant}
     if not keep:
-        raise InputError(f"no query in {queries_path} has a relevant document in {qrels_path}; "
-                         "check that both files use the same query ids.")
+        raise InputError(
+            f"no query in {queries_path} has a relevant document in {qrels_path}; "
+            "check that both files use the same query ids."
+        )
     return EvalSet(keep, {q: qrels[q] for q in keep}, warnings, qfmt, rfmt)
 
 
@@ -323,28 +346,40 @@ def modes_for(mode: str) -> list[str]:
     return [mode]
 
 
-def score_run(eval_set: EvalSet, run: dict[str, list[tuple[str, float]]]
-              ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+def score_run(
+    eval_set: EvalSet, run: dict[str, list[tuple[str, float]]]
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Mean and per-query metrics of a ranked run {qid: [(doc id, score), ...] best first}."""
-    qrels = [ir_measures.Qrel(q, d, g) for q, judged in eval_set.qrels.items()
-             for d, g in judged.items()]
+    qrels = [
+        ir_measures.Qrel(q, d, g) for q, judged in eval_set.qrels.items() for d, g in judged.items()
+    ]
     # ranks, not scores, decide the order: the evaluator must not re-sort the engine's ties
-    scored = [ir_measures.ScoredDoc(q, d, float(len(docs) - i))
-              for q, docs in run.items() for i, (d, _) in enumerate(docs)]
+    scored = [
+        ir_measures.ScoredDoc(q, d, float(len(docs) - i))
+        for q, docs in run.items()
+        for i, (d, _) in enumerate(docs)
+    ]
     measures = [m for m, _ in MEASURES.values()]
     by_measure = {m: key for key, (m, _) in MEASURES.items()}
     evaluator = ir_measures.evaluator(measures, qrels)
     means = evaluator.calc_aggregate(scored)
-    per_query: dict[str, dict[str, float]] = {q: {key: 0.0 for key in MEASURES}
-                                              for q in eval_set.queries}
+    per_query: dict[str, dict[str, float]] = {
+        q: {key: 0.0 for key in MEASURES} for q in eval_set.queries
+    }
     for metric in evaluator.iter_calc(scored):
         if metric.query_id in per_query:
             per_query[metric.query_id][by_measure[metric.measure]] = float(metric.value)
     return {key: float(means.get(m, 0.0)) for key, (m, _) in MEASURES.items()}, per_query
 
 
-def evaluate(engine: Any, eval_set: EvalSet, mode: str = "hybrid", k: int = 100,
-             fusion: str | None = None, alpha: float | None = None) -> EvalReport:
+def evaluate(
+    engine: Any,
+    eval_set: EvalSet,
+    mode: str = "hybrid",
+    k: int = 100,
+    fusion: str | None = None,
+    alpha: float | None = None,
+) -> EvalReport:
     """Search every query in each mode (document-level hits) and score the runs."""
     modes = modes_for(mode)
     if not isinstance(k, int) or k < 1:
@@ -426,8 +461,13 @@ def write_per_query(report: EvalReport, path: Path) -> Path:
         def lines() -> Iterator[str]:
             yield "\t".join(head) + "\n"
             for r in rows:
-                cells = [r["mode"], r["query"], *(f"{r[m]:.6f}" for m in MEASURES), r["text"],
-                         *(_cell(r["metadata"].get(k)) for k in meta_keys)]
+                cells = [
+                    r["mode"],
+                    r["query"],
+                    *(f"{r[m]:.6f}" for m in MEASURES),
+                    r["text"],
+                    *(_cell(r["metadata"].get(k)) for k in meta_keys),
+                ]
                 yield "\t".join(c.replace("\t", " ").replace("\n", " ") for c in cells) + "\n"
 
         _write(path, "per-query", lines())
@@ -442,9 +482,16 @@ def _cell(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def run_evaluation(engine: Any, eval_set: EvalSet, mode: str = "hybrid", k: int = 100,
-                   fusion: str | None = None, alpha: float | None = None, per_query: Path | None = None,
-                   run: Path | None = None) -> EvalReport:
+def run_evaluation(
+    engine: Any,
+    eval_set: EvalSet,
+    mode: str = "hybrid",
+    k: int = 100,
+    fusion: str | None = None,
+    alpha: float | None = None,
+    per_query: Path | None = None,
+    run: Path | None = None,
+) -> EvalReport:
     """``evaluate`` plus the optional per-query and TREC run files (their paths in ``files``)."""
     report = evaluate(engine, eval_set, mode, k, fusion, alpha)
     if run is not None:

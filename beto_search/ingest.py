@@ -1,4 +1,5 @@
 """The ingest summary and the per-batch preparation of documents (hash, chunks, terms)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,12 @@ class IngestSummary:
 def content_hash(doc: Document) -> str:
     """A hash of everything stored for a document; equal hashes mean nothing to re-encode."""
     h = hashlib.sha256()
-    for part in (doc.title, doc.text, doc.source,
-                 json.dumps(doc.metadata, sort_keys=True, ensure_ascii=False, default=str)):
+    for part in (
+        doc.title,
+        doc.text,
+        doc.source,
+        json.dumps(doc.metadata, sort_keys=True, ensure_ascii=False, default=str),
+    ):
         h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\x00")
     return h.hexdigest()
@@ -60,12 +65,21 @@ def as_document(record: Document | dict[str, Any]) -> Document:
     elif isinstance(record, dict):
         if "id" not in record or "text" not in record:
             raise InputError("each record needs an 'id' and a 'text'.")
-        doc = Document(id=str(record["id"]), text=str(record["text"]),
-                       title=str(record.get("title") or ""), source=str(record.get("source") or ""),
-                       metadata=dict(record.get("metadata") or {}))
+        doc = Document(
+            id=str(record["id"]),
+            text=str(record["text"]),
+            title=str(record.get("title") or ""),
+            source=str(record.get("source") or ""),
+            metadata=dict(record.get("metadata") or {}),
+        )
     else:
         raise InputError("records must be dicts or Documents.")
     if not doc.id.strip():
         raise InputError("a document id may not be empty.")
-    return Document(id=clean_text(doc.id), text=clean_text(doc.text), title=clean_text(doc.title),
-                    source=doc.source, metadata=doc.metadata)
+    return Document(
+        id=clean_text(doc.id),
+        text=clean_text(doc.text),
+        title=clean_text(doc.title),
+        source=doc.source,
+        metadata=doc.metadata,
+    )

@@ -3,6 +3,7 @@
 The kernel releases an flock when its process dies, so a lock left by a killed writer is taken
 over at once; the pid in the file is only for the message naming the holder.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -31,7 +31,8 @@ class Maintenance:
         counts = self.store.counts()
         folder = self.engine.folder
         files = {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()}
-        get = m.to_dict().get if m is not None else {}.get
+        fields: dict[str, Any] = m.to_dict() if m is not None else {}
+        get = fields.get
         return {
             "index": str(folder),
             "documents": counts["documents"],
@@ -70,7 +71,7 @@ class Maintenance:
                 sql_ids = set(self.store.chunk_ids().tolist())
                 faiss_ids = set(vi.ids().tolist()) - vi.tombstones
         except BetoSearchError as exc:
-            return problems + [str(exc)]
+            return [*problems, str(exc)]
         # (HNSW ids SQLite no longer has are tombstones: filtered at search, dropped by compact)
         if sql_ids - faiss_ids:
             problems.append(f"{len(sql_ids - faiss_ids)} chunks have no vector in the FAISS index")

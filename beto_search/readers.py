@@ -4,6 +4,7 @@ Formats: .txt and .md (one document per file; first line / first heading is the 
 .jsonl (one object per line), .json (a list of objects), .csv (one row per document).
 A BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``) is recognised without flags.
 """
+
 from __future__ import annotations
 
 import csv
@@ -196,9 +197,7 @@ def _read_text_file(path: Path, root: Path, opts: ReaderOptions) -> Iterator[Doc
     )
 
 
-def _record_to_document(
-    record: Any, opts: ReaderOptions, default_id: str, source: str
-) -> Document:
+def _record_to_document(record: Any, opts: ReaderOptions, default_id: str, source: str) -> Document:
     if not isinstance(record, dict):
         raise InputError("not a JSON object")
     id_field = opts.id_field

@@ -6,7 +6,7 @@ snapshot (``VectorCache.pinned``), so results never mix two states of the index.
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 

@@ -1,4 +1,5 @@
 """Snippets: the best chunk's most relevant sentences, with the query's terms highlighted."""
+
 from __future__ import annotations
 
 import html
@@ -32,7 +33,11 @@ class Snippet:
 
 
 def make_snippet(
-    chunk_text: str, chunk_start: int, query: str, analyzer: SpanishAnalyzer, max_chars: int = MAX_CHARS
+    chunk_text: str,
+    chunk_start: int,
+    query: str,
+    analyzer: SpanishAnalyzer,
+    max_chars: int = MAX_CHARS,
 ) -> Snippet:
     """Pick the chunk's sentences that share most terms with the query and mark those terms."""
     wanted = set(analyzer.terms(query))

@@ -17,12 +17,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import IndexCorruptError, InputError, StorageError
 from .types import Chunk, Document
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 def _import_sqlite_utils() -> Any:
@@ -89,6 +92,12 @@ class StoredChunk:
     title: str
     source: str
     metadata: dict[str, Any]
+
+
+def _stored_chunk(row: tuple[Any, ...]) -> StoredChunk:
+    """A (chunk id, doc id, ordinal, start, end, text, title, source, metadata JSON) row."""
+    cid, doc_id, ordinal, start, end, text, title, source, meta = row
+    return StoredChunk(cid, doc_id, ordinal, start, end, text, title, source, json.loads(meta))
 
 
 @dataclass
@@ -208,24 +217,26 @@ class Store:
     def _create_schema(self) -> None:
         """Create what is missing (an existing index keeps its tables as they are)."""
         db = self.db
-        db["manifest"].create(
+        db.table("manifest").create(
             {"key": str, "value": str}, pk="key", not_null={"value"}, if_not_exists=True
         )
-        db["meta"].create(
+        db.table("meta").create(
             {"key": str, "value": int}, pk="key", not_null={"value"}, if_not_exists=True
         )
-        db["documents"].create(
+        db.table("documents").create(
             DOCUMENT_COLUMNS, pk="id", not_null=set(DOCUMENT_COLUMNS), if_not_exists=True
         )
-        db["documents"].create_index(["source"], index_name="documents_source", if_not_exists=True)
-        db["embeddings"].create(
+        db.table("documents").create_index(
+            ["source"], index_name="documents_source", if_not_exists=True
+        )
+        db.table("embeddings").create(
             {"chunk_id": int, "vector": bytes},
             pk="chunk_id",
             not_null={"vector"},
             if_not_exists=True,
         )
         self.conn.executescript(RAW_SCHEMA)
-        db["chunks"].create_index(
+        db.table("chunks").create_index(
             ["doc_id", "ordinal"], index_name="chunks_doc", if_not_exists=True
         )
 
@@ -290,7 +301,7 @@ class Store:
     # ----- manifest and counters -----------------------------------------------------------
     def manifest(self) -> dict[str, Any] | None:
         """The manifest's key/value rows (JSON values), None while the index is new."""
-        return {r["key"]: json.loads(r["value"]) for r in self.db["manifest"].rows} or None
+        return {r["key"]: json.loads(r["value"]) for r in self.db.table("manifest").rows} or None
 
     def manifest_stamp(self) -> tuple[str | None, str | None]:
         """The raw generation and fusion values: what may change in a manifest after its first
@@ -303,7 +314,7 @@ class Store:
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """Insert or replace manifest keys (caller's transaction: sqlite-utils nests a savepoint)."""
-        self.db["manifest"].upsert_all(
+        self.db.table("manifest").upsert_all(
             [{"key": k, "value": json.dumps(v)} for k, v in manifest.items()], pk="key"
         )
 
@@ -321,7 +332,7 @@ class Store:
         """Forget the change log up to now (after a full rebuild of the vector cache)."""
         seq = self.seq()
         self.conn.execute("DELETE FROM changes WHERE seq <= ?", (seq,))
-        self.db["meta"].upsert({"key": "history_floor", "value": seq}, pk="key")
+        self.db.table("meta").upsert({"key": "history_floor", "value": seq}, pk="key")
 
     # ----- writing documents ---------------------------------------------------------------
     def hashes(self, ids: Iterable[str]) -> dict[str, str]:
@@ -358,7 +369,7 @@ class Store:
         for p in docs:
             self._remove_chunks(p.doc.id)
         # documents: one bulk upsert through sqlite-utils (it nests a savepoint in our transaction)
-        self.db["documents"].upsert_all(
+        self.db.table("documents").upsert_all(
             [
                 {
                     "id": p.doc.id,
@@ -400,7 +411,7 @@ class Store:
             part = ids[i : i + 500]
             out.update(
                 (r["id"], r["created_at"])
-                for r in self.db["documents"].rows_where(
+                for r in self.db.table("documents").rows_where(
                     f"id IN ({','.join('?' * len(part))})", part, select="id, created_at"
                 )
             )
@@ -409,7 +420,7 @@ class Store:
     def delete_documents(self, ids: Iterable[str]) -> list[str]:
         """Delete documents and everything of theirs (caller's transaction); the ids found."""
         found = []
-        table = self.db["documents"]
+        table = self.db.table("documents")
         for doc_id in ids:
             if table.count_where("id = ?", [doc_id]):
                 self._remove_chunks(doc_id)
@@ -482,7 +493,7 @@ class Store:
                 f" d.metadata FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({q})",
                 part,
             ):
-                out[row[0]] = StoredChunk(*row[:8], metadata=json.loads(row[8]))
+                out[row[0]] = _stored_chunk(row)
         return out
 
     def doc_chunk_ids(self, doc_id: str) -> list[int]:
@@ -494,7 +505,7 @@ class Store:
         ]
 
     def document(self, doc_id: str) -> dict[str, Any] | None:
-        for row in self.db["documents"].rows_where(
+        for row in self.db.table("documents").rows_where(
             "id = ?", [doc_id], select="id, source, title, text, metadata"
         ):
             return {**row, "metadata": json.loads(row["metadata"])}
@@ -507,7 +518,7 @@ class Store:
             if doc is not None:
                 doc["chunks"] = [
                     {"chunk_id": r["id"], "start": r["start"], "end": r["end"]}
-                    for r in self.db["chunks"].rows_where(
+                    for r in self.db.table("chunks").rows_where(
                         "doc_id = ?", [doc_id], order_by="ordinal", select='id, start, "end"'
                     )
                 ]
@@ -527,7 +538,7 @@ class Store:
             if not rows:
                 return
             last = rows[-1][0]
-            yield [StoredChunk(*r[:8], metadata=json.loads(r[8])) for r in rows]
+            yield [_stored_chunk(r) for r in rows]
 
     def facets(
         self, fields: list[str] | None = None, limit: int = 20
@@ -643,20 +654,20 @@ class Store:
         ]
 
     def document_ids(self) -> list[str]:
-        return [r["id"] for r in self.db["documents"].rows_where(select="id", order_by="id")]
+        return [r["id"] for r in self.db.table("documents").rows_where(select="id", order_by="id")]
 
     # ----- re-embedding: side table and state (reembed.py) -----------------------------------
     # ``embeddings_next`` holds the new model's vectors while the old ones keep serving;
     # ``reembed_state`` (one row) names the target, so a re-run resumes or starts over.
     def ensure_reembed_tables(self) -> None:
         """Create the side tables if missing (an index made before re-embedding existed)."""
-        self.db["embeddings_next"].create(
+        self.db.table("embeddings_next").create(
             {"chunk_id": int, "vector": bytes},
             pk="chunk_id",
             not_null={"vector"},
             if_not_exists=True,
         )
-        self.db["reembed_state"].create(
+        self.db.table("reembed_state").create(
             {"id": int, "target": str, "started_at": str},
             pk="id",
             not_null={"target", "started_at"},
@@ -665,7 +676,7 @@ class Store:
 
     def reembed_target(self) -> dict[str, Any] | None:
         """The target of an unfinished re-embedding (None: none, or no side tables yet)."""
-        if not self.db["reembed_state"].exists():
+        if not self.db.table("reembed_state").exists():
             return None
         row = self.conn.execute("SELECT target FROM reembed_state WHERE id = 1").fetchone()
         return json.loads(row[0]) if row else None
@@ -673,7 +684,7 @@ class Store:
     def start_reembed(self, target: dict[str, Any]) -> None:
         """Record a new target and forget the vectors of any other (caller's transaction)."""
         self.conn.execute("DELETE FROM embeddings_next")
-        self.db["reembed_state"].upsert(
+        self.db.table("reembed_state").upsert(
             {"id": 1, "target": json.dumps(target), "started_at": now()}, pk="id"
         )
 
@@ -684,7 +695,7 @@ class Store:
         )
 
     def next_vector_count(self) -> int:
-        if not self.db["embeddings_next"].exists():
+        if not self.db.table("embeddings_next").exists():
             return 0
         return int(self.conn.execute("SELECT count(*) FROM embeddings_next").fetchone()[0])
 

@@ -1,4 +1,5 @@
 """Plain data records passed between components."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
 """Shared fixtures: a small BETO-shaped model built at test time, loaded like the real one."""
+
 from __future__ import annotations
 
 import atexit
@@ -76,8 +77,10 @@ SPANISH_TEXTS = [
     "¿Quién escribió Cien años de soledad?",
     "Gabriel García Márquez nació en Aracataca, Colombia, en 1927, y fue periodista antes que novelista.",
     "El gato duerme.",
-    ("La economía española creció un dos por ciento el año pasado, según el Instituto Nacional de "
-     "Estadística, impulsada por el turismo y las exportaciones de bienes de equipo."),
+    (
+        "La economía española creció un dos por ciento el año pasado, según el Instituto Nacional de "
+        "Estadística, impulsada por el turismo y las exportaciones de bienes de equipo."
+    ),
     "Madrid es la capital de España.",
 ]
 
@@ -90,8 +93,10 @@ def encoder_pairs(model: Path, cache: Path, precision: str, poolings: tuple[str,
     mp.setenv("BETO_SEARCH_CACHE", str(cache))
     try:
         yield {
-            pooling: (BetoEncoder(str(model), pooling=pooling, device="cpu"),
-                      BetoEncoder(str(model), pooling=pooling, precision=precision))
+            pooling: (
+                BetoEncoder(str(model), pooling=pooling, device="cpu"),
+                BetoEncoder(str(model), pooling=pooling, precision=precision),
+            )
             for pooling in poolings
         }
     finally:

@@ -4,6 +4,7 @@ fields, Unicode normalisation, hostile folders, duplicate ids and arbitrary quer
 Every skip must be reported with its reason (``--strict`` turns skips into a non-zero exit); no
 input may crash an ingest or a query.
 """
+
 from __future__ import annotations
 
 import errno
@@ -28,15 +29,26 @@ from tests.encoders import SmallHashEncoder as HashEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SPANISH = ("¿Qué pasó con la canción del niño? ¡Año tras año, el señor Muñoz cantó «Cielito "
-           "lindo» en Cádiz! La pingüina comió piñas y acentos: á é í ó ú ü ñ Ñ.\n")
+SPANISH = (
+    "¿Qué pasó con la canción del niño? ¡Año tras año, el señor Muñoz cantó «Cielito "
+    "lindo» en Cádiz! La pingüina comió piñas y acentos: á é í ó ú ü ñ Ñ.\n"
+)
 
 
 def ingest(cli_run, index: Path, *args: str, json_out: bool = True):
-    res = cli_run("ingest", *args, "--index", index, "--model", cli_run.model, "-q",
-                  *(["--json"] if json_out else []))
-    summary = json.loads(res.stdout.strip().splitlines()[-1]) if json_out and res.stdout.strip() \
-        else None
+    res = cli_run(
+        "ingest",
+        *args,
+        "--index",
+        index,
+        "--model",
+        cli_run.model,
+        "-q",
+        *(["--json"] if json_out else []),
+    )
+    summary = (
+        json.loads(res.stdout.strip().splitlines()[-1]) if json_out and res.stdout.strip() else None
+    )
     return res, summary
 
 
@@ -67,7 +79,9 @@ def test_cp1252_and_latin1_detected(cli_run, tmp_path: Path) -> None:
     latin = SPANISH * 3
     (docs / "latin1.txt").write_bytes(latin.encode("latin-1"))
     rec = {"id": "j1", "text": SPANISH * 2, "title": "Canción"}
-    (docs / "records.jsonl").write_bytes((json.dumps(rec, ensure_ascii=False) + "\n").encode("cp1252"))
+    (docs / "records.jsonl").write_bytes(
+        (json.dumps(rec, ensure_ascii=False) + "\n").encode("cp1252")
+    )
     (docs / "rows.csv").write_bytes(f'id,title,text\nc1,Año,"{SPANISH * 2}"\n'.encode("latin-1"))
     res, summary = ingest(cli_run, tmp_path / "idx", docs)
     assert res.exit_code == 0, res.output
@@ -117,9 +131,10 @@ def test_utf8_bom(cli_run, tmp_path: Path) -> None:
     bom = b"\xef\xbb\xbf"
     (docs / "bom.txt").write_bytes(bom + "Título con BOM\nTexto del niño.\n".encode())
     (docs / "bom.md").write_bytes(bom + "# Canción\n\nLetra de la canción.\n".encode())
-    (docs / "bom.jsonl").write_bytes(bom + b'{"id": "j1", "text": "primera l\xc3\xadnea"}\n'
-                                     b'{"id": "j2", "text": "segunda"}\n')
-    (docs / "bom.csv").write_bytes(bom + "id,text\nc1,fila con BOM\n".encode())
+    (docs / "bom.jsonl").write_bytes(
+        bom + b'{"id": "j1", "text": "primera l\xc3\xadnea"}\n{"id": "j2", "text": "segunda"}\n'
+    )
+    (docs / "bom.csv").write_bytes(bom + b"id,text\nc1,fila con BOM\n")
     (docs / "bom.json").write_bytes(bom + b'[{"id": "k1", "text": "json con BOM"}]')
     res, summary = ingest(cli_run, tmp_path / "idx", docs)
     assert res.exit_code == 0, res.output
@@ -140,8 +155,9 @@ def test_nul_bytes_are_dropped(cli_run, tmp_path: Path) -> None:
     line = "El río Ebro pasa por Zaragoza y desemboca en el Mediterráneo.\n"
     (docs / "nul.txt").write_bytes(("\x00" + line * 10 + "fin\x00\n").encode())  # stray NULs
     (docs / "utf16-ish.txt").write_bytes("texto sin BOM".encode("utf-16-le"))  # NUL-heavy: binary
-    (docs / "nul.jsonl").write_bytes(b'{"id": "j1", "text": "escape \\u0000 nulo"}\n'
-                                     b'{"id": "j2", "text": "byte \x00 nulo"}\n')
+    (docs / "nul.jsonl").write_bytes(
+        b'{"id": "j1", "text": "escape \\u0000 nulo"}\n{"id": "j2", "text": "byte \x00 nulo"}\n'
+    )
     res, summary = ingest(cli_run, tmp_path / "idx", docs)
     assert res.exit_code == 0, res.output
     got = stored(tmp_path / "idx")
@@ -163,10 +179,12 @@ def test_binary_and_empty_files_skipped_with_reasons_and_strict(cli_run, tmp_pat
     (docs / "blank.md").write_text("  \n\t\n   \r\n")
     (docs / "bom-only.txt").write_bytes(b"\xef\xbb\xbf\n")
     (docs / "empty.jsonl").write_text("\n\n")
-    (docs / "notext.jsonl").write_text('{"id": "n1", "text": "   "}\n{"id": "n2", "text": "bien"}\n')
+    (docs / "notext.jsonl").write_text(
+        '{"id": "n1", "text": "   "}\n{"id": "n2", "text": "bien"}\n'
+    )
     (docs / "good.txt").write_text("Un documento normal sobre la paella valenciana.\n")
     (docs / "image.png").write_bytes(b"\x89PNG")  # not a supported extension: never looked at
-    res, summary = ingest(cli_run, tmp_path / "idx", docs, json_out=False)
+    res, _summary = ingest(cli_run, tmp_path / "idx", docs, json_out=False)
     assert res.exit_code == 0, res.output
     no_traceback(res)
     out = res.stdout
@@ -179,8 +197,9 @@ def test_binary_and_empty_files_skipped_with_reasons_and_strict(cli_run, tmp_pat
     assert f"{docs / 'notext.jsonl'}:1: no text in field 'text'" in res.stderr
     assert set(stored(tmp_path / "idx")) == {"good.txt", "n2"}
 
-    strict = cli_run("ingest", docs, "--index", tmp_path / "idx", "--model", cli_run.model, "-q",
-                     "--strict")
+    strict = cli_run(
+        "ingest", docs, "--index", tmp_path / "idx", "--model", cli_run.model, "-q", "--strict"
+    )
     assert strict.exit_code == 1
     assert strict.stderr.strip().splitlines()[-1] == "Error: 8 inputs were skipped (--strict)."
     assert "unchanged: 2" in strict.stdout
@@ -193,9 +212,9 @@ def test_malformed_jsonl_lines_reported_with_file_and_line(cli_run, tmp_path: Pa
     lines = [
         '{"id": "a", "text": "primero"}',
         '{"id": "b", "text": "sin cerrar"',
-        '[1, 2, 3]',
-        '',
-        'no es json',
+        "[1, 2, 3]",
+        "",
+        "no es json",
         '{"id": "c", "text": "último"}',
         '{"id": "d", "text": 42}',
         '{"id": "e", "text": "truncado',
@@ -224,27 +243,30 @@ def test_malformed_csv_rows(cli_run, tmp_path: Path) -> None:
     path.write_text(
         "id,title,text\n"
         "r1,Uno,texto uno\n"
-        "r2,Dos\n"                       # too few fields
-        "r3,Tres,texto tres,extra\n"     # too many
-        "r4,Cuatro,\"texto, con coma\"\n"
+        "r2,Dos\n"  # too few fields
+        "r3,Tres,texto tres,extra\n"  # too many
+        'r4,Cuatro,"texto, con coma"\n'
         "\n"
-        "r5,Cinco,\"\"\"comillas\"\" y\nsalto de línea\"\n"
-        "r6,Seis,\n"                     # empty text
-        "r7,Siete,\"sin cerrar\n",       # an unterminated quote at the end: taken as is
-        encoding="utf-8")
+        'r5,Cinco,"""comillas"" y\nsalto de línea"\n'
+        "r6,Seis,\n"  # empty text
+        'r7,Siete,"sin cerrar\n',  # an unterminated quote at the end: taken as is
+        encoding="utf-8",
+    )
     res, summary = ingest(cli_run, tmp_path / "idx", docs)
     assert res.exit_code == 0, res.output
     got = stored(tmp_path / "idx")
     assert set(got) == {"r1", "r4", "r5", "r7"}
     assert got["r7"]["text"] == "sin cerrar\n"
     assert got["r4"]["text"] == "texto, con coma"
-    assert got["r5"]["text"] == "\"comillas\" y\nsalto de línea"
+    assert got["r5"]["text"] == '"comillas" y\nsalto de línea'
     wheres = [s["where"] for s in summary["skipped"]]
     assert f"{path}:3" in wheres and f"{path}:4" in wheres
     assert all(w.startswith(f"{path}:") for w in wheres) and len(wheres) == 3
     assert {s["reason"] for s in summary["skipped"]} == {
-        "malformed CSV row (2 fields, header has 3)", "malformed CSV row (4 fields, header has 3)",
-        "no text in field 'text'"}
+        "malformed CSV row (2 fields, header has 3)",
+        "malformed CSV row (4 fields, header has 3)",
+        "no text in field 'text'",
+    }
     # a header without the text column skips the file with a sentence naming the columns
     (docs / "filas.csv").write_text("id,cuerpo\n1,hola\n")
     res, summary = ingest(cli_run, tmp_path / "idx2", docs)
@@ -303,23 +325,44 @@ LARGE_SCRIPT = textwrap.dedent("""
 @pytest.mark.slow
 def test_large_jsonl_is_streamed_with_bounded_memory(tmp_path: Path) -> None:
     src = tmp_path / "big.jsonl"
-    words = "el río la montaña ciudad historia ciencia cocina fútbol ley música salud año".split()
+    words = [
+        "el",
+        "río",
+        "la",
+        "montaña",
+        "ciudad",
+        "historia",
+        "ciencia",
+        "cocina",
+        "fútbol",
+        "ley",
+        "música",
+        "salud",
+        "año",
+    ]
     rng = np.random.default_rng(0)
     vocab = [f"{w}{i}" for i in range(200) for w in words]
     n, size = 0, 0
     with src.open("w", encoding="utf-8") as fh:
         while size < 24 * 2**20:
             text = " ".join(rng.choice(vocab, 40))
-            line = json.dumps({"id": f"r{n}", "text": text, "pad": "x" * 1700},
-                              ensure_ascii=False) + "\n"
+            line = (
+                json.dumps({"id": f"r{n}", "text": text, "pad": "x" * 1700}, ensure_ascii=False)
+                + "\n"
+            )
             fh.write(line)
             size += len(line.encode())
             n += 1
     script = tmp_path / "large.py"
     script.write_text(LARGE_SCRIPT)
-    proc = subprocess.run([sys.executable, str(script), str(src), str(tmp_path / "idx"),
-                           str(Path(__file__).parent)], capture_output=True, text=True, timeout=600,
-                          cwd=ROOT, env=dict(os.environ, MALLOC_ARENA_MAX="2", OMP_NUM_THREADS="1"))
+    proc = subprocess.run(
+        [sys.executable, str(script), str(src), str(tmp_path / "idx"), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=dict(os.environ, MALLOC_ARENA_MAX="2", OMP_NUM_THREADS="1"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["added"] == n and out["docs"] == n + 1 and out["skipped"] == 0
@@ -338,8 +381,15 @@ def test_nfd_accents_normalised_to_nfc(tiny_encoder, tmp_path: Path) -> None:
     (docs / "otro.txt").write_text("Un texto sin relación sobre trenes y estaciones.\n")
     with SearchEngine.open(tmp_path / "idx", tiny_encoder) as engine:
         engine.ingest([docs])
-        engine.add([{"id": unicodedata.normalize("NFD", "canción-nfd"), "text": nfd,
-                     "title": unicodedata.normalize("NFD", "Canción")}])
+        engine.add(
+            [
+                {
+                    "id": unicodedata.normalize("NFD", "canción-nfd"),
+                    "text": nfd,
+                    "title": unicodedata.normalize("NFD", "Canción"),
+                }
+            ]
+        )
         doc = _doc(engine, "nfd.txt")
         assert doc["text"] == unicodedata.normalize("NFC", nfd) + "\n"
         rec = _doc(engine, "canción-nfd")  # the id was normalised too
@@ -347,8 +397,9 @@ def test_nfd_accents_normalised_to_nfc(tiny_encoder, tmp_path: Path) -> None:
         for mode in ("lexical", "semantic", "hybrid"):
             by_nfc = engine.search("canción niño", k=3, mode=mode)
             by_nfd = engine.search(unicodedata.normalize("NFD", "canción niño"), k=3, mode=mode)
-            assert [(h.doc_id, round(h.score, 5)) for h in by_nfc] == \
-                [(h.doc_id, round(h.score, 5)) for h in by_nfd]
+            assert [(h.doc_id, round(h.score, 5)) for h in by_nfc] == [
+                (h.doc_id, round(h.score, 5)) for h in by_nfd
+            ]
             if mode == "lexical":
                 assert {h.doc_id for h in by_nfc} == {"nfd.txt", "canción-nfd"}
 
@@ -359,18 +410,19 @@ def _hostile_tree(tmp_path: Path) -> Path:
     (root / "a" / "b").mkdir(parents=True)
     (root / "a" / "uno.txt").write_text("Documento uno sobre montañas.\n")
     (root / "a" / "b" / "dos.txt").write_text("Documento dos sobre ríos.\n")
-    (root / "a" / "b" / "loop").symlink_to(root / "a")          # a folder loop
-    (root / "self").symlink_to(root)                              # the root itself
-    (root / "bucle.txt").symlink_to(root / "bucle.txt")           # a file symlink loop
-    (root / "roto.txt").symlink_to(root / "no-existe.txt")        # dangling
+    (root / "a" / "b" / "loop").symlink_to(root / "a")  # a folder loop
+    (root / "self").symlink_to(root)  # the root itself
+    (root / "bucle.txt").symlink_to(root / "bucle.txt")  # a file symlink loop
+    (root / "roto.txt").symlink_to(root / "no-existe.txt")  # dangling
     (root / "secreto.txt").write_text("No deberías poder leer esto.\n")
     (root / "cerrada").mkdir()
     (root / "cerrada" / "tres.txt").write_text("Documento tres.\n")
     return root
 
 
-def test_symlink_loops_and_unreadable_files(tiny_encoder, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_symlink_loops_and_unreadable_files(
+    tiny_encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = _hostile_tree(tmp_path)
     real_open, real_scandir = pathlib.Path.open, os.scandir
 
@@ -399,8 +451,11 @@ def test_symlink_loops_and_unreadable_files(tiny_encoder, tmp_path: Path,
     assert summary.added == 2 and summary.files == 2
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="tests run as root, who reads chmod 000 files anyway; "
-                    "test_symlink_loops_and_unreadable_files simulates EACCES instead")
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="tests run as root, who reads chmod 000 files anyway; "
+    "test_symlink_loops_and_unreadable_files simulates EACCES instead",
+)
 def test_unreadable_file_real_permissions(tmp_path: Path) -> None:  # pragma: no cover - non-root
     root = tmp_path / "docs"
     root.mkdir()
@@ -422,7 +477,9 @@ def test_duplicate_ids_last_wins_and_counted(cli_run, tmp_path: Path) -> None:
         '{"id": "x", "text": "primera versión"}\n'
         '{"id": "y", "text": "otro documento"}\n'
         '{"id": "x", "text": "segunda versión"}\n'
-        '{"id": "x", "text": "versión final"}\n', encoding="utf-8")
+        '{"id": "x", "text": "versión final"}\n',
+        encoding="utf-8",
+    )
     res, summary = ingest(cli_run, tmp_path / "idx", docs)
     assert res.exit_code == 0, res.output
     assert summary["duplicates"] == 2 and summary["added"] == 2
@@ -437,21 +494,76 @@ def test_duplicate_ids_last_wins_and_counted(cli_run, tmp_path: Path) -> None:
 
 def test_duplicate_ids_through_add(tiny_encoder, tmp_path: Path) -> None:
     with SearchEngine.open(tmp_path / "idx", tiny_encoder) as engine:
-        s = engine.add([{"id": "a", "text": "uno"}, {"id": "a", "text": "dos"},
-                        {"id": "b", "text": "tres"}])
+        s = engine.add(
+            [{"id": "a", "text": "uno"}, {"id": "a", "text": "dos"}, {"id": "b", "text": "tres"}]
+        )
         assert (s.added, s.duplicates) == (2, 1)
         assert engine.get_document("a")["text"] == "dos"
 
 
 # 12 ------------------------------------------------------------------------------------------
 NASTY_QUERIES = [
-    '"', '""', "'", "(", ")", "((río)", "(a OR b)", "AND", "OR", "NOT", "NEAR", "a AND NOT b",
-    "río OR", "NOT río", "-", "--", "-río", ":", "title:río", "terms:agua", "*", "río*", "^río",
-    '"sin cerrar', "río NEAR/3 mar", "NEAR(río mar)", "{col}: x", "[", "]", "\\", "%", "_",
-    "'; DROP TABLE documents; --", "😀", "emoji 😀🇪🇸 y río", "\x00río\x00", "\u200b",
-    "\u0301", " ¿¡?! ", "\v\x1f\x7f", "ñ", "Ñandú", "مرحبا", "水の流れ", "\ud800", "río\udcff",
-    "x" * 10_000, ("río " * 2500), "".join(chr(c) for c in range(33, 10_033)),
-    "\ufeffrío", "a" + "\u0301" * 500, "+", "+río", "~", "&&", "||", "!", "?", "@", "#", "$",
+    '"',
+    '""',
+    "'",
+    "(",
+    ")",
+    "((río)",
+    "(a OR b)",
+    "AND",
+    "OR",
+    "NOT",
+    "NEAR",
+    "a AND NOT b",
+    "río OR",
+    "NOT río",
+    "-",
+    "--",
+    "-río",
+    ":",
+    "title:río",
+    "terms:agua",
+    "*",
+    "río*",
+    "^río",
+    '"sin cerrar',
+    "río NEAR/3 mar",
+    "NEAR(río mar)",
+    "{col}: x",
+    "[",
+    "]",
+    "\\",
+    "%",
+    "_",
+    "'; DROP TABLE documents; --",
+    "😀",
+    "emoji 😀🇪🇸 y río",
+    "\x00río\x00",
+    "\u200b",
+    "\u0301",
+    " ¿¡?! ",
+    "\v\x1f\x7f",
+    "ñ",
+    "Ñandú",
+    "مرحبا",
+    "水の流れ",
+    "\ud800",
+    "río\udcff",
+    "x" * 10_000,
+    ("río " * 2500),
+    "".join(chr(c) for c in range(33, 10_033)),
+    "\ufeffrío",
+    "a" + "\u0301" * 500,
+    "+",
+    "+río",
+    "~",
+    "&&",
+    "||",
+    "!",
+    "?",
+    "@",
+    "#",
+    "$",
 ]
 
 
@@ -489,8 +601,11 @@ def test_queries_through_the_cli(cli_run, corpus_index: Path) -> None:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-@given(q=st.text(st.characters(exclude_categories=()), min_size=1, max_size=300)
-       .filter(lambda s: clean_text(s).strip()))
+@given(
+    q=st.text(st.characters(exclude_categories=()), min_size=1, max_size=300).filter(
+        lambda s: clean_text(s).strip()
+    )
+)
 def test_property_any_query_in_every_mode(query_engine, q: str) -> None:
     for mode in ("semantic", "lexical", "hybrid"):
         assert len(query_engine.search(q, k=3, mode=mode)) <= 3
@@ -529,5 +644,5 @@ def test_property_any_unicode_round_trips(roundtrip_engine, text: str, title: st
         for mode in ("semantic", "hybrid"):
             hits = engine.search(query, k=1, mode=mode, where={"id": doc_id})
             assert [h.doc_id for h in hits] == [doc_id]
-            assert back["text"][hits[0].start:hits[0].end] == hits[0].text
+            assert back["text"][hits[0].start : hits[0].end] == hits[0].text
     assert engine.verify() == []

@@ -218,7 +218,7 @@ def test_threads_search_while_another_process_writes_and_compacts(tmp_path: Path
                     wrong.append(f"{mode} {doc['id']}: {[h.doc_id for h in hits]}")
                 if mode == "semantic" and len(hits) != 3:
                     wrong.append(f"{mode} {doc['id']}: only {len(hits)} hits")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
             searches[0] += 1
             n += 1

@@ -1,4 +1,5 @@
 """Chunking: windows within budget, overlap, sentence cuts, spans covering the text."""
+
 from __future__ import annotations
 
 import itertools
@@ -10,8 +11,10 @@ from hypothesis import strategies as st
 from beto_search.chunking import Chunker, check_chunk_size, split_segments
 from beto_search.errors import InputError
 
-TEXT = ("La Revolución mexicana comenzó en 1910. Francisco I. Madero llamó a levantarse en armas. "
-        "¿Quién ganó? Nadie del todo: fue una década de guerras.\n\nEl país cambió para siempre. ") * 12
+TEXT = (
+    "La Revolución mexicana comenzó en 1910. Francisco I. Madero llamó a levantarse en armas. "
+    "¿Quién ganó? Nadie del todo: fue una década de guerras.\n\nEl país cambió para siempre. "
+) * 12
 
 
 def _covers(text: str, chunks) -> bool:
@@ -20,13 +23,13 @@ def _covers(text: str, chunks) -> bool:
         if c.start > pos:
             return False
         pos = max(pos, c.end)
-    return pos == len(text) and all(text[c.start:c.end] == c.text for c in chunks)
+    return pos == len(text) and all(text[c.start : c.end] == c.text for c in chunks)
 
 
 def test_segments_partition_the_text() -> None:
     spans = split_segments(TEXT)
     assert "".join(TEXT[s:e] for s, e in spans) == TEXT
-    assert TEXT[spans[0][0]:spans[0][1]].strip() == "La Revolución mexicana comenzó en 1910."
+    assert TEXT[spans[0][0] : spans[0][1]].strip() == "La Revolución mexicana comenzó en 1910."
 
 
 def test_token_windows_with_tokenizer(tiny_encoder) -> None:

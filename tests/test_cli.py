@@ -1,4 +1,5 @@
 """The command line: exit codes, messages, JSON shape (CliRunner)."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,20 @@ def test_ingest_query_info_delete(runner: CliRunner, tmp_path: Path, tiny_model:
     summary = json.loads(res.output)
     assert summary["unchanged"] == 54 and summary["added"] == 0 and summary["chunks"] == 0
 
-    res = runner.invoke(cli, ["query", "¿Quién escribió Cien años de soledad?", "--index", idx,
-                              "-k", "3", "--mode", "lexical"], env=env)
+    res = runner.invoke(
+        cli,
+        [
+            "query",
+            "¿Quién escribió Cien años de soledad?",
+            "--index",
+            idx,
+            "-k",
+            "3",
+            "--mode",
+            "lexical",
+        ],
+        env=env,
+    )
     assert res.exit_code == 0, res.output
     assert "literatura/cien-anos-de-soledad.txt" in res.output.splitlines()[0]
 
@@ -46,15 +59,37 @@ def test_ingest_query_info_delete(runner: CliRunner, tmp_path: Path, tiny_model:
 
 
 def test_query_json_shape(runner: CliRunner, corpus_index: Path) -> None:
-    res = runner.invoke(cli, ["query", "receta de cocina tradicional", "--index", str(corpus_index),
-                              "--json", "-k", "4"])
+    res = runner.invoke(
+        cli,
+        [
+            "query",
+            "receta de cocina tradicional",
+            "--index",
+            str(corpus_index),
+            "--json",
+            "-k",
+            "4",
+        ],
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert set(out) >= {"query", "mode", "results"} and out["mode"] == "hybrid"
     assert len(out["results"]) == 4
     for i, r in enumerate(out["results"], start=1):
-        assert set(r) >= {"rank", "score", "doc_id", "title", "text", "start", "end", "source",
-                          "metadata", "highlight", "snippet", "explain"}
+        assert set(r) >= {
+            "rank",
+            "score",
+            "doc_id",
+            "title",
+            "text",
+            "start",
+            "end",
+            "source",
+            "metadata",
+            "highlight",
+            "snippet",
+            "explain",
+        }
         assert r["rank"] == i and r["end"] > r["start"]
         assert set(r["explain"]) == {"dense_score", "lexical_score", "fused_score"}
 
@@ -72,13 +107,17 @@ def test_errors_are_one_sentence(runner: CliRunner, tmp_path: Path, corpus_index
     idx = str(corpus_index)
     _one_line_error(runner.invoke(cli, ["query", "", "--index", idx]), "query is empty")
     _one_line_error(runner.invoke(cli, ["query", "hola", "-k", "0", "--index", idx]), "at least 1")
-    _one_line_error(runner.invoke(cli, ["query", "hola", "--index", str(tmp_path / "nope")]),
-                    "no index at")
-    _one_line_error(runner.invoke(cli, ["query", "hola", "--index", idx, "--model", "otro/modelo"]),
-                    "was created with model")
+    _one_line_error(
+        runner.invoke(cli, ["query", "hola", "--index", str(tmp_path / "nope")]), "no index at"
+    )
+    _one_line_error(
+        runner.invoke(cli, ["query", "hola", "--index", idx, "--model", "otro/modelo"]),
+        "was created with model",
+    )
     _one_line_error(runner.invoke(cli, ["similar", "no-such-doc", "--index", idx]), "no-such-doc")
-    _one_line_error(runner.invoke(cli, ["ingest", str(tmp_path / "missing"), "--index", idx]),
-                    "does not exist")
+    _one_line_error(
+        runner.invoke(cli, ["ingest", str(tmp_path / "missing"), "--index", idx]), "does not exist"
+    )
 
 
 def test_unreadable_index(runner: CliRunner, tmp_path: Path) -> None:
@@ -93,8 +132,17 @@ def test_model_that_cannot_load(runner: CliRunner, tmp_path: Path, monkeypatch) 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     res = runner.invoke(cli, ["ingest", str(CORPUS / "faq.csv"), "--index", str(tmp_path / "i")])
     _one_line_error(res, "dccuchile/bert-base-spanish-wwm-uncased", "--model")
-    res = runner.invoke(cli, ["ingest", str(CORPUS / "faq.csv"), "--index", str(tmp_path / "i"),
-                              "--model", str(tmp_path / "no-model")])
+    res = runner.invoke(
+        cli,
+        [
+            "ingest",
+            str(CORPUS / "faq.csv"),
+            "--index",
+            str(tmp_path / "i"),
+            "--model",
+            str(tmp_path / "no-model"),
+        ],
+    )
     _one_line_error(res, "does not exist")
 
 
@@ -112,21 +160,44 @@ def test_record_fields_flags(runner: CliRunner, tmp_path: Path, tiny_model: Path
     data = tmp_path / "data"
     data.mkdir()
     (data / "a.jsonl").write_text(
-        json.dumps({"codigo": "x1", "cuerpo": "Texto de prueba", "nombre": "Uno", "tema": "t"}) + "\n",
-        "utf-8")
+        json.dumps({"codigo": "x1", "cuerpo": "Texto de prueba", "nombre": "Uno", "tema": "t"})
+        + "\n",
+        "utf-8",
+    )
     (data / "corpus.jsonl").write_text(
-        json.dumps({"_id": "beir-1", "title": "BEIR", "text": "Documento en formato BEIR"}) + "\n", "utf-8")
+        json.dumps({"_id": "beir-1", "title": "BEIR", "text": "Documento en formato BEIR"}) + "\n",
+        "utf-8",
+    )
     idx = str(tmp_path / "idx")
     env = {"BETO_SEARCH_MODEL": str(tiny_model)}
-    res = runner.invoke(cli, ["ingest", str(data / "a.jsonl"), "--index", idx, "--id-field", "codigo",
-                              "--text-field", "cuerpo", "--title-field", "nombre", "-q"], env=env)
+    res = runner.invoke(
+        cli,
+        [
+            "ingest",
+            str(data / "a.jsonl"),
+            "--index",
+            idx,
+            "--id-field",
+            "codigo",
+            "--text-field",
+            "cuerpo",
+            "--title-field",
+            "nombre",
+            "-q",
+        ],
+        env=env,
+    )
     assert res.exit_code == 0, res.output
     res = runner.invoke(cli, ["ingest", str(data / "corpus.jsonl"), "--index", idx, "-q"], env=env)
     assert res.exit_code == 0, res.output
-    res = runner.invoke(cli, ["query", "prueba", "--index", idx, "--json", "--mode", "lexical"], env=env)
+    res = runner.invoke(
+        cli, ["query", "prueba", "--index", idx, "--json", "--mode", "lexical"], env=env
+    )
     r = json.loads(res.output)["results"][0]
     assert r["doc_id"] == "x1" and r["title"] == "Uno" and r["metadata"] == {"tema": "t"}
-    res = runner.invoke(cli, ["query", "formato", "--index", idx, "--json", "--mode", "lexical"], env=env)
+    res = runner.invoke(
+        cli, ["query", "formato", "--index", idx, "--json", "--mode", "lexical"], env=env
+    )
     assert json.loads(res.output)["results"][0]["doc_id"] == "beir-1"
 
 
@@ -143,15 +214,24 @@ def test_copy_of_corpus_with_new_file(runner: CliRunner, index_copy: Path, tmp_p
 # the manifest. strict: this mark must go once it does, or the suite fails (XPASS).
 def test_chunk_tokens_larger_than_the_model_window(cli_run, tmp_path: Path) -> None:
     idx = tmp_path / "idx"
-    res = cli_run("ingest", CORPUS / "cocina", "--index", idx, "--model", cli_run.model, "-q",
-                  "--chunk-tokens", 600)
+    res = cli_run(
+        "ingest",
+        CORPUS / "cocina",
+        "--index",
+        idx,
+        "--model",
+        cli_run.model,
+        "-q",
+        "--chunk-tokens",
+        600,
+    )
     _one_line_error(res, "600 tokens", "--chunk-tokens 510 or less")
 
 
 def test_choice_lists_come_from_the_library() -> None:
     from beto_search.encoder import DEVICES, POOLINGS, PRECISIONS
-    from beto_search.searcher import MODES
     from beto_search.fusion import FUSIONS
+    from beto_search.searcher import MODES
     from beto_search.vector_index import INDEX_TYPES
 
     def choices(command: str, option: str) -> list[str]:

@@ -1,6 +1,7 @@
 """One writer, many readers: queries during an ingest in another process, a second writer that
 waits then fails naming the holder, and a lock left by a dead process taken over.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,23 +34,28 @@ HOLDER = textwrap.dedent("""
 
 
 def _hold_lock(folder: Path, seconds: float) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder), str(seconds)], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(folder), str(seconds)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
 
-
-def test_second_writer_waits_then_fails_naming_the_holder(index_copy: Path, cli_run,
-                                                          tmp_path: Path) -> None:
+def test_second_writer_waits_then_fails_naming_the_holder(
+    index_copy: Path, cli_run, tmp_path: Path
+) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.txt").write_text("Un documento que espera su turno.\n")
     holder = _hold_lock(index_copy, 30)
     try:
         started = time.monotonic()
-        res = cli_run("ingest", docs, "--index", index_copy, "--model", cli_run.model, "-q",
-                      "--wait", "1.5")
+        res = cli_run(
+            "ingest", docs, "--index", index_copy, "--model", cli_run.model, "-q", "--wait", "1.5"
+        )
         waited = time.monotonic() - started
         assert res.exit_code == 1 and "Traceback" not in res.output
         lines = res.stderr.strip().splitlines()
@@ -60,7 +66,9 @@ def test_second_writer_waits_then_fails_naming_the_holder(index_copy: Path, cli_
         for cmd in (["delete", "x"], ["repair"], ["compact"]):
             res = cli_run(*cmd, "--index", index_copy)
             assert res.exit_code == 1
-            assert f"process {holder.pid}" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+            assert (
+                f"process {holder.pid}" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+            )
         # readers are not blocked by the writer's lock
         res = cli_run("query", "documento", "--index", index_copy, "--json")
         assert res.exit_code == 0, res.output
@@ -145,8 +153,9 @@ READER = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_queries_in_another_process_during_ingest(index_copy: Path, tiny_model: Path,
-                                                  tmp_path: Path) -> None:
+def test_queries_in_another_process_during_ingest(
+    index_copy: Path, tiny_model: Path, tmp_path: Path
+) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     for f in range(4):
@@ -158,24 +167,46 @@ def test_queries_in_another_process_during_ingest(index_copy: Path, tiny_model: 
     with SearchEngine.open(index_copy, create=False) as engine:
         before = engine.counts()["documents"]
     stop = tmp_path / "stop"
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(index_copy), str(stop)], env=env,
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(index_copy), str(stop)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert reader.stdout.readline().strip() == "ready", reader.stderr.read()[-2000:]
         writer = subprocess.run(
-            [sys.executable, "-c", "from beto_search.cli import main; main()", "ingest", str(docs),
-             "--index", str(index_copy), "-q", "--json"],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)
+            [
+                sys.executable,
+                "-c",
+                "from beto_search.cli import main; main()",
+                "ingest",
+                str(docs),
+                "--index",
+                str(index_copy),
+                "-q",
+                "--json",
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
         stop.touch()
-        out, err = reader.communicate(timeout=120)
+        out, _err = reader.communicate(timeout=120)
     finally:
         if reader.poll() is None:
             reader.kill()
     assert writer.returncode == 0, writer.stderr
     assert json.loads(writer.stdout.strip().splitlines()[-1])["added"] == 600
     report = json.loads(out.strip().splitlines()[-1])
-    print(f"{report['queries']} queries ({report['reopened']} reopens) during the ingest, "
-          f"{report['n_failures']} failures, document counts seen {report['doc_counts']}")
+    print(
+        f"{report['queries']} queries ({report['reopened']} reopens) during the ingest, "
+        f"{report['n_failures']} failures, document counts seen {report['doc_counts']}"
+    )
     assert report["n_failures"] == 0, report["failures"]
     assert report["queries"] >= 30, report
     assert report["doc_counts"][0] >= before and report["doc_counts"][-1] == before + 600

@@ -1,4 +1,5 @@
 """BetoEncoder: pooling math with padding, normalisation, tokenization with BETO's vocabulary."""
+
 from __future__ import annotations
 
 import json
@@ -72,13 +73,16 @@ def test_batches_respect_the_token_budget(tiny_model: Path) -> None:
         assert len(b) * max(lengths[i] for i in b) <= 100 or len(b) == 1
 
 
-def test_saved_sentence_transformers_folder_loads(tiny_encoder: BetoEncoder, tmp_path: Path) -> None:
+def test_saved_sentence_transformers_folder_loads(
+    tiny_encoder: BetoEncoder, tmp_path: Path
+) -> None:
     folder = tmp_path / "st"
     tiny_encoder._model.save(str(folder))
     enc = BetoEncoder(str(folder))
     assert enc.pooling == "mean"
-    np.testing.assert_allclose(enc.encode_documents(TEXTS), tiny_encoder.encode_documents(TEXTS),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        enc.encode_documents(TEXTS), tiny_encoder.encode_documents(TEXTS), atol=1e-5
+    )
     assert BetoEncoder(str(folder), pooling="max").pooling == "max"
 
 
@@ -107,14 +111,17 @@ def test_folder_without_weights_is_refused(tmp_path: Path, tiny_model: Path) -> 
         BetoEncoder(str(bad))
 
 
-@pytest.mark.parametrize("kwargs", [{"pooling": "sum"}, {"precision": "fp64"}, {"device": "tpu"},
-                                    {"batch_size": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"pooling": "sum"}, {"precision": "fp64"}, {"device": "tpu"}, {"batch_size": 0}]
+)
 def test_bad_settings_are_refused(tiny_model: Path, kwargs: dict) -> None:
     with pytest.raises(InputError):
         BetoEncoder(str(tiny_model), **kwargs)
 
 
-def test_beto_vocabulary_tokenizes_spanish_without_unk(beto_vocab_dir: Path, tmp_path: Path) -> None:
+def test_beto_vocabulary_tokenizes_spanish_without_unk(
+    beto_vocab_dir: Path, tmp_path: Path
+) -> None:
     """The transformers-5 trap: a wrongly built tokenizer maps every token to [UNK]."""
     from transformers import AutoTokenizer
 

@@ -1,6 +1,8 @@
 """The library end to end on corpora/es with the tiny BETO-shaped model (never mocked)."""
+
 from __future__ import annotations
 
+import itertools
 import shutil
 import unicodedata
 from pathlib import Path
@@ -24,8 +26,18 @@ def test_corpus_is_ingested(corpus_index: Path) -> None:
         assert any(name.endswith(".faiss") for name in info["files"])
         assert engine.verify() == []
         m = engine.manifest.to_dict()
-        for key in ("encoder", "revision", "pooling", "dimension", "normalized", "max_length",
-                    "package_version", "index", "precision", "format_version"):
+        for key in (
+            "encoder",
+            "revision",
+            "pooling",
+            "dimension",
+            "normalized",
+            "max_length",
+            "package_version",
+            "index",
+            "precision",
+            "format_version",
+        ):
             assert key in m
         # chunks keep spans that slice the document text
         doc = engine.get_document("literatura/cien-anos-de-soledad.txt")
@@ -34,7 +46,7 @@ def test_corpus_is_ingested(corpus_index: Path) -> None:
         rows = [c for batch in engine.iter_chunks() for c in batch if c.chunk_id in ids]
         assert len(rows) == len(ids)
         for row in rows:
-            assert doc["text"][row.start:row.end] == row.text
+            assert doc["text"][row.start : row.end] == row.text
 
 
 @pytest.mark.parametrize("mode", ["semantic", "hybrid", "lexical"])
@@ -54,7 +66,7 @@ def test_results_are_documents_not_chunks(corpus_index: Path) -> None:
         hits = engine.search("historia de México y su independencia", k=20, mode="semantic")
         assert len(hits) == 20
         assert len({h.doc_id for h in hits}) == 20
-        assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+        assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
 
 
 def test_reingest_encodes_nothing(index_copy: Path, tiny_encoder) -> None:
@@ -100,11 +112,17 @@ def test_changed_and_deleted_files_with_prune(tmp_path: Path, tiny_encoder) -> N
 
 def test_library_api_add_search_delete(tmp_path: Path, tiny_model: Path) -> None:
     engine = SearchEngine.open(tmp_path / "lib", model=str(tiny_model), pooling="max")
-    summary = engine.add([
-        {"id": "a1", "title": "Macondo", "text": "Macondo es un pueblo imaginario.",
-         "metadata": {"autor": "García Márquez"}},
-        {"id": "a2", "title": "Madrid", "text": "Madrid es la capital de España."},
-    ])
+    summary = engine.add(
+        [
+            {
+                "id": "a1",
+                "title": "Macondo",
+                "text": "Macondo es un pueblo imaginario.",
+                "metadata": {"autor": "García Márquez"},
+            },
+            {"id": "a2", "title": "Madrid", "text": "Madrid es la capital de España."},
+        ]
+    )
     assert summary.added == 2
     assert engine.manifest.pooling == "max"
     hits = engine.search("capital de España", k=10, mode="lexical")
@@ -138,14 +156,19 @@ def test_nfc_and_nfd_queries_match(corpus_index: Path) -> None:
         assert nfc
 
 
-@pytest.mark.parametrize("kwargs,err", [
-    ({"query": ""}, InputError), ({"query": "   "}, InputError), ({"query": "x", "k": 0}, InputError),
-    ({"query": "x", "mode": "fuzzy"}, InputError), ({"query": "x", "alpha": 2.0}, InputError),
-])
+@pytest.mark.parametrize(
+    "kwargs,err",
+    [
+        ({"query": ""}, InputError),
+        ({"query": "   "}, InputError),
+        ({"query": "x", "k": 0}, InputError),
+        ({"query": "x", "mode": "fuzzy"}, InputError),
+        ({"query": "x", "alpha": 2.0}, InputError),
+    ],
+)
 def test_bad_queries(corpus_index: Path, kwargs: dict, err: type) -> None:
-    with SearchEngine.open(corpus_index, create=False) as engine:
-        with pytest.raises(err):
-            engine.search(**kwargs)
+    with SearchEngine.open(corpus_index, create=False) as engine, pytest.raises(err):
+        engine.search(**kwargs)
 
 
 def test_missing_index(tmp_path: Path) -> None:
@@ -165,8 +188,10 @@ def test_stored_embeddings_are_the_encoder_output(corpus_index: Path, tiny_encod
         texts = {c.chunk_id: c.text for batch in engine.iter_chunks() for c in batch}
     # index.db is a plain SQLite file: read the stored vectors with sqlite-utils
     db = sqlite_utils.Database(corpus_index / "index.db")
-    blobs = {r["chunk_id"]: r["vector"] for r in db["embeddings"].rows_where(
-        f"chunk_id IN ({','.join('?' * len(ids))})", ids)}
+    blobs = {
+        r["chunk_id"]: r["vector"]
+        for r in db["embeddings"].rows_where(f"chunk_id IN ({','.join('?' * len(ids))})", ids)
+    }
     db.close()
     stored = np.stack([np.frombuffer(blobs[i], dtype=np.float32) for i in ids])
     fresh = tiny_encoder.encode_documents([texts[i] for i in ids])
@@ -183,20 +208,28 @@ def test_duplicate_id_across_batches_counts_once(tmp_path: Path, hash_encoder) -
 
 
 def test_query_of_only_nul_characters_is_empty(corpus_index: Path) -> None:
-    with SearchEngine.open(corpus_index, create=False) as engine:
-        with pytest.raises(InputError, match="empty"):
-            engine.search("\x00\x00")
+    with (
+        SearchEngine.open(corpus_index, create=False) as engine,
+        pytest.raises(InputError, match="empty"),
+    ):
+        engine.search("\x00\x00")
 
 
-def test_prune_keeps_documents_of_files_that_could_not_be_read(tmp_path: Path, hash_encoder) -> None:
+def test_prune_keeps_documents_of_files_that_could_not_be_read(
+    tmp_path: Path, hash_encoder
+) -> None:
     corpus = tmp_path / "c"
     corpus.mkdir()
     (corpus / "a.txt").write_text("Primer documento sobre ríos.", "utf-8")
-    (corpus / "b.jsonl").write_text('{"id": "j1", "text": "uno"}\n{"id": "j2", "text": "dos"}\n', "utf-8")
+    (corpus / "b.jsonl").write_text(
+        '{"id": "j1", "text": "uno"}\n{"id": "j2", "text": "dos"}\n', "utf-8"
+    )
     with SearchEngine.open(tmp_path / "idx", encoder=hash_encoder) as engine:
         assert engine.ingest([corpus]).added == 3
         (corpus / "a.txt").write_bytes(b"\x00\x01\x02\x03" * 100)  # now binary: skipped, not gone
-        (corpus / "b.jsonl").write_text('{"id": "j1", "text": "uno"}\n{"id": "j2", "text": \n', "utf-8")
+        (corpus / "b.jsonl").write_text(
+            '{"id": "j1", "text": "uno"}\n{"id": "j2", "text": \n', "utf-8"
+        )
         s = engine.ingest([corpus], prune=True)
         assert s.pruned == 0 and len(s.skipped) == 2
         assert engine.info()["documents"] == 3

@@ -1,4 +1,5 @@
 """beto-search eval: query/qrels parsing (BEIR and TREC), metrics via ir_measures, the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -63,11 +64,23 @@ def test_metrics_match_hand_computed_values() -> None:
     # q1: d3 (grade 0), d2 (grade 1) at rank 2, x, d1 (grade 2) at rank 4
     ndcg_q1 = dcg([0, 1, 0, 2]) / dcg([2, 1])
     expected = {
-        "q1": {"ndcg@10": ndcg_q1, "mrr@10": 1 / 2, "recall@1": 0.0, "recall@10": 1.0,
-               "recall@100": 1.0, "map@100": (1 / 2 + 2 / 4) / 2},
+        "q1": {
+            "ndcg@10": ndcg_q1,
+            "mrr@10": 1 / 2,
+            "recall@1": 0.0,
+            "recall@10": 1.0,
+            "recall@100": 1.0,
+            "map@100": (1 / 2 + 2 / 4) / 2,
+        },
         # q2: the relevant document at rank 12 is past every @10 cutoff
-        "q2": {"ndcg@10": 0.0, "mrr@10": 0.0, "recall@1": 0.0, "recall@10": 0.0,
-               "recall@100": 1.0, "map@100": 1 / 12},
+        "q2": {
+            "ndcg@10": 0.0,
+            "mrr@10": 0.0,
+            "recall@1": 0.0,
+            "recall@10": 0.0,
+            "recall@100": 1.0,
+            "map@100": 1 / 12,
+        },
         "q3": {key: 0.0 for key in MEASURES},
     }
     assert ndcg_q1 == pytest.approx((1 / math.log2(3) + 2 / math.log2(5)) / (2 + 1 / math.log2(3)))
@@ -99,11 +112,13 @@ class FakeEngine:
         def snapshot():
             yield
 
-        self.store = SimpleNamespace(snapshot=snapshot,
-                                     hashes=lambda ids: {i: "h" for i in ids if i in docs})
+        self.store = SimpleNamespace(
+            snapshot=snapshot, hashes=lambda ids: {i: "h" for i in ids if i in docs}
+        )
 
-    def search(self, text: str, k: int, mode: str, fusion: str, alpha: float,
-               snippets: bool = True) -> list:
+    def search(
+        self, text: str, k: int, mode: str, fusion: str, alpha: float, snippets: bool = True
+    ) -> list:
         self.calls.append({"text": text, "k": k, "mode": mode, "fusion": fusion, "alpha": alpha})
         return [SimpleNamespace(doc_id=d, score=1.0 / r) for r, d in enumerate(self.ranking[:k], 1)]
 
@@ -127,17 +142,24 @@ def test_evaluate_runs_each_mode_and_passes_fusion_through() -> None:
 
 # ----- parsing -------------------------------------------------------------------------------
 def test_beir_and_trec_formats_parse_to_the_same_set(tmp_path: Path) -> None:
-    beir_q = write(tmp_path / "queries.jsonl",
-                   '{"_id": "q1", "text": "¿Quién escribió Cien años de soledad?", "tipo": "pregunta"}\n'
-                   '{"_id": 2, "text": "ciclo de Calvin"}\n')
-    trec_q = write(tmp_path / "topics.txt",
-                   "q1\t¿Quién escribió Cien años de soledad?\n2\tciclo de Calvin\n")
-    beir_r = write(tmp_path / "qrels.tsv",
-                   "query-id\tcorpus-id\tscore\nq1\tliteratura/cien-anos-de-soledad.txt\t2\n"
-                   "q1\tfaq-12\t1\n2\tciencia/fotosintesis.txt\t2\n")
-    trec_r = write(tmp_path / "qrels.txt",  # extension says nothing; the content decides
-                   "q1 0 literatura/cien-anos-de-soledad.txt 2\nq1 0 faq-12   1\n"
-                   "2\t0\tciencia/fotosintesis.txt\t2\n")
+    beir_q = write(
+        tmp_path / "queries.jsonl",
+        '{"_id": "q1", "text": "¿Quién escribió Cien años de soledad?", "tipo": "pregunta"}\n'
+        '{"_id": 2, "text": "ciclo de Calvin"}\n',
+    )
+    trec_q = write(
+        tmp_path / "topics.txt", "q1\t¿Quién escribió Cien años de soledad?\n2\tciclo de Calvin\n"
+    )
+    beir_r = write(
+        tmp_path / "qrels.tsv",
+        "query-id\tcorpus-id\tscore\nq1\tliteratura/cien-anos-de-soledad.txt\t2\n"
+        "q1\tfaq-12\t1\n2\tciencia/fotosintesis.txt\t2\n",
+    )
+    trec_r = write(
+        tmp_path / "qrels.txt",  # extension says nothing; the content decides
+        "q1 0 literatura/cien-anos-de-soledad.txt 2\nq1 0 faq-12   1\n"
+        "2\t0\tciencia/fotosintesis.txt\t2\n",
+    )
     warnings: list[str] = []
     bq, bfmt = read_queries(beir_q, warnings)
     tq, tfmt = read_queries(trec_q, warnings)
@@ -147,8 +169,14 @@ def test_beir_and_trec_formats_parse_to_the_same_set(tmp_path: Path) -> None:
     br, brfmt = read_qrels(beir_r, warnings)
     tr, trfmt = read_qrels(trec_r, warnings)
     assert (brfmt, trfmt) == ("beir", "trec")
-    assert br == tr == {"q1": {"literatura/cien-anos-de-soledad.txt": 2, "faq-12": 1},
-                        "2": {"ciencia/fotosintesis.txt": 2}}
+    assert (
+        br
+        == tr
+        == {
+            "q1": {"literatura/cien-anos-de-soledad.txt": 2, "faq-12": 1},
+            "2": {"ciencia/fotosintesis.txt": 2},
+        }
+    )
     assert warnings == []
 
 
@@ -161,20 +189,24 @@ def test_the_dev_set_parses_cleanly() -> None:
 
 
 def test_bad_lines_are_reported_with_file_and_line(tmp_path: Path) -> None:
-    queries = write(tmp_path / "queries.jsonl",
-                    '{"_id": "q1", "text": "fotosíntesis"}\n'
-                    "\n"
-                    '{"_id": "q2", "text": \n'  # line 3: broken JSON
-                    '{"_id": "q3"}\n'  # line 4: no text
-                    '["q4", "lista"]\n'  # line 5: not an object
-                    '{"_id": "q5", "text": "volcanes"}\n')
-    qrels = write(tmp_path / "qrels.tsv",
-                  "query-id\tcorpus-id\tscore\n"
-                  "q1\tciencia/fotosintesis.txt\t2\n"
-                  "q1\tfaq-12\n"  # line 3: two columns
-                  "q5\tgeografia/volcanes.txt\talto\n"  # line 4: grade not a number
-                  "q5\tgeografia/andes.txt\t1\n"
-                  "q9\tfaq-1\t1\n")  # a judged query with no text
+    queries = write(
+        tmp_path / "queries.jsonl",
+        '{"_id": "q1", "text": "fotosíntesis"}\n'
+        "\n"
+        '{"_id": "q2", "text": \n'  # line 3: broken JSON
+        '{"_id": "q3"}\n'  # line 4: no text
+        '["q4", "lista"]\n'  # line 5: not an object
+        '{"_id": "q5", "text": "volcanes"}\n',
+    )
+    qrels = write(
+        tmp_path / "qrels.tsv",
+        "query-id\tcorpus-id\tscore\n"
+        "q1\tciencia/fotosintesis.txt\t2\n"
+        "q1\tfaq-12\n"  # line 3: two columns
+        "q5\tgeografia/volcanes.txt\talto\n"  # line 4: grade not a number
+        "q5\tgeografia/andes.txt\t1\n"
+        "q9\tfaq-1\t1\n",
+    )  # a judged query with no text
     es = load_eval_set(queries, qrels)
     assert list(es.queries) == ["q1", "q5"]
     assert es.qrels["q5"] == {"geografia/andes.txt": 1}
@@ -204,16 +236,31 @@ def run_cli(*args: str):
 
 
 def test_eval_json_shape_on_the_dev_set(corpus_index: Path) -> None:
-    result = run_cli("--index", str(corpus_index), "--queries", str(DEV_QUERIES),
-                     "--qrels", str(DEV_QRELS), "-k", "10", "--json")
+    result = run_cli(
+        "--index",
+        str(corpus_index),
+        "--queries",
+        str(DEV_QUERIES),
+        "--qrels",
+        str(DEV_QRELS),
+        "-k",
+        "10",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1
     out = json.loads(lines[0])
     assert {"modes", "queries", "missing", "warnings"} <= set(out)
     assert list(out["modes"]) == ["hybrid"]
-    assert set(out["modes"]["hybrid"]) == {"ndcg@10", "mrr@10", "recall@1", "recall@10",
-                                           "recall@100", "map@100"}
+    assert set(out["modes"]["hybrid"]) == {
+        "ndcg@10",
+        "mrr@10",
+        "recall@1",
+        "recall@10",
+        "recall@100",
+        "map@100",
+    }
     assert all(0.0 <= v <= 1.0 for v in out["modes"]["hybrid"].values())
     assert out["queries"] == 79 and out["missing"] == []
     assert isinstance(out["warnings"], list)
@@ -221,17 +268,31 @@ def test_eval_json_shape_on_the_dev_set(corpus_index: Path) -> None:
 
 
 def test_eval_mode_all_table_and_files(corpus_index: Path, tmp_path: Path) -> None:
-    few = write(tmp_path / "few.jsonl", "".join(DEV_QUERIES.read_text(encoding="utf-8")
-                                                .splitlines(keepends=True)[:6]))
-    common = ["--index", str(corpus_index), "--queries", str(few), "--qrels", str(DEV_QRELS),
-              "--mode", "all", "-k", "20"]
-    result = run_cli(*common, "--run", str(tmp_path / "run.trec"),
-                     "--per-query", str(tmp_path / "pq.tsv"))
+    few = write(
+        tmp_path / "few.jsonl",
+        "".join(DEV_QUERIES.read_text(encoding="utf-8").splitlines(keepends=True)[:6]),
+    )
+    common = [
+        "--index",
+        str(corpus_index),
+        "--queries",
+        str(few),
+        "--qrels",
+        str(DEV_QRELS),
+        "--mode",
+        "all",
+        "-k",
+        "20",
+    ]
+    result = run_cli(
+        *common, "--run", str(tmp_path / "run.trec"), "--per-query", str(tmp_path / "pq.tsv")
+    )
     assert result.exit_code == 0, result.output
     header = result.stdout.splitlines()[0].split()
     assert header == ["metric", "semantic", "lexical", "hybrid-convex-0.3"]
-    assert any(line.startswith("nDCG@10") and len(line.split()) == 4
-               for line in result.stdout.splitlines())
+    assert any(
+        line.startswith("nDCG@10") and len(line.split()) == 4 for line in result.stdout.splitlines()
+    )
     assert "judged queries are absent" in result.stderr
     for mode in ("semantic", "lexical", "hybrid"):
         rows = (tmp_path / f"run.{mode}.trec").read_text(encoding="utf-8").splitlines()
@@ -241,8 +302,16 @@ def test_eval_mode_all_table_and_files(corpus_index: Path, tmp_path: Path) -> No
     assert tsv[0].split("\t")[:3] == ["mode", "query", "ndcg@10"] and "tipo" in tsv[0]
     assert len(tsv) == 1 + 3 * 6
 
-    result = run_cli(*common, "--fusion", "convex", "--alpha", "0.3", "--json",
-                     "--per-query", str(tmp_path / "pq.jsonl"))
+    result = run_cli(
+        *common,
+        "--fusion",
+        "convex",
+        "--alpha",
+        "0.3",
+        "--json",
+        "--per-query",
+        str(tmp_path / "pq.jsonl"),
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert list(out["modes"]) == ["semantic", "lexical", "hybrid"] and out["queries"] == 6
@@ -253,27 +322,56 @@ def test_eval_mode_all_table_and_files(corpus_index: Path, tmp_path: Path) -> No
 
 def test_eval_reports_missing_documents(corpus_index: Path, tmp_path: Path) -> None:
     queries = write(tmp_path / "topics.tsv", "t1\tCien años de soledad\nt2\tfotosíntesis\n")
-    qrels = write(tmp_path / "qrels.txt", "t1 0 literatura/cien-anos-de-soledad.txt 2\n"
-                                          "t1 0 no-existe.txt 1\nt2 0 tampoco-existe 2\n"
-                                          "t2 0 falta-juzgado 0\n")
-    result = run_cli("--index", str(corpus_index), "--queries", str(queries), "--qrels", str(qrels),
-                     "--mode", "lexical", "--json")
+    qrels = write(
+        tmp_path / "qrels.txt",
+        "t1 0 literatura/cien-anos-de-soledad.txt 2\n"
+        "t1 0 no-existe.txt 1\nt2 0 tampoco-existe 2\n"
+        "t2 0 falta-juzgado 0\n",
+    )
+    result = run_cli(
+        "--index",
+        str(corpus_index),
+        "--queries",
+        str(queries),
+        "--qrels",
+        str(qrels),
+        "--mode",
+        "lexical",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert out["missing"] == [{"query": "t1", "documents": ["no-existe.txt"]},
-                              {"query": "t2", "documents": ["tampoco-existe"]}]
+    assert out["missing"] == [
+        {"query": "t1", "documents": ["no-existe.txt"]},
+        {"query": "t2", "documents": ["tampoco-existe"]},
+    ]
     assert out["modes"]["lexical"]["recall@100"] == pytest.approx(0.25)  # (1/2 + 0) / 2
-    text = run_cli("--index", str(corpus_index), "--queries", str(queries), "--qrels", str(qrels),
-                   "--mode", "lexical")
+    text = run_cli(
+        "--index",
+        str(corpus_index),
+        "--queries",
+        str(queries),
+        "--qrels",
+        str(qrels),
+        "--mode",
+        "lexical",
+    )
     assert "missing from the index: 2" in text.stdout and "no-existe.txt" in text.stdout
 
 
 def test_eval_missing_queries_file_is_one_line_error(corpus_index: Path, tmp_path: Path) -> None:
-    result = run_cli("--index", str(corpus_index), "--queries", str(tmp_path / "nope.jsonl"),
-                     "--qrels", str(DEV_QRELS))
+    result = run_cli(
+        "--index",
+        str(corpus_index),
+        "--queries",
+        str(tmp_path / "nope.jsonl"),
+        "--qrels",
+        str(DEV_QRELS),
+    )
     assert result.exit_code != 0
     assert result.output.strip().splitlines() == [
-        f"Error: The queries file {tmp_path / 'nope.jsonl'} does not exist."]
+        f"Error: The queries file {tmp_path / 'nope.jsonl'} does not exist."
+    ]
     bad = write(tmp_path / "bad.jsonl", "no es json\n")
     result = run_cli("--index", str(corpus_index), "--queries", str(bad), "--qrels", str(DEV_QRELS))
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1

@@ -1,4 +1,5 @@
 """Fusion math checked by hand on a small example."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,8 +24,8 @@ def test_min_max() -> None:
 
 
 def test_convex_by_hand() -> None:
-    dense = {1: 0.9, 2: 0.5, 3: 0.7}       # normalised: 1.0, 0.0, 0.5
-    lexical = {3: 10.0, 4: 2.0}            # normalised: 1.0, 0.0
+    dense = {1: 0.9, 2: 0.5, 3: 0.7}  # normalised: 1.0, 0.0, 0.5
+    lexical = {3: 10.0, 4: 2.0}  # normalised: 1.0, 0.0
     got = convex(dense, lexical, alpha=0.3)
     assert got[1] == pytest.approx(0.3 * 1.0)
     assert got[2] == pytest.approx(0.0)

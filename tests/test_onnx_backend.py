@@ -1,4 +1,5 @@
 """precision="onnx-int8": the ONNX Runtime int8 backend of BetoEncoder (beto_search/onnx_backend.py)."""
+
 from __future__ import annotations
 
 import builtins
@@ -68,7 +69,9 @@ def test_graph_is_quantized_with_ffn_output_fp32(onnx_encoders) -> None:
     # (ORT's saved optimisation fuses MatMulInteger with its quantize / scale nodes)
     int8 = ("MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
     assert sum(ops.count(op) for op in int8) == 5 * layers
-    kept = [n.name for n in model.graph.node if n.op_type == "MatMul" and "/output/dense/" in n.name]
+    kept = [
+        n.name for n in model.graph.node if n.op_type == "MatMul" and "/output/dense/" in n.name
+    ]
     assert kept == [f"/encoder/layer.{i}/output/dense/MatMul" for i in range(layers)]
 
 
@@ -95,9 +98,9 @@ def test_pool_semantics() -> None:
     hidden[:, 4:] += 100.0  # padding that would win a max or drag a mean
     mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=np.int64)
     for mode in ("mean", "max", "cls"):
-        ref = Pooling(4, pooling_mode=mode)({
-            "token_embeddings": torch.from_numpy(hidden),
-            "attention_mask": torch.from_numpy(mask)})["sentence_embedding"].numpy()
+        ref = Pooling(4, pooling_mode=mode)(
+            {"token_embeddings": torch.from_numpy(hidden), "attention_mask": torch.from_numpy(mask)}
+        )["sentence_embedding"].numpy()
         np.testing.assert_allclose(onnx_backend.pool(hidden, mask, mode), ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(InputError, match="supports pooling"):
         onnx_backend.pool(hidden, mask, "lasttoken")
@@ -112,8 +115,9 @@ def test_padding_invariance(onnx_encoders, pooling: str) -> None:
     assert np.min(np.sum(batch * alone, axis=1)) > 0.9999
 
 
-def test_cache_built_once_and_reused(tiny_model: Path, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_built_once_and_reused(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BETO_SEARCH_CACHE", str(tmp_path / "cache"))
     calls = []
     real_export = onnx_backend.export_onnx
@@ -129,7 +133,8 @@ def test_cache_built_once_and_reused(tiny_model: Path, tmp_path: Path,
     assert path.parent.parent == tmp_path / "cache" / "onnx"
     assert [p.name for p in path.parent.parent.iterdir()] == [path.parent.name]  # no temp folders
     assert {"model.onnx", "model.onnx.data", "tokenizer.json", "encoder.json"} <= {
-        p.name for p in path.parent.iterdir()}
+        p.name for p in path.parent.iterdir()
+    }
     assert not (path.parent / "raw").exists()  # the unoptimised export is not kept
     mtime = path.stat().st_mtime_ns
     second = BetoEncoder(str(tiny_model), pooling="max", precision="onnx-int8")
@@ -181,7 +186,8 @@ def test_missing_onnxruntime(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(InputError) as info:
         BetoEncoder(str(tiny_model), precision="onnx-int8")
     assert str(info.value) == (
-        "precision onnx-int8 needs onnxruntime: pip install 'beto-search[onnx]'")
+        "precision onnx-int8 needs onnxruntime: pip install 'beto-search[onnx]'"
+    )
 
 
 def test_refuses_cuda(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
 """precision="ov-int8": the OpenVINO static int8 backend of BetoEncoder (beto_search/openvino_backend.py)."""
+
 from __future__ import annotations
 
 import builtins
@@ -65,8 +66,10 @@ def test_graph_is_quantized(ov_encoders) -> None:
     model = ov.Core().read_model(str(ov_encoders["mean"][1].path))
     ops = [op.get_type_name() for op in model.get_ops()]
     assert ops.count("FakeQuantize") >= 2 * 6  # tiny model: 2 layers, q/k/v/attn out/ffn in/out
-    assert any(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
-               for op in model.get_ops())
+    assert any(
+        op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
+        for op in model.get_ops()
+    )
 
 
 @pytest.mark.parametrize("pooling", ["mean", "max"])
@@ -89,8 +92,9 @@ def test_padding_invariance(ov_encoders, pooling: str) -> None:
     assert np.min(np.sum(batch * alone, axis=1)) > 0.9999
 
 
-def test_cache_built_once_and_reused(tiny_model: Path, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_built_once_and_reused(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BETO_SEARCH_CACHE", str(tmp_path / "cache"))
     calls = []
     real_quantize = openvino_backend.quantize
@@ -105,7 +109,8 @@ def test_cache_built_once_and_reused(tiny_model: Path, tmp_path: Path,
     assert path.name == "model.xml" and path.is_file()
     assert path.parent.parent == tmp_path / "cache" / "openvino"
     assert {"model.bin", "model.xml", "tokenizer.json", "encoder.json"} <= {
-        p.name for p in path.parent.iterdir()}
+        p.name for p in path.parent.iterdir()
+    }
     assert [p.name for p in path.parent.parent.iterdir()] == [path.parent.name]  # no temp folders
     mtime = path.stat().st_mtime_ns
     second = BetoEncoder(str(tiny_model), pooling="max", precision="ov-int8")
@@ -161,12 +166,16 @@ def test_missing_openvino(tiny_model: Path, monkeypatch: pytest.MonkeyPatch, mis
         return real_import(name, globals, locals, fromlist, level)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == missing else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == missing else real_find_spec(name, *a),
+    )
     with pytest.raises(InputError) as info:
         BetoEncoder(str(tiny_model), precision="ov-int8")
     assert str(info.value) == (
-        "precision ov-int8 needs OpenVINO: pip install 'beto-search[openvino]'")
+        "precision ov-int8 needs OpenVINO: pip install 'beto-search[openvino]'"
+    )
 
 
 def test_refuses_cuda(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:

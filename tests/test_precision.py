@@ -1,5 +1,6 @@
 """Precision paths of BetoEncoder: int8 runs and stays normalised, bf16/fp16 refused where the
 hardware cannot run them, and an index can be queried at another precision than it was built."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +20,9 @@ def int8_encoder(tiny_model: Path) -> BetoEncoder:
     return BetoEncoder(str(tiny_model), precision="int8", device="cpu")
 
 
-def test_int8_gives_normalised_float32(int8_encoder: BetoEncoder, tiny_encoder: BetoEncoder) -> None:
+def test_int8_gives_normalised_float32(
+    int8_encoder: BetoEncoder, tiny_encoder: BetoEncoder
+) -> None:
     got = int8_encoder.encode_documents(TEXTS)
     assert got.dtype == np.float32 and got.shape == (2, int8_encoder.dimension)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
@@ -33,8 +36,11 @@ def test_int8_gives_normalised_float32(int8_encoder: BetoEncoder, tiny_encoder: 
 def test_int8_quantizes_linears_but_keeps_ffn_output(int8_encoder: BetoEncoder) -> None:
     import torch
 
-    kinds = {name: type(m).__module__ for name, m in int8_encoder.transformer.model.named_modules()
-             if "dense" in name or name.endswith(("query", "key", "value"))}
+    kinds = {
+        name: type(m).__module__
+        for name, m in int8_encoder.transformer.model.named_modules()
+        if "dense" in name or name.endswith(("query", "key", "value"))
+    }
     quantized = {n for n, mod in kinds.items() if "quantized" in mod}
     assert any(n.endswith("attention.self.query") for n in quantized)
     assert any(n.endswith("intermediate.dense") for n in quantized)
@@ -43,8 +49,11 @@ def test_int8_quantizes_linears_but_keeps_ffn_output(int8_encoder: BetoEncoder) 
     # every-layer variant (what benchmarks/quality.py compares against)
     model = BetoEncoder(int8_encoder.model_name).transformer.model
     quantize_int8(model, keep_fp32=())
-    assert all(not isinstance(m, torch.nn.Linear) or "pooler" in n
-               for n, m in model.named_modules() if n.endswith("dense"))
+    assert all(
+        not isinstance(m, torch.nn.Linear) or "pooler" in n
+        for n, m in model.named_modules()
+        if n.endswith("dense")
+    )
 
 
 @pytest.mark.skipif(cpu_supports_bf16(), reason="this CPU has native bf16")
@@ -70,10 +79,15 @@ def test_unknown_precision_refused(tiny_model: Path) -> None:
         BetoEncoder(str(tiny_model), precision="int4")
 
 
-def test_query_with_other_precision_than_ingest(tiny_model: Path, tmp_path: Path,
-                                                int8_encoder: BetoEncoder) -> None:
-    docs = [{"id": f"d{i}", "text": t} for i, t in enumerate(
-        [*TEXTS, "Los Andes son la cordillera más larga.", "El fútbol nació en Inglaterra."])]
+def test_query_with_other_precision_than_ingest(
+    tiny_model: Path, tmp_path: Path, int8_encoder: BetoEncoder
+) -> None:
+    docs = [
+        {"id": f"d{i}", "text": t}
+        for i, t in enumerate(
+            [*TEXTS, "Los Andes son la cordillera más larga.", "El fútbol nació en Inglaterra."]
+        )
+    ]
     folder = tmp_path / "idx"
     with SearchEngine.open(folder, model=str(tiny_model), precision="fp32", device="cpu") as eng:
         eng.add(docs)

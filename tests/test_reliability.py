@@ -1,6 +1,7 @@
 """Crash safety and consistency: SIGKILLed ingests, the FAISS file as a checkpoint of SQLite,
 verify / repair / compact, refusing a foreign encoder, and failing writes (disk full, I/O errors).
 """
+
 from __future__ import annotations
 
 import errno
@@ -13,7 +14,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,6 @@ from beto_search.store import Store
 from beto_search.vector_cache import VectorCache
 from beto_search.vector_index import checkpoints
 from tests.encoders import SmallHashEncoder as HashEncoder
-
 
 
 class RaisingEncoder:
@@ -49,7 +48,6 @@ def raising_for(index: Path) -> RaisingEncoder:
     return RaisingEncoder(m["encoder"], m["dimension"], m["pooling"])
 
 
-
 def one_sentence_error(res) -> str:
     assert res.exit_code == 1, res.output
     assert "Traceback" not in res.output
@@ -68,8 +66,30 @@ def state(index: Path) -> tuple:
 def _kill_corpus(folder: Path, files: range, notes: int = 0) -> dict[str, str]:
     """130 short documents per .jsonl file and ``notes`` .txt files (128-document transactions)."""
     rng = random.Random(files.start)
-    words = ("río montaña ciudad historia ciencia cocina fútbol ley música salud economía mar sol "
-             "libro canción niño año tren playa bosque lluvia nieve").split()
+    words = [
+        "río",
+        "montaña",
+        "ciudad",
+        "historia",
+        "ciencia",
+        "cocina",
+        "fútbol",
+        "ley",
+        "música",
+        "salud",
+        "economía",
+        "mar",
+        "sol",
+        "libro",
+        "canción",
+        "niño",
+        "año",
+        "tren",
+        "playa",
+        "bosque",
+        "lluvia",
+        "nieve",
+    ]
     expected: dict[str, str] = {}
     folder.mkdir(exist_ok=True)
     for f in files:
@@ -156,16 +176,21 @@ def test_sigkill_during_ingest_then_verify_and_rerun(tiny_model: Path, tmp_path:
             if not seen and (_docs(db) or 0) > base:
                 seen.append(time.monotonic())
             return bool(seen) and time.monotonic() - seen[0] > delay
+
         return trigger
 
     kill_points = [
         ("manifest written, no document yet", lambda start, base: _has_manifest(db)),
         ("after the first committed batch", after_docs(1)),
         ("random delay after a batch", delay_after_new_docs(rng.uniform(0.05, 0.6))),
-        ("all documents committed (FAISS save / exit)",
-         lambda start, base: _docs(db) == len(expected)),
-        ("new files arrived; random delay after a batch",
-         delay_after_new_docs(rng.uniform(0.05, 0.6))),
+        (
+            "all documents committed (FAISS save / exit)",
+            lambda start, base: _docs(db) == len(expected),
+        ),
+        (
+            "new files arrived; random delay after a batch",
+            delay_after_new_docs(rng.uniform(0.05, 0.6)),
+        ),
         ("after the next committed batch", after_docs(1)),
     ]
     killed = 0
@@ -175,8 +200,9 @@ def test_sigkill_during_ingest_then_verify_and_rerun(tiny_model: Path, tmp_path:
             expected.update(_kill_corpus(tmp_path / "docs", range(4, 8)))
         base = _docs(db) or 0
         start = time.monotonic()
-        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         try:
             while proc.poll() is None and not trigger(start, base):
                 if time.monotonic() - start > 300:
@@ -195,8 +221,10 @@ def test_sigkill_during_ingest_then_verify_and_rerun(tiny_model: Path, tmp_path:
         assert present >= base, what  # committed batches are never lost
     expected.update(_kill_corpus(tmp_path / "docs", range(8, 9)))  # the re-run has work to do
     total = len(expected)
-    print(f"{len(kill_points)} kill points, {killed} ingests killed mid-way, "
-          f"{present} of {total} documents present before the re-run")
+    print(
+        f"{len(kill_points)} kill points, {killed} ingests killed mid-way, "
+        f"{present} of {total} documents present before the re-run"
+    )
     assert killed >= len(kill_points) - 1, f"only {killed} ingests were killed mid-way"
 
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -207,8 +235,13 @@ def test_sigkill_during_ingest_then_verify_and_rerun(tiny_model: Path, tmp_path:
     assert summary["added"] + summary["unchanged"] == total
     assert summary["chunks"] == summary["added"]  # only the missing documents were encoded
     assert _check_all_or_nothing(index, expected) == total
-    res = subprocess.run([*_cli_command(), "verify", "--index", str(index)], env=env,
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [*_cli_command(), "verify", "--index", str(index)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert f"ok: {total} documents" in res.stdout
     assert not list(index.glob(".vectors-*")), "temporary FAISS files of killed writers remain"
@@ -228,7 +261,7 @@ def test_temporary_files_of_a_killed_save_are_removed(tmp_path: Path) -> None:
 
 # ----- the FAISS file is a checkpoint ---------------------------------------------------------
 def _damage(index: Path, how: str) -> None:
-    (_, path), = checkpoints(index)
+    ((_, path),) = checkpoints(index)
     if how == "deleted":
         path.unlink()
     elif how == "truncated":
@@ -247,32 +280,37 @@ def test_damaged_faiss_file_healed_from_sqlite_without_encoder(
     before = state(index_copy)
     enc = raising_for(index_copy)
     _damage(index_copy, how)
-    with caplog.at_level(logging.WARNING, logger="beto_search"):
-        with SearchEngine.open(index_copy, enc, create=False) as engine:
-            vi = engine.vectors()
-            assert vi.ntotal == before[1]
-            sql_ids = {c.chunk_id for batch in engine.iter_chunks() for c in batch}
-            assert set(vi.ids().tolist()) == sql_ids
-            assert engine.verify() == []
-            some = next(engine.iter_chunks(1))[0].doc_id
-            assert engine.similar(some, k=3)  # searching from stored vectors needs no encoder
+    with (
+        caplog.at_level(logging.WARNING, logger="beto_search"),
+        SearchEngine.open(index_copy, enc, create=False) as engine,
+    ):
+        vi = engine.vectors()
+        assert vi.ntotal == before[1]
+        sql_ids = {c.chunk_id for batch in engine.iter_chunks() for c in batch}
+        assert set(vi.ids().tolist()) == sql_ids
+        assert engine.verify() == []
+        some = next(engine.iter_chunks(1))[0].doc_id
+        assert engine.similar(some, k=3)  # searching from stored vectors needs no encoder
     assert any("rebuilding the vector index from SQLite" in r.getMessage() for r in caplog.records)
     if how != "deleted":
         assert any("unreadable" in r.getMessage() for r in caplog.records)
     assert state(index_copy) == before
 
 
-def test_repair_writes_a_fresh_checkpoint(index_copy: Path, cli_run,
-                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_repair_writes_a_fresh_checkpoint(
+    index_copy: Path, cli_run, caplog: pytest.LogCaptureFixture
+) -> None:
     _damage(index_copy, "truncated")
     res = cli_run("repair", "--index", index_copy)
     assert res.exit_code == 0, res.output
     assert res.stdout.startswith(f"rebuilt the vector index: {state(index_copy)[1]} vectors")
     enc = raising_for(index_copy)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="beto_search"):
-        with SearchEngine.open(index_copy, enc, create=False) as engine:
-            engine.vectors()
+    with (
+        caplog.at_level(logging.WARNING, logger="beto_search"),
+        SearchEngine.open(index_copy, enc, create=False) as engine,
+    ):
+        engine.vectors()
     assert not caplog.records  # the new file loads as is
     assert cli_run("verify", "--index", index_copy).exit_code == 0
 
@@ -282,7 +320,7 @@ def test_stale_checkpoint_never_yields_ids_sqlite_lacks(tmp_path: Path) -> None:
     texts = {f"d{i}": f"tema{i} " * 5 + "común" for i in range(12)}
     with SearchEngine.open(index, HashEncoder()) as engine:
         engine.add([{"id": k, "text": v} for k, v in texts.items()])
-    (_, old), = checkpoints(index)
+    ((_, old),) = checkpoints(index)
     stale = old.read_bytes()
     with SearchEngine.open(index, HashEncoder()) as engine:
         engine.delete(["d0"])
@@ -329,8 +367,10 @@ def test_verify_fails_on_a_chunk_without_embedding(index_copy: Path, cli_run) ->
     assert cli_run("verify", "--index", index_copy).exit_code == 0
     con = sqlite3.connect(index_copy / "index.db")
     doc_id = con.execute("SELECT id FROM documents ORDER BY id LIMIT 1").fetchone()[0]
-    con.execute('INSERT INTO chunks(doc_id, ordinal, start, "end", text) VALUES (?, 99, 0, 5, ?)',
-                (doc_id, "hola"))
+    con.execute(
+        'INSERT INTO chunks(doc_id, ordinal, start, "end", text) VALUES (?, 99, 0, 5, ?)',
+        (doc_id, "hola"),
+    )
     con.commit()
     con.close()
     res = cli_run("verify", "--index", index_copy)
@@ -344,15 +384,21 @@ def test_verify_fails_on_a_chunk_without_embedding(index_copy: Path, cli_run) ->
     res = cli_run("verify", "--index", index_copy)
     assert res.exit_code == 0, res.output
     con = sqlite3.connect(index_copy / "index.db")
-    assert con.execute("SELECT count(*) FROM chunks WHERE doc_id = ? AND ordinal = 99",
-                       (doc_id,)).fetchone()[0] == 0
+    assert (
+        con.execute(
+            "SELECT count(*) FROM chunks WHERE doc_id = ? AND ordinal = 99", (doc_id,)
+        ).fetchone()[0]
+        == 0
+    )
     con.close()
 
 
 def test_verify_fails_on_a_bad_vector_blob(index_copy: Path) -> None:
     con = sqlite3.connect(index_copy / "index.db")
-    con.execute("UPDATE embeddings SET vector = x'00' WHERE chunk_id = (SELECT min(chunk_id) "
-                "FROM embeddings)")
+    con.execute(
+        "UPDATE embeddings SET vector = x'00' WHERE chunk_id = (SELECT min(chunk_id) "
+        "FROM embeddings)"
+    )
     con.commit()
     con.close()
     res = CliRunner().invoke(cli, ["verify", "--index", str(index_copy)])
@@ -366,8 +412,10 @@ def test_compact_reclaims_space_after_deletes(tmp_path: Path) -> None:
     index = tmp_path / "idx"
     rng = random.Random(1)
     words = [f"w{i}" for i in range(3000)]
-    docs = [{"id": f"d{i}", "text": " ".join(rng.choice(words) for _ in range(150))}
-            for i in range(1500)]
+    docs = [
+        {"id": f"d{i}", "text": " ".join(rng.choice(words) for _ in range(150))}
+        for i in range(1500)
+    ]
     with SearchEngine.open(index, HashEncoder()) as engine:
         engine.add(docs)
         gone = [d["id"] for d in docs[100:]]
@@ -375,8 +423,14 @@ def test_compact_reclaims_space_after_deletes(tmp_path: Path) -> None:
         out = engine.compact()
         assert out["bytes_after"] < 0.4 * out["bytes_before"], out
         assert engine.verify() == []
-        assert sqlite3.connect(index / "index.db").execute(  # a plain SQLite file
-            "SELECT count(*) FROM changes").fetchone()[0] == 0
+        assert (
+            sqlite3.connect(index / "index.db")
+            .execute(  # a plain SQLite file
+                "SELECT count(*) FROM changes"
+            )
+            .fetchone()[0]
+            == 0
+        )
         assert len(checkpoints(index)) == 1
         hits = engine.search(docs[500]["text"][:60], k=10, mode="hybrid")
         assert not {h.doc_id for h in hits} & set(gone)
@@ -400,7 +454,10 @@ def test_foreign_encoders_refused_before_writing(index_copy: Path) -> None:
     m = raising_for(index_copy)
     cases = [
         (HashEncoder(), "was built with encoder"),
-        (RaisingEncoder(m.name, 16, m.pooling), "gives 16-dimensional vectors but the index holds 32"),
+        (
+            RaisingEncoder(m.name, 16, m.pooling),
+            "gives 16-dimensional vectors but the index holds 32",
+        ),
         (RaisingEncoder(m.name, 32, "cls"), "(pooling mean), not"),
     ]
     for enc, words in cases:
@@ -408,9 +465,11 @@ def test_foreign_encoders_refused_before_writing(index_copy: Path) -> None:
             SearchEngine.open(index_copy, enc, create=False)
         msg = str(err.value)
         assert words in msg and "\n" not in msg and msg.endswith(".")
-    with SearchEngine.open(index_copy, WrongOutputEncoder(m.name, 32, m.pooling)) as engine:
-        with pytest.raises(ManifestMismatchError, match="returned vectors of shape"):
-            engine.add([{"id": "nuevo", "text": "un documento nuevo"}])
+    with (
+        SearchEngine.open(index_copy, WrongOutputEncoder(m.name, 32, m.pooling)) as engine,
+        pytest.raises(ManifestMismatchError, match="returned vectors of shape"),
+    ):
+        engine.add([{"id": "nuevo", "text": "un documento nuevo"}])
     assert state(index_copy) == before
 
 
@@ -427,21 +486,29 @@ def test_cli_refuses_other_model_or_pooling(index_copy: Path, cli_run, tmp_path:
     docs.mkdir()
     (docs / "a.txt").write_text("un documento\n")
     before = state(index_copy)
-    line = one_sentence_error(cli_run("ingest", docs, "--index", index_copy, "--pooling", "max",
-                                      "--model", cli_run.model))
+    line = one_sentence_error(
+        cli_run("ingest", docs, "--index", index_copy, "--pooling", "max", "--model", cli_run.model)
+    )
     assert "created with pooling 'mean', not 'max'" in line
-    line = one_sentence_error(cli_run("ingest", docs, "--index", index_copy, "--model",
-                                      tmp_path / "otro-modelo"))
+    line = one_sentence_error(
+        cli_run("ingest", docs, "--index", index_copy, "--model", tmp_path / "otro-modelo")
+    )
     assert "created with model" in line
     assert state(index_copy) == before
 
 
 # ----- failing writes -------------------------------------------------------------------------
-@pytest.mark.parametrize("exc", [sqlite3.OperationalError("database or disk is full"),
-                                 sqlite3.OperationalError("disk I/O error"),
-                                 OSError(errno.ENOSPC, "No space left on device")])
-def test_write_errors_leave_previous_state_readable(index_copy: Path, cli_run, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch, exc) -> None:
+@pytest.mark.parametrize(
+    "exc",
+    [
+        sqlite3.OperationalError("database or disk is full"),
+        sqlite3.OperationalError("disk I/O error"),
+        OSError(errno.ENOSPC, "No space left on device"),
+    ],
+)
+def test_write_errors_leave_previous_state_readable(
+    index_copy: Path, cli_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc
+) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     for i in range(3):
@@ -452,8 +519,9 @@ def test_write_errors_leave_previous_state_readable(index_copy: Path, cli_run, t
         raise exc
 
     monkeypatch.setattr(Store, "put_documents", fail)
-    line = one_sentence_error(cli_run("ingest", docs, "--index", index_copy, "--model",
-                                      cli_run.model, "-q"))
+    line = one_sentence_error(
+        cli_run("ingest", docs, "--index", index_copy, "--model", cli_run.model, "-q")
+    )
     assert "nothing was changed" in line and (exc.args[-1] in line or str(exc) in line)
     monkeypatch.undo()
     assert state(index_copy) == before
@@ -463,8 +531,9 @@ def test_write_errors_leave_previous_state_readable(index_copy: Path, cli_run, t
     assert not list(index_copy.glob(".vectors-*"))
 
 
-def test_checkpoint_write_error_is_one_sentence_and_heals(index_copy: Path, cli_run, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkpoint_write_error_is_one_sentence_and_heals(
+    index_copy: Path, cli_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import faiss
 
     docs = tmp_path / "docs"
@@ -477,8 +546,9 @@ def test_checkpoint_write_error_is_one_sentence_and_heals(index_copy: Path, cli_
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(faiss, "write_index", full)
-    line = one_sentence_error(cli_run("ingest", docs, "--index", index_copy, "--model",
-                                      cli_run.model, "-q"))
+    line = one_sentence_error(
+        cli_run("ingest", docs, "--index", index_copy, "--model", cli_run.model, "-q")
+    )
     assert "could not write the vector index file" in line.lower()
     monkeypatch.undo()
     assert not list(index_copy.glob(".vectors-*"))  # no partial file left behind
@@ -490,9 +560,8 @@ def test_checkpoint_write_error_is_one_sentence_and_heals(index_copy: Path, cli_
 
 def test_store_write_turns_os_errors_into_storage_errors(tmp_path: Path) -> None:
     store = Store(tmp_path / "x.db")
-    with pytest.raises(StorageError, match="nothing was changed"):
-        with store.write():
-            store.conn.execute("INSERT INTO meta(key, value) VALUES ('k', 1)")
-            raise OSError(errno.EIO, "Input/output error")
+    with pytest.raises(StorageError, match="nothing was changed"), store.write():
+        store.conn.execute("INSERT INTO meta(key, value) VALUES ('k', 1)")
+        raise OSError(errno.EIO, "Input/output error")
     assert store.conn.execute("SELECT count(*) FROM meta").fetchone()[0] == 0
     store.close()

@@ -1,4 +1,5 @@
 """Hybrid search: Spanish matching end to end, hostile queries, filters, snippets, similar."""
+
 from __future__ import annotations
 
 import itertools
@@ -10,16 +11,36 @@ import pytest
 from beto_search import SearchEngine
 
 DOCS = [
-    {"id": "p1", "title": "La peña flamenca", "text": "La peña flamenca del barrio se reúne cada año.",
-     "metadata": {"tema": "musica", "region": "andalucia"}},
-    {"id": "p2", "title": "Qué pena", "text": "Me da pena que el ano del calendario se escriba mal.",
-     "metadata": {"tema": "idioma"}},
-    {"id": "p3", "title": "Canciones", "text": "Las canciones populares cantaban historias del pueblo.",
-     "metadata": {"tema": "musica", "region": "galicia"}},
-    {"id": "p4", "title": "El pingüino", "text": "El pingüino vive en el hemisferio sur. Nada muy bien.",
-     "metadata": {"tema": "ciencia"}},
-    {"id": "p5", "title": "O'Brien", "text": "Un texto con comillas: \"hola\" y O'Brien.",
-     "metadata": {"tema": "it's"}},
+    {
+        "id": "p1",
+        "title": "La peña flamenca",
+        "text": "La peña flamenca del barrio se reúne cada año.",
+        "metadata": {"tema": "musica", "region": "andalucia"},
+    },
+    {
+        "id": "p2",
+        "title": "Qué pena",
+        "text": "Me da pena que el ano del calendario se escriba mal.",
+        "metadata": {"tema": "idioma"},
+    },
+    {
+        "id": "p3",
+        "title": "Canciones",
+        "text": "Las canciones populares cantaban historias del pueblo.",
+        "metadata": {"tema": "musica", "region": "galicia"},
+    },
+    {
+        "id": "p4",
+        "title": "El pingüino",
+        "text": "El pingüino vive en el hemisferio sur. Nada muy bien.",
+        "metadata": {"tema": "ciencia"},
+    },
+    {
+        "id": "p5",
+        "title": "O'Brien",
+        "text": 'Un texto con comillas: "hola" y O\'Brien.',
+        "metadata": {"tema": "it's"},
+    },
 ]
 
 
@@ -47,9 +68,26 @@ def test_accent_insensitive_and_n_tilde_sensitive(small: SearchEngine) -> None:
 
 
 @pytest.mark.parametrize("mode", ["semantic", "lexical", "hybrid"])
-@pytest.mark.parametrize("query", ['"', "'", "a OR b", "NOT AND OR", "-pena", "tema:musica", "can*",
-                                   "((peña", "😀🎸", "NEAR(a b)", "x" * 5000, "; DROP TABLE chunks;--",
-                                   "¿¡?!", "\x00a\x00", "O'Brien \"hola\""])
+@pytest.mark.parametrize(
+    "query",
+    [
+        '"',
+        "'",
+        "a OR b",
+        "NOT AND OR",
+        "-pena",
+        "tema:musica",
+        "can*",
+        "((peña",
+        "😀🎸",
+        "NEAR(a b)",
+        "x" * 5000,
+        "; DROP TABLE chunks;--",
+        "¿¡?!",
+        "\x00a\x00",
+        'O\'Brien "hola"',
+    ],
+)
 def test_hostile_queries_never_fail(small: SearchEngine, query: str, mode: str) -> None:
     hits = small.search(query, k=3, mode=mode)
     assert isinstance(hits, list)
@@ -67,7 +105,7 @@ def test_filters_return_exactly_the_matching_documents(small: SearchEngine) -> N
 
 
 def test_filter_values_cannot_inject_sql(small: SearchEngine) -> None:
-    for value in ["musica' OR '1'='1", "x\" OR 1=1 --", "'); DROP TABLE documents; --"]:
+    for value in ["musica' OR '1'='1", 'x" OR 1=1 --', "'); DROP TABLE documents; --"]:
         assert small.search("música", where={"tema": value}) == []
     assert small.info()["documents"] == 5
     with pytest.raises(Exception) as err:
@@ -89,7 +127,7 @@ def test_source_glob(tmp_path: Path, tiny_encoder) -> None:
 def test_snippet_and_highlight_offsets(small: SearchEngine) -> None:
     hit = small.search("canciones populares", k=1, mode="lexical")[0]
     doc = small.get_document(hit.doc_id)["text"]
-    assert doc[hit.snippet_start:hit.snippet_end] == hit.snippet
+    assert doc[hit.snippet_start : hit.snippet_end] == hit.snippet
     words = [doc[s:e] for s, e in hit.highlight_spans]
     assert words == ["canciones", "populares"]
     assert "<mark>canciones</mark> <mark>populares</mark>" in hit.highlight
@@ -125,8 +163,12 @@ def test_similar_highlight_is_escaped_like_search(tmp_path: Path, tiny_encoder) 
     """A similar hit's highlight is HTML-safe as search's are (it marks nothing)."""
     evil = "<script>alert(1)</script> El gato <b>negro</b> & el tejado."
     with SearchEngine.open(tmp_path / "s", encoder=tiny_encoder) as engine:
-        engine.add([{"id": "a", "text": "El gato negro duerme en el tejado."},
-                    {"id": "evil", "text": evil}])
+        engine.add(
+            [
+                {"id": "a", "text": "El gato negro duerme en el tejado."},
+                {"id": "evil", "text": evil},
+            ]
+        )
         (hit,) = engine.similar("a", k=1)
         assert hit.doc_id == "evil" and hit.snippet == evil
         assert hit.highlight == (
@@ -135,13 +177,20 @@ def test_similar_highlight_is_escaped_like_search(tmp_path: Path, tiny_encoder) 
 
 
 @pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
-def test_selective_filter_in_a_large_index_returns_k(tmp_path: Path, hash_encoder, index_type) -> None:
+def test_selective_filter_in_a_large_index_returns_k(
+    tmp_path: Path, hash_encoder, index_type
+) -> None:
     """1 matching document in 3,000, and 12 matching in 3,000: always k (or all) of them."""
     rng = np.random.default_rng(0)
     n = 3000
-    docs = [{"id": f"d{i}", "text": f"documento número {i}",
-             "metadata": {"grupo": "raro" if i == 1234 else ("medio" if i % 250 == 0 else "comun")}}
-            for i in range(n)]
+    docs = [
+        {
+            "id": f"d{i}",
+            "text": f"documento número {i}",
+            "metadata": {"grupo": "raro" if i == 1234 else ("medio" if i % 250 == 0 else "comun")},
+        }
+        for i in range(n)
+    ]
     vectors = rng.standard_normal((n, hash_encoder.dimension)).astype(np.float32)
     with SearchEngine.open(tmp_path / "big", encoder=hash_encoder, index_type=index_type) as engine:
         engine.add(docs[:1])  # creates the manifest with the encoder

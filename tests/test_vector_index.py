@@ -1,5 +1,6 @@
 """VectorIndex (flat / hnsw / ivf): add, remove, search, selectors, per-query knobs, save/load,
 auto switching, and the engine's vector path (add_embeddings, deletes, tombstones, compact)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,11 +22,20 @@ def _unit(n: int, seed: int, dim: int = DIM) -> np.ndarray:
 
 
 def _spec(kind: str, quantizer: str = "Flat") -> IndexSpec:
-    return IndexSpec(type=kind, nlist=32, nprobe=32, hnsw_m=16, ef_construction=80,
-                     ef_search=64, quantizer=quantizer)
+    return IndexSpec(
+        type=kind,
+        nlist=32,
+        nprobe=32,
+        hnsw_m=16,
+        ef_construction=80,
+        ef_search=64,
+        quantizer=quantizer,
+    )
 
 
-def _built(kind: str, quantizer: str = "Flat", n: int = N) -> tuple[VectorIndex, np.ndarray, np.ndarray]:
+def _built(
+    kind: str, quantizer: str = "Flat", n: int = N
+) -> tuple[VectorIndex, np.ndarray, np.ndarray]:
     data = _unit(n, 0)
     ids = np.arange(n, dtype=np.int64) + 100  # ids are not positions
     vi = VectorIndex.build(_spec(kind, quantizer), DIM, n, None if kind == "flat" else data)
