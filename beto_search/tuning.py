@@ -41,11 +41,16 @@ from .searcher import Searcher
 
 if TYPE_CHECKING:
     from .engine import SearchEngine
+    from .store import StoredChunk
 
 log = logging.getLogger(__name__)
 
 MIN_QUERIES = 30  # below this, nDCG differences between configs are mostly noise
 PSEUDO_QUERIES = 200  # pseudo-queries drawn when tuning without labels
+# chunks sampled to cut them from (at least 10 per query, so most chunks yield none and the
+# draw stays random; bounded so tuning a large index streams it instead of holding its text)
+SAMPLE_PER_QUERY = 10
+SAMPLE_MIN = 2000
 AUTOTUNE_MIN_CHUNKS = 200  # see maybe_autotune
 DEPTH = 100  # candidates per side and query
 TOLERANCE = 0.002  # nDCG@10 differences below this are ties
@@ -146,6 +151,31 @@ def gist(text: str, df: dict[str, int]) -> str:
     return " ".join(w for w in content if w in kept)
 
 
+def _sample_chunks(
+    engine: SearchEngine, cap: int, seed: int, style: str
+) -> tuple[list[StoredChunk], dict[str, int]]:
+    """A uniform sample of at most ``cap`` stored chunks (reservoir sampling, in index order when
+    the index is smaller), plus the document frequency of content words over ALL chunks when the
+    style needs it. Streams the index: tuning a 10M-chunk index must not hold its text."""
+    rng = random.Random(seed)
+    sample: list[StoredChunk] = []
+    df: dict[str, int] = {}
+    seen = 0
+    for batch in engine.iter_chunks():
+        for c in batch:
+            if style in ("gist", "mixed"):
+                for w in {w.lower() for w in _content(c.text)}:
+                    df[w] = df.get(w, 0) + 1
+            seen += 1
+            if len(sample) < cap:
+                sample.append(c)
+            else:
+                j = rng.randrange(seen)
+                if j < cap:
+                    sample[j] = c
+    return sample, df
+
+
 def pseudo_queries(
     engine: SearchEngine, n: int = PSEUDO_QUERIES, seed: int = PSEUDO_SEED, style: str = "cloze"
 ) -> tuple[dict[str, str], dict[str, dict[str, int]], dict[str, int]]:
@@ -153,7 +183,7 @@ def pseudo_queries(
     the chunk each query came from, which scoring leaves out of the candidates."""
     if style not in STYLES:
         raise InputError(f"pseudo-query style must be one of {', '.join(STYLES)}, not '{style}'.")
-    chunks = [c for batch in engine.iter_chunks() for c in batch]
+    chunks, df = _sample_chunks(engine, max(SAMPLE_PER_QUERY * n, SAMPLE_MIN), seed, style)
     rng = random.Random(seed)
     picked: list[tuple[str, str]] = []  # (text, doc id)
     exclude: dict[str, int] = {}
@@ -173,9 +203,7 @@ def pseudo_queries(
         # inverse cloze at the document level: the sentence's own chunk is left out of the
         # candidates, so the query must find its document through the document's OTHER chunks,
         # which share its topic but not its words: no side wins by copying
-        per_doc: dict[str, int] = {}
-        for c in chunks:
-            per_doc[c.doc_id] = per_doc.get(c.doc_id, 0) + 1
+        per_doc = {d: len(engine.store.doc_chunk_ids(d)) for d in {c.doc_id for c in chunks}}
         pqs = make_pseudo_queries([c for c in chunks if per_doc[c.doc_id] > 1], n, seed)
         picked = [(p.query, p.doc_id) for p in pqs]
         exclude = {f"pq{i}": p.chunk_id for i, p in enumerate(pqs)}
@@ -187,11 +215,6 @@ def pseudo_queries(
             rest = [c for c in chunks if c.chunk_id not in used and len(c.text.split()) >= 6]
             rng.shuffle(rest)
             picked += [(c.text, c.doc_id) for c in rest[: n - len(picked)]]
-    df: dict[str, int] = {}
-    if style in ("gist", "mixed"):
-        for c in chunks:
-            for w in {w.lower() for w in _content(c.text)}:
-                df[w] = df.get(w, 0) + 1
     queries: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
     for i, (text, doc_id) in enumerate(picked):
