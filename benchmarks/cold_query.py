@@ -15,8 +15,6 @@ entries of a semantic query before (torch path) and after (light path). The last
 
     python benchmarks/cold_query.py [--repeats 5] [--model FOLDER] [--work DIR]
 
-(benchmarks/common.py, when it lands, holds the full-size BETO builder; this script keeps its own
-small copy of what it needs until then.)
 """
 
 from __future__ import annotations
@@ -32,8 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import full_beto
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_BETO = ROOT.parent / "shared" / "beto" / "uncased"
 QUERY = "el flamenco y la cocina de Andalucía"
 # the same query through the torch encoder: the CLI's path before the light query encoder
 TORCH_PATH = """
@@ -98,10 +97,8 @@ def main() -> None:
     env = {**os.environ, "BETO_SEARCH_CACHE": str(work / "cache"), "HF_HUB_OFFLINE": "1"}
     env.pop("BETO_SEARCH_MODEL", None)
     model = Path(args.model) if args.model else work / "beto-full"
-    if not args.model and not (model / "config.json").exists():
-        from beto_search.modelfolder import build_full_beto
-
-        build_full_beto(model, SHARED_BETO)
+    if not args.model:
+        full_beto(model)
     index = work / "index"
     cli = [sys.executable, "-m", "beto_search.cli"]
     if not (index / "index.db").exists():
@@ -127,7 +124,7 @@ def main() -> None:
     from beto_search import SearchEngine
 
     with SearchEngine.open(index, create=False) as engine:
-        counts = engine.store.counts() if hasattr(engine, "store") else {}
+        counts = engine.counts()
     t = run([*cli, "query", QUERY, "--index", str(index), "--mode", "semantic"], env)
     print(f"first semantic query (exports the query graph): {t:.1f} s; index: {counts}")
 

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common import full_beto
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_BETO = ROOT.parent / "shared" / "beto" / "uncased"
 
 
 def chunk_ids(enc: object, n: int, tokens: int) -> list[list[int]]:
@@ -61,7 +62,6 @@ def main() -> int:
         )
         return 2
     from beto_search.backends import open_encoder
-    from beto_search.modelfolder import build_full_beto
 
     torch.backends.cuda.matmul.allow_tf32 = True  # what fp32 on a modern GPU would use
     tmp = None
@@ -69,8 +69,7 @@ def main() -> int:
     if folder is None:
         tmp = tempfile.TemporaryDirectory()
         folder = Path(tmp.name) / "beto-full"
-    if not (folder / "config.json").exists():
-        build_full_beto(folder, SHARED_BETO)
+    full_beto(folder)
     gpu = torch.cuda.get_device_name(0)
     cpu_ref = open_encoder(str(folder), precision="fp32", device="cpu", batch_size=16)
     seqs = chunk_ids(cpu_ref, args.chunks, args.tokens)

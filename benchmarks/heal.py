@@ -104,7 +104,7 @@ def main() -> None:
             ]
             vecs = rng.standard_normal((n, args.dim)).astype(np.float32)
             engine.add_embeddings(recs, vecs)
-        chunks = engine.store.counts()["chunks"]
+        chunks = engine.counts()["chunks"]
     build_s = time.perf_counter() - t0
 
     files = checkpoints(folder)

@@ -93,7 +93,7 @@ def measure(engine: SearchEngine, level: str, n: int, styles: list[str]) -> dict
     table = dict(real.table)
     parts = max(real.ndcg["dense"], real.ndcg["lexical"])
     out = {
-        "chunks": engine.store.counts()["chunks"],
+        "chunks": engine.counts()["chunks"],
         "dense": real.ndcg["dense"],
         "lexical": real.ndcg["lexical"],
         "default": real.ndcg["default"],
