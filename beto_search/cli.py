@@ -94,6 +94,62 @@ def cli(verbose: bool) -> None:
     )
 
 
+def _ray_options(func: F) -> F:
+    """--ray [ADDRESS], --ray-workers, --ray-gpus, --ray-window: shared by ingest and reembed."""
+    for option in reversed(_RAY_OPTIONS):
+        func = option(func)
+    return func
+
+
+def _ray_embedder(
+    address: str, workers: int | None, gpus: float | None, window: int | None, **source: Any
+) -> Any:
+    """A RayEmbedder for ``engine=`` (ingest) or ``encoder=`` (a re-embedding's target)."""
+    from .distributed import RayEmbedder
+
+    options: dict[str, Any] = {
+        "address": None if address == "local" else address,
+        "workers": workers,
+        "gpus_per_worker": gpus,
+        **({"window_chunks": window} if window else {}),
+    }
+    if "engine" in source:
+        return RayEmbedder.for_engine(source["engine"], **options)
+    return RayEmbedder.for_encoder(source["encoder"], **options)
+
+
+_RAY_OPTIONS = [
+    click.option(
+        "--ray",
+        "ray_address",
+        is_flag=False,
+        flag_value="local",
+        default=None,
+        metavar="[ADDRESS]",
+        help="Encode on Ray: alone a local Ray instance, 'auto' the cluster this machine is "
+        "part of, or a cluster address (needs beto-search[ray]).",
+    ),
+    click.option(
+        "--ray-workers",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Encoding actors on Ray (default: one per GPU, else CPUs / 4).",
+    ),
+    click.option(
+        "--ray-gpus",
+        type=click.FloatRange(min=0),
+        default=None,
+        help="GPUs per encoding actor (default: 1 when the cluster has GPUs; 0: CPUs only).",
+    ),
+    click.option(
+        "--ray-window",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Chunks per Ray Data run; the actors load the model once per run (default 32768).",
+    ),
+]
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_index_option
@@ -138,34 +194,7 @@ def cli(verbose: bool) -> None:
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option(
-    "--ray",
-    "ray_address",
-    is_flag=False,
-    flag_value="local",
-    default=None,
-    metavar="[ADDRESS]",
-    help="Encode on Ray: alone a local Ray instance, 'auto' the cluster this machine is "
-    "part of, or a cluster address (needs beto-search[ray]).",
-)
-@click.option(
-    "--ray-workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Encoding actors on Ray (default: one per GPU, else CPUs / 4).",
-)
-@click.option(
-    "--ray-gpus",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="GPUs per encoding actor (default: 1 when the cluster has GPUs; 0: CPUs only).",
-)
-@click.option(
-    "--ray-window",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Chunks per Ray Data run; the actors load the model once per run (default 32768).",
-)
+@_ray_options
 @_errors
 def ingest(
     paths: tuple[Path, ...],
@@ -212,16 +241,8 @@ def ingest(
         )
         embedder = None
         if ray_address is not None:
-            from .distributed import RayEmbedder
-
             embedder = stack.enter_context(
-                RayEmbedder.for_engine(
-                    engine,
-                    address=None if ray_address == "local" else ray_address,
-                    workers=ray_workers,
-                    gpus_per_worker=ray_gpus,
-                    **({"window_chunks": ray_window} if ray_window else {}),
-                )
+                _ray_embedder(ray_address, ray_workers, ray_gpus, ray_window, engine=engine)
             )
         summary = engine.ingest(
             paths, opts, prune=prune, progress=not quiet and sys.stderr.isatty(), embedder=embedder
@@ -613,6 +634,7 @@ def tune(index: Path, queries: Path | None, qrels: Path | None, wait: float, as_
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_ray_options
 @_errors
 def reembed(
     index: Path,
@@ -623,13 +645,33 @@ def reembed(
     wait: float,
     quiet: bool,
     as_json: bool,
+    ray_address: str | None,
+    ray_workers: int | None,
+    ray_gpus: float | None,
+    ray_window: int | None,
 ) -> None:
     """Re-encode every stored chunk with MODEL and switch the index to it atomically (resumable)."""
-    with _open(index, wait=wait, device=device, batch_size=batch_size) as engine:
-        result = engine.reembed(model, precision, progress=not quiet and sys.stderr.isatty())
+    import contextlib
+
+    if ray_address is not None:
+        from .distributed import require_ray
+
+        require_ray()  # before the index is opened or the model loaded
+    with contextlib.ExitStack() as stack:
+        engine = stack.enter_context(_open(index, wait=wait, device=device, batch_size=batch_size))
+        target: Any = model
+        embedder = None
+        if ray_address is not None:  # the driver's copy tokenizes; the actors encode
+            target = engine.open_target(model, precision)
+            embedder = stack.enter_context(
+                _ray_embedder(ray_address, ray_workers, ray_gpus, ray_window, encoder=target)
+            )
+        progress = not quiet and sys.stderr.isatty()
+        result = engine.reembed(target, precision, progress=progress, embedder=embedder)
         fusion = engine.info()["fusion_explained"]
+    extra = {"ray_nodes": dict(embedder.nodes)} if embedder is not None else {}
     if as_json:
-        click.echo(json.dumps({**result.to_dict(), "fusion": fusion}, ensure_ascii=False))
+        click.echo(json.dumps({**result.to_dict(), "fusion": fusion, **extra}, ensure_ascii=False))
         return
     click.echo(
         f"re-embedded {result.chunks} chunks with {result.encoder} (generation "
@@ -637,6 +679,8 @@ def reembed(
         f"{result.stragglers} written meanwhile; {result.seconds:.1f} s"
     )
     click.echo(f"fusion: {fusion}")
+    if extra:
+        click.echo(f"encoded on Ray nodes (chunks per node): {extra['ray_nodes']}")
 
 
 def main() -> None:

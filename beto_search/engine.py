@@ -344,6 +344,13 @@ class SearchEngine:
             batch_size=self.options.batch_size,
         )
 
+    def open_target(self, model: str | os.PathLike[str], precision: str | None = None) -> Encoder:
+        """The encoder ``reembed(model, precision)`` would build (a folder resolved to an absolute
+        path, so readers elsewhere find it): to hand to a distributed embedder first."""
+        from .reembed import open_target
+
+        return open_target(self, model, precision)
+
     def tune(
         self,
         queries: dict[str, str] | None = None,

@@ -474,3 +474,37 @@ def test_driver_killed_then_verify_and_rerun_encodes_only_the_rest(
     assert summary["added"] == total - present
     assert summary["chunks"] == total - present  # only what was missing was encoded
     _assert_same_index(index, reference)
+
+
+@pytest.mark.slow
+def test_reembed_on_two_nodes_matches_a_local_reembed(
+    cluster: str, tiny_model: Path, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from beto_search.cli import cli
+    from beto_search.testing import build_bert_folder
+
+    target = build_bert_folder(
+        tmp_path / "target", tiny_model / "vocab.txt", seed=7
+    )  # another model of the same shape: new vectors for every chunk
+    base = _local_index(tmp_path, tiny_model, CORPUS)
+    local, distributed = tmp_path / "reembed-local", tmp_path / "reembed-ray"
+    shutil.copytree(base, local)
+    shutil.copytree(base, distributed)
+    with SearchEngine.open(local, create=False, device="cpu") as engine:
+        engine.reembed(str(target))
+    res = CliRunner().invoke(
+        cli,
+        [
+            "reembed", "--index", str(distributed), "--model", str(target), "--device", "cpu",
+            "--ray", cluster, "--ray-workers", "2", "--json", "-q",
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output.strip().splitlines()[-1])
+    assert out["generation"] == 1 and out["chunks"] == sum(out["ray_nodes"].values())
+    assert len(out["ray_nodes"]) == 2, f"encoding ran on {out['ray_nodes']}"
+    _assert_same_index(distributed, local)
+    with SearchEngine.open(distributed, create=False) as engine:
+        assert engine.manifest is not None and engine.manifest.encoder == str(target.resolve())
