@@ -103,7 +103,8 @@ def main() -> None:
     es = load_eval_set(Path(args.queries), Path(args.qrels))
     base = work / "base"
     if not (base / "index.db").exists():
-        with SearchEngine.open(base, model=model) as engine:
+        # fp32: model quality, not speed (auto may pick int8/bf16 and shift the figures a little)
+        with SearchEngine.open(base, model=model, precision="fp32") as engine:
             engine.ingest([Path(args.corpus)])
     rows: list[dict[str, Any]] = [{"method": "none (starting model)", **dense(base, es)}]
     print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
