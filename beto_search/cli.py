@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from .adapt import DEFAULT_METHOD, METHODS
 from .encoder import DEFAULT_MODEL, DEVICES, POOLINGS, PRECISIONS
 from .errors import BetoSearchError
 from .fusion import FUSIONS, resolve
@@ -755,6 +756,138 @@ def serve(
         device=device,
     )
     run_server(settings, host=host, port=port, workers=workers)
+
+
+# ----- adapt and train (issue 10; adapt.py, training.py) ---------------------------------------
+def _training_options(func: F) -> F:
+    opts = [
+        click.option(
+            "--out",
+            required=True,
+            type=click.Path(path_type=Path),
+            metavar="DIR",
+            help="Folder for the trained sentence-transformers model.",
+        ),
+        click.option(
+            "--max-minutes",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="Training time budget (checkpoints every few minutes; re-run to resume).",
+        ),
+        click.option(
+            "--epochs",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Passes over the examples (default: adapt 1, train 3; with --max-minutes as "
+            "many as fit).",
+        ),
+        click.option(
+            "--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N steps."
+        ),
+        click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True),
+        click.option(
+            "--lr",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="Peak learning rate (default 1e-4; warmup 10%, then linear decay).",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
+        click.option(
+            "--checkpoint-minutes",
+            type=click.FloatRange(min=0),
+            default=3.0,
+            show_default=True,
+            help="Training minutes between checkpoints.",
+        ),
+        click.option(
+            "--force", is_flag=True, help="Write the model even if it scores worse than before."
+        ),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def _print_training(report: Any, as_json: bool, reembedded: Any = None) -> None:
+    if as_json:
+        extra = {"reembed": reembedded.to_dict()} if reembedded is not None else {}
+        click.echo(json.dumps({**report.to_dict(), **extra}, ensure_ascii=False))
+        return
+    b, a = report.before, report.after
+    click.echo(
+        f"wrote {report.out}: {report.method}, {report.steps} steps over {report.examples} "
+        f"examples in {report.seconds / 60:.1f} min ({report.stopped})"
+    )
+    for key in ("ndcg@10", "recall@10"):
+        if key in b and key in a:
+            click.echo(
+                f"{key}: {b[key]:.4f} -> {a[key]:.4f} ({a[key] - b[key]:+.4f}) on "
+                f"{report.check_queries} queries: {report.check}"
+            )
+    if reembedded is not None:
+        click.echo(
+            f"re-embedded {reembedded.chunks} chunks with {reembedded.encoder} "
+            f"(generation {reembedded.generation})"
+        )
+
+
+@cli.command()
+@_index_option
+@_training_options
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default=DEFAULT_METHOD,
+    show_default=True,
+    help="ict: inverse cloze; ict-hard: plus a lexical hard negative; crop: independent "
+    "cropping; tsdae: denoising baseline.",
+)
+@click.option("--reembed", "then_reembed", is_flag=True, help="Then re-embed the index with it.")
+@_errors
+def adapt(
+    index: Path, quiet: bool, as_json: bool, then_reembed: bool, out: Path, **kw: Any
+) -> None:
+    """Adapt the index's model to its own chunks, without labels; writes a model folder."""
+    progress = not quiet and sys.stderr.isatty()
+    with _open(index, device=kw["device"]) as engine:
+        report = engine.adapt(out, progress=progress, **kw)
+        done = engine.reembed(str(out), progress=progress) if then_reembed else None
+    _print_training(report, as_json, done)
+
+
+@cli.command()
+@_index_option
+@_training_options
+@click.option(
+    "--queries",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Labelled queries as eval reads them (BEIR queries.jsonl or TREC).",
+)
+@click.option(
+    "--qrels",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Judgements as eval reads them (BEIR TSV or TREC).",
+)
+@click.option(
+    "--pairs",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="JSONL {query, positive[, negative]} or TSV query<TAB>positive[<TAB>negative].",
+)
+@_errors
+def train(index: Path, quiet: bool, as_json: bool, out: Path, **kw: Any) -> None:
+    """Fine-tune the index's model on labelled queries or pairs; writes a model folder."""
+    with _open(index, device=kw["device"]) as engine:
+        report = engine.train(out, progress=not quiet and sys.stderr.isatty(), **kw)
+    _print_training(report, as_json)
 
 
 # keep last: `python -m beto_search.cli` runs only the commands defined above this line

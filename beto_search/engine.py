@@ -30,6 +30,7 @@ from .vector_cache import VectorCache
 from .vector_index import IndexSpec, VectorIndex
 
 if TYPE_CHECKING:
+    from .adapt import TrainReport
     from .reembed import ReembedResult
     from .tuning import TuneResult
 
@@ -374,3 +375,25 @@ class SearchEngine:
         from .reembed import reembed
 
         return reembed(self, model, precision, progress, embedder, **options)
+
+    # ----- training the index's model (adapt.py, training.py) ------------------------------
+    def adapt(self, out: str | os.PathLike[str], **options: Any) -> TrainReport:
+        """Adapt the index's model to its own chunks without labels; writes a sentence-
+        transformers folder to ``out`` (options: ``adapt.TrainOptions``'s fields)."""
+        from .adapt import adapt
+
+        return adapt(self, out, **options)
+
+    def train(
+        self,
+        out: str | os.PathLike[str],
+        queries: str | os.PathLike[str] | None = None,
+        qrels: str | os.PathLike[str] | None = None,
+        pairs: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> TrainReport:
+        """Fine-tune the index's model on labelled queries + qrels (BEIR/TREC files) or pairs
+        (JSONL/TSV); writes a sentence-transformers folder to ``out``."""
+        from .training import train
+
+        return train(self, out, queries, qrels, pairs, **options)
