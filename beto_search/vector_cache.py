@@ -115,10 +115,11 @@ class VectorCache:
             m = self._manifest(True)  # a re-embedding moved the index on: read it again
         if m is None:
             raise InputError("the index holds no vectors yet.")
-        newer = False
+        newer = own_generation = False
         for file_seq, gen, path in checkpoint_files(self.folder):
             if gen != state.generation:
                 continue
+            own_generation = True
             if file_seq > state.seq:
                 newer = True
                 continue
@@ -141,6 +142,10 @@ class VectorCache:
             return vi
         if newer and not newer_ok:
             raise _Newer
+        if not own_generation and state.generation > 0:
+            # the first load after a re-embedding switched generations: expected, not a fault
+            log.info("building the vector index of generation %d from SQLite", state.generation)
+            return self._rebuild(state, None, publish=False)
         return self._rebuild(
             state, "no usable vector index file" if state.seq else None, publish=False
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -365,14 +366,19 @@ def test_reader_in_another_process_follows_the_switch(tiny_model: Path, tmp_path
     )
 
 
-def test_cli_reembed(index_copy: Path, tiny_model: Path, tmp_path: Path) -> None:
+def test_cli_reembed(
+    index_copy: Path, tiny_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from beto_search.testing import build_bert_folder
 
     other = build_bert_folder(tmp_path / "other-model", tiny_model / "vocab.txt", seed=9)
-    res = CliRunner().invoke(
-        cli, ["reembed", "--index", str(index_copy), "--model", str(other), "--json"]
-    )
+    with caplog.at_level(logging.WARNING, logger="beto_search"):
+        res = CliRunner().invoke(
+            cli, ["reembed", "--index", str(index_copy), "--model", str(other), "--json"]
+        )
     assert res.exit_code == 0, res.output
+    # the new generation's first cache build is expected: no warning about it
+    assert not [r for r in caplog.records if "vector index" in r.getMessage()], caplog.text
     out = json.loads(res.stdout)
     assert out["generation"] == 1 and out["encoded"] == out["chunks"] > 0
     res = CliRunner().invoke(cli, ["info", "--index", str(index_copy), "--json"])
