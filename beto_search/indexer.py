@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tqdm import tqdm
 
 from .chunking import Chunker
 from .encoder import normalize_rows
@@ -106,6 +105,8 @@ class Indexer:
         read_whole: set[str] = set()  # files read without any skip: their absent ids are gone
 
         def documents() -> Iterator[Document]:
+            from tqdm import tqdm  # a progress bar only where one is drawn
+
             for path, root in tqdm(
                 files, desc="files", unit="file", disable=not progress, leave=False
             ):
@@ -185,6 +186,8 @@ class Indexer:
         embedder: Embedder | None,
         force: bool = False,
     ) -> None:
+        from tqdm import tqdm  # a progress bar only where one is drawn
+
         bar = tqdm(desc="embedding", unit="chunk", disable=not progress, leave=False)
         pending: deque[_Batch] = deque()
         token_ids: list[bool] = []  # decided once the manifest exists

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Any
 from .errors import BetoSearchError
 from .indexer import Indexer
 from .locking import WriteLock
-from .reembed import pending
-from .tuning import explain
 
 if TYPE_CHECKING:
     from .engine import SearchEngine
@@ -27,6 +25,9 @@ class Maintenance:
 
     def info(self) -> dict[str, Any]:
         """Counts, encoder settings, index type and sizes on disk."""
+        from .reembed import pending as reembed_pending  # both import more than info needs
+        from .tuning import explain as explain_fusion
+
         m = self.engine.manifest
         counts = self.store.counts()
         folder = self.engine.folder
@@ -50,9 +51,9 @@ class Maintenance:
             "index_type": m.spec.concrete(counts["chunks"]) if m is not None else None,
             "index_settings": get("index"),
             "fusion": get("fusion"),
-            "fusion_explained": explain(m.to_dict() if m is not None else None),
+            "fusion_explained": explain_fusion(m.to_dict() if m is not None else None),
             "generation": get("generation"),
-            "reembed_pending": pending(self.engine),
+            "reembed_pending": reembed_pending(self.engine),
             "package_version": get("package_version"),
             "bytes_on_disk": sum(files.values()),
             "files": files,

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from charset_normalizer import from_bytes
-
 from .errors import InputError
 from .types import Document
 
@@ -90,6 +88,8 @@ def detect_encoding(sample: bytes) -> str | None:
     high = [c for c in text if ord(c) > 127]
     if high and sum(c in _WESTERN for c in high) >= 0.6 * len(high):
         return "cp1252"
+    from charset_normalizer import from_bytes  # only for files that are not UTF-8
+
     best = from_bytes(sample).best()
     return best.encoding if best is not None else None
 
