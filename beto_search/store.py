@@ -203,7 +203,9 @@ class Store:
                     f"the index database {self.path} cannot be read ({exc})."
                 ) from None
             self._local.conn = conn
-            self._local.db = sqlite_utils.Database(conn)
+            # no sqlite-utils plugins: our schema needs none, third-party code has no business
+            # in the index's connections, and finding plugins scans every installed package
+            self._local.db = sqlite_utils.Database(conn, execute_plugins=False)
             with self._conns_lock:
                 self._conns.append(conn)
         return conn
