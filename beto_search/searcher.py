@@ -6,6 +6,8 @@ snapshot (``VectorCache.pinned``), so results never mix two states of the index.
 from __future__ import annotations
 
 import html
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -66,23 +68,33 @@ class Searcher:
         query = clean_text(query)
         flt = Filter({str(a): str(b) for a, b in (where or {}).items()}, source)
         params = SearchParams(ef_search=ef_search, nprobe=nprobe)
-        qvec = None
-        if mode != "lexical":
+        qvec: np.ndarray | None = None
+        pending: Future[np.ndarray] | None = None
+        if mode == "hybrid" and query_vector is None:
+            # encode while the lexical side runs: ONNX Runtime and SQLite both release the GIL,
+            # so a hybrid query costs about max(encoding, bm25) instead of their sum
+            pending = _pool().submit(self._query_vector, query, None, manifest.dimension)
+        elif mode != "lexical":
             qvec = self._query_vector(query, query_vector, manifest.dimension)
         with self.engine.cache.pinned() as vi:
             if vi.generation != manifest.generation:  # re-embedded while the query was encoded
                 manifest = self.engine.refresh()
                 assert manifest is not None
                 config = self.fusion_config(fusion, alpha)
-                if qvec is not None:
+                if mode != "lexical":
+                    if pending is not None:
+                        pending.cancel()  # or let it finish unused: it encoded for the old model
+                        pending = None
                     qvec = self._query_vector(query, query_vector, manifest.dimension)
             allowed = self.store.filtered_chunk_ids(flt) if flt else None
             if allowed is not None and not len(allowed):
                 return []
             depth = max(4 * k, 50)
             while True:
-                dense = self._dense(vi, qvec, depth, allowed, params) if qvec is not None else {}
                 lexical = self._lexical(query, depth, flt) if mode != "semantic" else {}
+                if pending is not None:
+                    qvec, pending = pending.result(), None
+                dense = self._dense(vi, qvec, depth, allowed, params) if qvec is not None else {}
                 fused = self._fuse(mode, config, dense, lexical)
                 hits = self._to_hits(fused, dense, lexical, k)
                 if len(hits) >= k or depth >= self._reach(allowed):
@@ -277,6 +289,20 @@ class Searcher:
                 # nothing to mark, but escaped like search's highlights: HTML-safe to show as is
                 h.highlight = html.escape(h.snippet)
         return hits
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Threads that encode hybrid queries next to their lexical side (shared by every engine
+    of the process; idle threads cost nothing and are joined at exit)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="beto-search-query")
+        return _POOL
 
 
 def _top(ids: np.ndarray, scores: np.ndarray, n: int) -> dict[int, float]:
