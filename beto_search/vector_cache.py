@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -100,8 +101,7 @@ class VectorCache:
                         )
                     raise _Newer
                 if vi.seq >= state.floor:
-                    new = vi.clone()
-                    self._catch_up(new, state)
+                    new = self._caught_up_copy(vi, state)
                     self._vi = new
                     return new
             # nothing usable in memory: a checkpoint, else a rebuild
@@ -150,15 +150,39 @@ class VectorCache:
             state, "no usable vector index file" if state.seq else None, publish=False
         )
 
+    def _caught_up_copy(self, vi: VectorIndex, state: CacheState) -> VectorIndex:
+        """A copy of ``vi`` caught up to ``state``. The changes are read here (in the caller's
+        snapshot); the copy is made and changed on one dedicated thread, so that its many
+        list-sized allocations always come from the same malloc arena: made by whichever
+        request thread happened to catch up, every arena ended up holding its own freed copy of
+        the index (a server's RSS grew by ~700 MB at 100k chunks under 8 clients)."""
+        removed, ids, vecs = self._changes(vi, state)
+
+        def copy() -> VectorIndex:
+            new = vi.clone()
+            new.remove(removed)
+            new.add(ids, vecs)
+            new.seq = state.seq
+            return new
+
+        return _copier().submit(copy).result()
+
+    def _changes(
+        self, vi: VectorIndex, state: CacheState
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The chunk ids removed since ``vi.seq``, and the ids and vectors added."""
+        changes = self.store.changes_since(vi.seq)
+        added = {c for _, op, c in changes if op == "add"}
+        removed = {c for _, op, c in changes if op == "del"}
+        ids, vecs = self.store.embeddings(sorted(added - removed), vi.dim)
+        return np.fromiter(removed - added, dtype=np.int64), ids, vecs
+
     def _catch_up(self, vi: VectorIndex, state: CacheState) -> None:
         """Apply the changes logged since ``vi.seq`` (inside the caller's snapshot)."""
         if vi.seq == state.seq:
             return
-        changes = self.store.changes_since(vi.seq)
-        added = {c for _, op, c in changes if op == "add"}
-        removed = {c for _, op, c in changes if op == "del"}
-        vi.remove(np.fromiter(removed - added, dtype=np.int64))
-        ids, vecs = self.store.embeddings(sorted(added - removed), vi.dim)
+        removed, ids, vecs = self._changes(vi, state)
+        vi.remove(removed)
         vi.add(ids, vecs)
         vi.seq = state.seq
 
@@ -214,3 +238,16 @@ class VectorCache:
         for seq, _, path in checkpoint_files(self.folder):
             if seq < floor:
                 path.unlink(missing_ok=True)
+
+
+_COPIER: ThreadPoolExecutor | None = None
+_COPIER_LOCK = threading.Lock()
+
+
+def _copier() -> ThreadPoolExecutor:
+    """The one thread that copies vector indexes (see ``VectorCache._caught_up_copy``)."""
+    global _COPIER
+    with _COPIER_LOCK:
+        if _COPIER is None:
+            _COPIER = ThreadPoolExecutor(1, thread_name_prefix="beto-search-cache")
+        return _COPIER
