@@ -4,6 +4,7 @@ upkeep), ``VectorCache`` (FAISS consistency), ``Manifest`` (settings), ``Store``
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -16,7 +17,7 @@ import numpy as np
 from .analyzer import SpanishAnalyzer
 from .backends import open_encoder as _open_encoder  # THE one place encoders are built
 from .encoder import DEFAULT_MODEL, Encoder
-from .errors import IndexNotFoundError, InputError, ManifestMismatchError
+from .errors import BetoSearchError, IndexNotFoundError, InputError, ManifestMismatchError
 from .indexer import Embedder, Indexer
 from .ingest import IngestSummary
 from .locking import WriteLock
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from .tuning import TuneResult
 
 DB_NAME = "index.db"
+
+log = logging.getLogger(__name__)
 
 
 def default_index_path() -> Path:
@@ -256,7 +259,24 @@ class SearchEngine:
         from .tuning import maybe_autotune
 
         maybe_autotune(self)  # choose the fusion once the index is big enough to tell
+        self.prepare_query_graph()
         return summary
+
+    def prepare_query_graph(self) -> bool:
+        """Export the index's light query graph now if it is not cached yet (seconds for BETO),
+        so that the first query after an ingest does not pay for it. False when it does not
+        apply (a custom encoder, CUDA, an empty index) or failed (the first query tries again)."""
+        m = self.manifest
+        if m is None or self._encoder_given or self.options.device == "cuda":
+            return False
+        from .backends.query import prepare_query_graph
+
+        try:
+            prepare_query_graph(m.encoder, m.precision, m.revision)
+        except (BetoSearchError, ImportError, RuntimeError, OSError, ValueError) as exc:
+            log.warning("the query graph was not prepared (the first query will): %s", exc)
+            return False
+        return True
 
     def add(
         self,
@@ -374,7 +394,10 @@ class SearchEngine:
         """Re-encode every stored chunk with another model and switch to it atomically."""
         from .reembed import reembed
 
-        return reembed(self, model, precision, progress, embedder, **options)
+        result = reembed(self, model, precision, progress, embedder, **options)
+        if isinstance(model, str | os.PathLike):  # an Encoder object: nothing to export from
+            self.prepare_query_graph()
+        return result
 
     # ----- training the index's model (adapt.py, training.py) ------------------------------
     def adapt(self, out: str | os.PathLike[str], **options: Any) -> TrainReport:

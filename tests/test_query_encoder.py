@@ -204,3 +204,17 @@ def test_backends_are_token_encoders(light: OnnxEncoder, tiny_encoder, hash_enco
         "normalized",
     }
     assert facts["max_length"] == tiny_encoder.max_length == 512
+
+
+@pytest.mark.slow
+def test_ingest_prepares_the_query_graph(tiny_model: Path, tmp_path: Path) -> None:
+    cache, index = tmp_path / "cache", tmp_path / "idx"
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("El flamenco\nEl cante jondo nació en Andalucía.\n")
+    run_cli("ingest", docs, "--index", index, "--model", tiny_model, "-q", cache=cache)
+    assert any((cache / "onnx").iterdir())  # exported at ingest, while the model was loaded
+    out, heavy = run_cli(
+        "query", "cante andaluz", "--index", index, "--mode", "semantic", cache=cache
+    )
+    assert heavy == [] and out.startswith("  1. ")  # the first query after it: no torch
