@@ -169,6 +169,15 @@ def test_auto_rule_per_cpu_kind(monkeypatch: pytest.MonkeyPatch) -> None:
     for flags in ({"avx2", "avx512f", "avx512_vnni"}, {"avx2", "amx_int8", "amx_bf16"}):
         precision, note = choose_precision("auto", flags=flags, have_cuda=False)
         assert precision == ("ov-int8" if have_ov else "onnx-fp32"), flags
+    assert "lacks int8 dot-product" in choose_precision("cpu", flags=avx2, have_cuda=False)[1]
+    real = importlib.util.find_spec  # a VNNI CPU without OpenVINO: the note says what to install
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda n, *a: None if n in ("openvino", "nncf") else real(n, *a),
+    )
+    precision, note = choose_precision("auto", flags={"avx512_vnni"}, have_cuda=False)
+    assert precision == "onnx-fp32" and "OpenVINO is not installed" in note
     monkeypatch.setenv("BETO_SEARCH_PRECISION", "int8")
     assert choose_precision("cpu", flags=avx2, have_cuda=False)[0] == "int8"
 

@@ -89,9 +89,14 @@ def choose_precision(
             f"margin"
         )
     if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+        why = (
+            "has int8 dot-product instructions but OpenVINO is not installed "
+            "(pip install 'beto-search[openvino]' for ov-int8)"
+            if any(f in flags for f in INT8_DOT)
+            else "lacks int8 dot-product instructions (int8 would gain little and lose quality)"
+        )
         return "onnx-fp32", (
-            f"auto: the CPU ({cpu}) lacks int8 dot-product instructions (or "
-            f"OpenVINO is not installed), so ONNX Runtime fp32 with fused "
+            f"auto: the CPU ({cpu}) {why}, so ONNX Runtime fp32 with fused "
             f"attention (onnx-fp32), same quality as fp32"
         )
     return "fp32", f"auto: the CPU ({cpu}) and the installed runtimes leave torch fp32"
