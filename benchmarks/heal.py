@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from beto_search import SearchEngine
+from beto_search.testing import SPANISH_WORDS
 from beto_search.vector_index import checkpoints
 
 from common import emit, rss_mib
@@ -70,26 +71,7 @@ def main() -> None:
     if folder.exists() and not reuse:
         shutil.rmtree(folder)
     rng = np.random.default_rng(0)
-    words = [
-        "río",
-        "montaña",
-        "ciudad",
-        "historia",
-        "ciencia",
-        "cocina",
-        "fútbol",
-        "ley",
-        "música",
-        "salud",
-        "economía",
-        "mar",
-        "sol",
-        "libro",
-        "canción",
-        "niño",
-        "año",
-        "tren",
-    ]
+    words = list(SPANISH_WORDS)
 
     t0 = time.perf_counter()
     with SearchEngine.open(folder, SyntheticEncoder(), index_type=args.index_type) as engine:

@@ -14,6 +14,31 @@ from collections.abc import Iterable
 from pathlib import Path
 
 BETO_PAD_ID = 1
+# everyday Spanish words (accents, ñ) for the synthetic documents of tests and benchmarks
+SPANISH_WORDS = (
+    "río",
+    "montaña",
+    "ciudad",
+    "historia",
+    "ciencia",
+    "cocina",
+    "fútbol",
+    "ley",
+    "música",
+    "salud",
+    "economía",
+    "mar",
+    "sol",
+    "libro",
+    "canción",
+    "niño",
+    "año",
+    "tren",
+    "playa",
+    "bosque",
+    "lluvia",
+    "nieve",
+)
 TOKENIZER_CONFIG = {
     "tokenizer_class": "BertTokenizer",
     "do_lower_case": True,

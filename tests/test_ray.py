@@ -29,6 +29,7 @@ from click.testing import CliRunner
 from beto_search import SearchEngine
 from beto_search.cli import cli
 from beto_search.distributed import RayEmbedder  # imports ray lazily
+from beto_search.testing import SPANISH_WORDS
 
 
 def _ray():
@@ -209,26 +210,7 @@ def _wait_for_nodes(address: str, n: int, procs: list[subprocess.Popen]) -> None
 def _jsonl_corpus(folder: Path, files: int, per_file: int = 130) -> int:
     """Short one-chunk documents (128-document transactions), as the reliability tests use."""
     rng = random.Random(7)
-    words = [
-        "río",
-        "montaña",
-        "ciudad",
-        "historia",
-        "ciencia",
-        "cocina",
-        "fútbol",
-        "ley",
-        "música",
-        "salud",
-        "economía",
-        "mar",
-        "sol",
-        "libro",
-        "canción",
-        "niño",
-        "tren",
-        "lluvia",
-    ]
+    words = list(SPANISH_WORDS)
     folder.mkdir(parents=True, exist_ok=True)
     for f in range(files):
         with (folder / f"lote{f}.jsonl").open("w", encoding="utf-8") as fh:

@@ -22,6 +22,7 @@ from beto_search import SearchEngine
 from beto_search.cli import cli
 from beto_search.errors import ManifestMismatchError
 from beto_search.reembed import pending, reembed
+from beto_search.testing import SPANISH_WORDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,28 +49,7 @@ class WordHash:
 
 
 def docs(n: int, start: int = 0) -> list[dict[str, str]]:
-    words = [
-        "río",
-        "montaña",
-        "ciudad",
-        "historia",
-        "ciencia",
-        "cocina",
-        "fútbol",
-        "ley",
-        "música",
-        "salud",
-        "economía",
-        "mar",
-        "sol",
-        "libro",
-        "canción",
-        "niño",
-        "año",
-        "tren",
-        "playa",
-        "bosque",
-    ]
+    words = list(SPANISH_WORDS)
     out = []
     for i in range(start, start + n):
         text = " ".join(words[(i * 7 + j * 3) % len(words)] for j in range(12)) + f" número {i}."

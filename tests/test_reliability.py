@@ -24,6 +24,7 @@ from beto_search import SearchEngine
 from beto_search.cli import cli
 from beto_search.errors import ManifestMismatchError, StorageError
 from beto_search.store import Store
+from beto_search.testing import SPANISH_WORDS
 from beto_search.vector_cache import VectorCache
 from beto_search.vector_index import checkpoints
 from tests.encoders import SmallHashEncoder as HashEncoder
@@ -66,30 +67,7 @@ def state(index: Path) -> tuple:
 def _kill_corpus(folder: Path, files: range, notes: int = 0) -> dict[str, str]:
     """130 short documents per .jsonl file and ``notes`` .txt files (128-document transactions)."""
     rng = random.Random(files.start)
-    words = [
-        "río",
-        "montaña",
-        "ciudad",
-        "historia",
-        "ciencia",
-        "cocina",
-        "fútbol",
-        "ley",
-        "música",
-        "salud",
-        "economía",
-        "mar",
-        "sol",
-        "libro",
-        "canción",
-        "niño",
-        "año",
-        "tren",
-        "playa",
-        "bosque",
-        "lluvia",
-        "nieve",
-    ]
+    words = list(SPANISH_WORDS)
     expected: dict[str, str] = {}
     folder.mkdir(exist_ok=True)
     for f in files:
