@@ -85,6 +85,7 @@ class TrainOptions:
     progress: bool = False
     layers: int | None = None  # adapt: distil a student keeping this many transformer layers
     distil_minutes: float = 2.0  # adapt --layers: the distillation's own time budget
+    distil_steps: int | None = None  # adapt --layers: stop the distillation after N steps
 
     def fingerprint(self, extra: dict[str, Any]) -> str:
         keep = {
@@ -102,6 +103,7 @@ class TrainOptions:
                 # resumes (or reuses) the teacher's checkpoint
                 "layers",
                 "distil_minutes",
+                "distil_steps",
             )
         }
         blob = json.dumps({**keep, **extra}, sort_keys=True, default=str)
@@ -799,7 +801,7 @@ def distil(
     opts: TrainOptions,
 ) -> dict[str, Any]:
     """Train ``student`` to reproduce ``teacher``'s normalised embeddings of ``texts`` (MSE,
-    sentence-transformers' ``MSELoss``) for ``opts.distil_minutes`` (or ``max_steps`` steps, or
+    sentence-transformers' ``MSELoss``) for ``opts.distil_minutes`` (or ``distil_steps`` steps, or
     ``epochs`` passes, default 10), in a seeded order; returns steps, seconds and the last loss."""
     import torch
     from sentence_transformers.sentence_transformer import losses
@@ -817,8 +819,8 @@ def distil(
         random.Random(f"{opts.seed}-distil-{epoch}").shuffle(part)
         order += part
     batches = [order[i : i + opts.batch_size] for i in range(0, len(order), opts.batch_size)]
-    if opts.max_steps:
-        batches = batches[: opts.max_steps]
+    if opts.distil_steps:
+        batches = batches[: opts.distil_steps]
     budget = opts.distil_minutes * 60
     started = time.perf_counter()
     steps, last = 0, math.nan
@@ -886,7 +888,9 @@ def adapt(engine: SearchEngine, out: str | os.PathLike[str], **options: Any) -> 
 
     ``options``: the fields of ``TrainOptions`` (method, max_minutes, epochs, max_steps,
     batch_size, seed, device, lr, max_length, query_length, warmup, checkpoint_minutes, force,
-    progress); None keeps a default. A slice of the chunks (a sixth, at most 300) is held out.
+    progress, layers, distil_minutes, distil_steps); None keeps a default. A slice of the chunks
+    (a sixth, at most 300) is held out. With ``layers``, a student keeping that many of the
+    trained model's transformer layers is distilled from it (``distil``) and written instead.
     """
     opts = train_options(**options)
     if opts.method not in METHODS:

@@ -869,6 +869,12 @@ def _print_training(report: Any, as_json: bool, reembedded: Any = None) -> None:
     show_default=True,
     help="Time budget of the --layers distillation (on top of --max-minutes).",
 )
+@click.option(
+    "--distil-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop the --layers distillation after N steps (default: its time budget).",
+)
 @_errors
 def adapt(
     index: Path, quiet: bool, as_json: bool, then_reembed: bool, out: Path, **kw: Any
