@@ -83,13 +83,28 @@ class TrainOptions:
     checkpoint_minutes: float = 3.0
     force: bool = False
     progress: bool = False
+    layers: int | None = None  # adapt: distil a student keeping this many transformer layers
+    distil_minutes: float = 2.0  # adapt --layers: the distillation's own time budget
+    distil_steps: int | None = None  # adapt --layers: stop the distillation after N steps
 
     def fingerprint(self, extra: dict[str, Any]) -> str:
         keep = {
             k: v
             for k, v in asdict(self).items()
             if k
-            not in ("max_minutes", "max_steps", "device", "checkpoint_minutes", "force", "progress")
+            not in (
+                "max_minutes",
+                "max_steps",
+                "device",
+                "checkpoint_minutes",
+                "force",
+                "progress",
+                # the teacher's training does not depend on the student: a run with --layers
+                # resumes (or reuses) the teacher's checkpoint
+                "layers",
+                "distil_minutes",
+                "distil_steps",
+            )
         }
         blob = json.dumps({**keep, **extra}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -116,6 +131,7 @@ class TrainReport:
     written: bool
     resumed_from: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    distillation: dict[str, Any] | None = None  # adapt --layers: teacher, student, steps, checks
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -724,6 +740,131 @@ def train_options(**options: Any) -> TrainOptions:
     return TrainOptions(**{k: v for k, v in options.items() if v is not None})
 
 
+# ----- adapt --layers: a shallower student distilled from the adapted model --------------------
+def _layer_list(model: Any) -> tuple[Any, Any]:
+    """The transformer's ``nn.ModuleList`` of layers and its config (BERT/RoBERTa/XLM-R:
+    ``encoder.layer``; DistilBERT: ``transformer.layer``)."""
+    auto = model[0].auto_model
+    for owner in ("encoder", "transformer"):
+        layers = getattr(getattr(auto, owner, None), "layer", None)
+        if layers is not None:
+            return layers, auto.config
+    raise InputError(
+        f"cannot drop layers of a {type(auto).__name__}; --layers needs a BERT-like model."
+    )
+
+
+def check_layers(model: Any, layers: int) -> int:
+    """The teacher's layer count, after checking that ``layers`` is a proper subset of it."""
+    total = len(_layer_list(model)[0])
+    if not 1 <= layers < total:
+        raise InputError(
+            f"--layers must be between 1 and {total - 1} (the model has {total} layers), "
+            f"not {layers}."
+        )
+    return total
+
+
+def kept_layers(total: int, layers: int) -> list[int]:
+    """Evenly spaced layers from the first (6 -> 3 keeps 0, 2, 4: DistilBERT's every other)."""
+    return sorted({(i * total) // layers for i in range(layers)})
+
+
+def make_student(teacher: Any, layers: int) -> tuple[Any, list[int]]:
+    """A copy of ``teacher`` keeping ``layers`` of its transformer layers (embeddings, pooling
+    and Normalize unchanged), and the indices kept."""
+    import copy
+
+    import torch
+
+    student = copy.deepcopy(teacher)
+    mods, config = _layer_list(student)
+    keep = kept_layers(len(mods), layers)
+    owner = student[0].auto_model
+    owner = owner.encoder if hasattr(owner, "encoder") else owner.transformer
+    owner.layer = torch.nn.ModuleList([mods[i] for i in keep])
+    for new, layer in enumerate(owner.layer):  # attention caches index layers by position
+        attn = getattr(getattr(layer, "attention", None), "self", None)
+        if attn is not None and hasattr(attn, "layer_idx"):
+            attn.layer_idx = new
+    config.num_hidden_layers = len(keep)
+    if hasattr(config, "n_layers"):
+        config.n_layers = len(keep)
+    return student, keep
+
+
+def distil(
+    teacher: Any,
+    student: Any,
+    texts: list[str],
+    max_length: int,
+    opts: TrainOptions,
+) -> dict[str, Any]:
+    """Train ``student`` to reproduce ``teacher``'s normalised embeddings of ``texts`` (MSE,
+    sentence-transformers' ``MSELoss``) for ``opts.distil_minutes`` (or ``distil_steps`` steps, or
+    ``epochs`` passes, default 10), in a seeded order; returns steps, seconds and the last loss."""
+    import torch
+    from sentence_transformers.sentence_transformer import losses
+
+    t0 = time.perf_counter()
+    targets = torch.from_numpy(embed(teacher, texts, max_length))
+    target_seconds = time.perf_counter() - t0
+    torch.manual_seed(opts.seed)
+    loss = losses.MSELoss(student)
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.01)
+    order: list[int] = []
+    for epoch in range(opts.epochs or 10):
+        part = list(range(len(texts)))
+        random.Random(f"{opts.seed}-distil-{epoch}").shuffle(part)
+        order += part
+    batches = [order[i : i + opts.batch_size] for i in range(0, len(order), opts.batch_size)]
+    if opts.distil_steps:
+        batches = batches[: opts.distil_steps]
+    budget = opts.distil_minutes * 60
+    started = time.perf_counter()
+    steps, last = 0, math.nan
+    student.train()
+    for idx in batches:
+        if time.perf_counter() - started >= budget:
+            break
+        feats = features(student, [texts[i] for i in idx], max_length)
+        optimizer.zero_grad(set_to_none=True)
+        value = loss([feats], targets[idx].to(student.device))
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        steps += 1
+        last = float(value.detach())
+    student.eval()
+    return {
+        "steps": steps,
+        "planned_steps": len(batches),
+        "seconds": round(time.perf_counter() - started, 1),
+        "teacher_embedding_seconds": round(target_seconds, 1),
+        "texts": len(texts),
+        "last_loss": last,
+    }
+
+
+def distillation_card(d: dict[str, Any]) -> str:
+    """The model card's paragraph on the student (layers, distillation, both self-checks)."""
+
+    def f(scores: dict[str, float]) -> str:
+        return f"{scores['ndcg@10']:.4f}" if "ndcg@10" in scores else "-"
+
+    return (
+        f"Student distilled by `--layers {d['student_layers']}`: {d['student_layers']} of the "
+        f"adapted teacher's {d['teacher_layers']} transformer layers (kept: "
+        f"{', '.join(map(str, d['kept']))}), trained for {d['steps']} steps "
+        f"({d['seconds'] / 60:.1f} minutes) to reproduce the teacher's embeddings of "
+        f"{d['texts']} texts of the index (its training chunks and their sentences), MSE loss. "
+        f"Self-check nDCG@10: base {f(d['base'])}, teacher {f(d['teacher'])}, "
+        f"student {f(d['student'])} (the table above is base -> student: the student is what "
+        "this folder holds).\n"
+    )
+
+
 # ----- adapt -----------------------------------------------------------------------------------
 def _examples(method: str, train_chunks: list[Any], seed: int) -> tuple[list[Any], list[str]]:
     """Training examples and their document ids for the method."""
@@ -747,7 +888,9 @@ def adapt(engine: SearchEngine, out: str | os.PathLike[str], **options: Any) -> 
 
     ``options``: the fields of ``TrainOptions`` (method, max_minutes, epochs, max_steps,
     batch_size, seed, device, lr, max_length, query_length, warmup, checkpoint_minutes, force,
-    progress); None keeps a default. A slice of the chunks (a sixth, at most 300) is held out.
+    progress, layers, distil_minutes, distil_steps); None keeps a default. A slice of the chunks
+    (a sixth, at most 300) is held out. With ``layers``, a student keeping that many of the
+    trained model's transformer layers is distilled from it (``distil``) and written instead.
     """
     opts = train_options(**options)
     if opts.method not in METHODS:
@@ -756,6 +899,8 @@ def adapt(engine: SearchEngine, out: str | os.PathLike[str], **options: Any) -> 
         raise InputError(
             "the batch size must be at least 2 (the other examples are the negatives)."
         )
+    if opts.layers is not None and opts.layers < 1:
+        raise InputError(f"--layers must be at least 1, not {opts.layers}.")
     manifest, chunks = index_chunks(engine)
     out = Path(out)
     check_out(out, opts.force)
@@ -779,6 +924,7 @@ def adapt(engine: SearchEngine, out: str | os.PathLike[str], **options: Any) -> 
 
     torch.manual_seed(opts.seed)  # TSDAE's decoder is initialised with random weights
     model = load_start_model(manifest, opts.device)
+    teacher_layers = check_layers(model, opts.layers) if opts.layers is not None else 0
     base_len = int(manifest.max_length or model.max_seq_length)
     max_len = min(opts.max_length, base_len)
     per_epoch = max(1, len(examples) // opts.batch_size)
@@ -875,4 +1021,30 @@ def adapt(engine: SearchEngine, out: str | os.PathLike[str], **options: Any) -> 
         resumed_from=result.resumed_from if resumable else 0,
         options={**asdict(opts), "wall_seconds": round(time.perf_counter() - started, 1)},
     )
-    return finish(report, model, out, manifest, len(chunks))
+    if opts.layers is None:
+        return finish(report, model, out, manifest, len(chunks))
+    # the student learns the adapted teacher's embeddings of the training chunks and of their
+    # sentences (short, query-like texts); held-out chunks stay out, so the self-check is fair
+    texts = list(
+        dict.fromkeys(
+            [c.text for c in train_chunks]
+            + [pq.query for pq in make_pseudo_queries(train_chunks, 0, opts.seed)]
+        )
+    )
+    student, keep = make_student(model, opts.layers)
+    done = distil(model, student, texts, max_len, opts)
+    student.max_seq_length = base_len
+    report.distillation = {
+        "teacher_layers": teacher_layers,
+        "student_layers": len(keep),
+        "kept": keep,
+        **done,
+        "base": before,
+        "teacher": after,
+        "student": check.score(student, base_len),
+    }
+    report.after = report.distillation["student"]
+    report.options["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return finish(
+        report, student, out, manifest, len(chunks), distillation_card(report.distillation)
+    )

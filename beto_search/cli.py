@@ -827,6 +827,14 @@ def _print_training(report: Any, as_json: bool, reembedded: Any = None) -> None:
                 f"{key}: {b[key]:.4f} -> {a[key]:.4f} ({a[key] - b[key]:+.4f}) on "
                 f"{report.check_queries} queries: {report.check}"
             )
+    d = getattr(report, "distillation", None)
+    if d:
+        click.echo(
+            f"student: {d['student_layers']} of {d['teacher_layers']} layers, {d['steps']} "
+            f"distillation steps in {d['seconds'] / 60:.1f} min; self-check nDCG@10 base "
+            f"{d['base'].get('ndcg@10', 0):.4f}, teacher {d['teacher'].get('ndcg@10', 0):.4f}, "
+            f"student {d['student'].get('ndcg@10', 0):.4f}"
+        )
     if reembedded is not None:
         click.echo(
             f"re-embedded {reembedded.chunks} chunks with {reembedded.encoder} "
@@ -846,6 +854,27 @@ def _print_training(report: Any, as_json: bool, reembedded: Any = None) -> None:
     "cropping; tsdae: denoising baseline.",
 )
 @click.option("--reembed", "then_reembed", is_flag=True, help="Then re-embed the index with it.")
+@click.option(
+    "--layers",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Then distil a faster student keeping N of the model's transformer layers (MSE on the "
+    "adapted model's embeddings of the index's chunks); the student is what --out holds.",
+)
+@click.option(
+    "--distil-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="Time budget of the --layers distillation (on top of --max-minutes).",
+)
+@click.option(
+    "--distil-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop the --layers distillation after N steps (default: its time budget).",
+)
 @_errors
 def adapt(
     index: Path, quiet: bool, as_json: bool, then_reembed: bool, out: Path, **kw: Any

@@ -428,3 +428,59 @@ def test_bad_inputs_give_one_line_errors(index: Path, tmp_path: Path) -> None:
     out.mkdir()
     (out / "modules.json").write_text("[]")
     _one_line_error(run("adapt", "--index", index, "--out", out), "already holds a model")
+
+
+# ----- adapt --layers: a shallower student ----------------------------------------------------
+def test_adapt_layers_writes_a_smaller_student_that_loads_and_searches(
+    index: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    out = tmp_path / "student"
+    args = ["--max-steps", 2, "--distil-steps", 3, "--batch-size", 4, "--force", "--reembed"]
+    result = run("adapt", "--index", index, "--out", out, "--layers", 1, *args, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    d = report["distillation"]
+    assert (d["teacher_layers"], d["student_layers"], d["kept"]) == (2, 1, [0])
+    assert report["steps"] == 2 and d["steps"] == 3 and d["texts"] > 10
+    assert report["after"] == d["student"]
+    assert set(d["base"]) == set(d["teacher"]) == set(d["student"]) == {"ndcg@10", "recall@10"}
+    assert report["reembed"]["encoder"] == str(out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1
+    card = (out / "README.md").read_text()
+    assert "--layers 1" in card and "1 of the adapted teacher's 2" in card
+    # the student loads as --model: right dimension, normalised vectors, searches the index
+    with SearchEngine.open(index, create=False) as engine:
+        dim = engine.manifest.dimension
+        assert engine.manifest.encoder == str(out)
+        assert engine.search("paella", k=1, mode="semantic")[0].doc_id
+    enc = BetoEncoder(str(out))
+    vecs = enc.encode_documents(["La paella lleva arroz.", "Los incas vivían en los Andes."])
+    assert vecs.shape == (2, dim)
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
+    with SearchEngine.open(tmp_path / "fresh", model=str(out)) as engine:
+        engine.ingest([CORPUS / "cocina"])
+        assert engine.counts()["embeddings"] > 0
+
+
+def test_adapt_layers_must_be_fewer_than_the_teacher_and_at_least_one(
+    index: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    _one_line_error(
+        run("adapt", "--index", index, "--out", out, "--layers", 2, "--max-steps", 1),
+        "--layers must be between 1 and 1",
+        "has 2 layers",
+    )
+    assert not (out / "modules.json").exists()
+    zero = run("adapt", "--index", index, "--out", out, "--layers", 0)
+    assert zero.exit_code == 2 and "--layers" in zero.output and "Traceback" not in zero.output
+    from beto_search.errors import InputError
+
+    with (
+        SearchEngine.open(index, create=False) as engine,
+        pytest.raises(InputError, match="least 1"),
+    ):
+        engine.adapt(out, layers=0, max_steps=1)
