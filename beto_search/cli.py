@@ -78,6 +78,8 @@ def _encoder_options(func: F) -> F:
 
 
 def _open(index: Path, create: bool = False, wait: float = 0.0, **enc: Any) -> Any:
+    """THE place commands open an index: a ``SearchEngine``, or a ``ShardedEngine`` (the same
+    methods) for a sharded folder."""
     from .engine import SearchEngine
 
     return SearchEngine.open(index, create=create, wait=wait, **enc)
@@ -195,6 +197,12 @@ _RAY_OPTIONS = [
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--shards",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Create a sharded index of N shards, written by N writers (new indexes).",
+)
 @_ray_options
 @_errors
 def ingest(
@@ -216,6 +224,7 @@ def ingest(
     ray_workers: int | None,
     ray_gpus: float | None,
     ray_window: int | None,
+    shards: int | None,
     **enc: Any,
 ) -> None:
     """Read, chunk, embed and store documents from files or folders."""
@@ -237,6 +246,7 @@ def ingest(
                 chunk_tokens=chunk_tokens,
                 overlap=overlap,
                 index_type=index_type,
+                shards=shards,
                 **enc,
             )
         )
@@ -413,8 +423,10 @@ def info(index: Path, as_json: bool) -> None:
         click.echo(json.dumps(facts, ensure_ascii=False))
         return
     for key, value in facts.items():
-        if key != "files":
+        if key not in ("files", "per_shard"):
             click.echo(f"{key}: {value}")
+    for shard in facts.get("per_shard", []):  # a sharded index: each shard's counts
+        click.echo("  " + "  ".join(f"{k}: {v}" for k, v in shard.items()))
 
 
 @cli.command()

@@ -37,7 +37,6 @@ from .analyzer import stopwords
 from .errors import BetoSearchError, InputError
 from .fusion import DEFAULT_CONFIG, NORMS, FusionConfig, normalise
 from .pseudoqueries import make_pseudo_queries, sentences
-from .searcher import Searcher
 
 if TYPE_CHECKING:
     from .engine import SearchEngine
@@ -240,7 +239,7 @@ def candidate_lists(
     """Dense and lexical chunk candidates per query (retrieved once, by the searcher's own
     candidate sources so tuning scores what searches do), and each chunk's document."""
     qids = list(queries)
-    dense, lexical, doc_of = Searcher(engine).candidates([queries[q] for q in qids], depth)
+    dense, lexical, doc_of = engine.candidates([queries[q] for q in qids], depth)
     return dict(zip(qids, dense)), dict(zip(qids, lexical)), doc_of
 
 
