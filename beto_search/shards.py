@@ -67,6 +67,7 @@ MANIFEST_NAME = "shards.json"
 FORMAT = 1
 ROUTING = "blake2b-64 mod N"
 MAX_SHARDS = 256
+WRITERS = ("threads", "processes")
 QUEUE_DOCS = 256  # documents waiting per shard writer (bounds memory while routing)
 
 T = TypeVar("T")
@@ -157,6 +158,7 @@ class ShardedEngine:
         self._shared: Encoder | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._opened: tuple[Encoder | None, dict[str, Any]] = (None, {})  # for writer processes
 
     @classmethod
     def open(
@@ -224,7 +226,9 @@ class ShardedEngine:
             raise
         if new:  # last: a crash before this leaves shard folders but no sharded index
             write_layout(folder, len(folders))
-        return cls(folder, engines, wait)
+        out = cls(folder, engines, wait)
+        out._opened = (encoder, dict(options))
+        return out
 
     def close(self) -> None:
         if self._pool is not None:
@@ -363,13 +367,20 @@ class ShardedEngine:
 
         return embed
 
-    def _write_routed(self, docs: Iterable[Document], embedder: Embedder | None) -> IngestSummary:
+    def _write_routed(
+        self, docs: Iterable[Document], embedder: Embedder | None, writers: str = "threads"
+    ) -> IngestSummary:
         """Route a stream of documents to the shards, N writers at once (one thread per shard,
-        each under its shard's write lock, fed through a bounded queue)."""
+        each under its shard's write lock, fed through a bounded queue; or one process per
+        shard, see ``_write_processes``)."""
         if embedder is not None:
             raise InputError(
                 "encoding on Ray is not available for sharded indexes yet; leave out --ray."
             )
+        if writers not in WRITERS:
+            raise InputError(f"writers must be one of {', '.join(WRITERS)}, not '{writers}'.")
+        if writers == "processes":
+            return self._write_processes(docs)
         embed = self._embedder()
         end = object()
         queues: list[queue.Queue[Any]] = [queue.Queue(QUEUE_DOCS) for _ in self.shards]
@@ -412,14 +423,96 @@ class ShardedEngine:
             summaries = [f.result() for f in futures]  # raises the first writer's error
         return _merge_summaries(summaries)
 
+    def _write_processes(self, docs: Iterable[Document]) -> IngestSummary:
+        """One writer PROCESS per shard: chunking, the Spanish analysis and the encoder's Python
+        run in parallel too (threads share one interpreter lock). Each process opens its shard
+        as this engine did: with a copy of the given encoder (it must pickle), else its own
+        model from the options or the manifest (N models in memory)."""
+        import multiprocessing as mp
+        import pickle
+
+        encoder, options = self._opened
+        if encoder is not None:
+            try:
+                pickle.dumps(encoder)
+            except Exception:
+                raise InputError(
+                    "this encoder cannot be copied to writer processes; use writers='threads'."
+                ) from None
+        ctx = mp.get_context("spawn")  # never fork a process that runs threads (torch, SQLite)
+        inboxes = [ctx.Queue(8) for _ in self.shards]
+        results = ctx.Queue()
+        procs = [
+            ctx.Process(
+                target=_process_writer,
+                args=(str(s.folder), encoder, options, self.wait, inboxes[i], results, i),
+                daemon=True,
+            )
+            for i, s in enumerate(self.shards)
+        ]
+        for proc in procs:
+            proc.start()
+        done: dict[int, Any] = {}
+
+        def check() -> None:
+            while not results.empty():
+                i, outcome = results.get()
+                done[i] = outcome
+            for i, proc in enumerate(procs):
+                if i not in done and not proc.is_alive() and proc.exitcode not in (None, 0):
+                    done[i] = InputError(f"the writer of shard {i} died (exit {proc.exitcode}).")
+            errors = [o for o in done.values() if isinstance(o, BaseException)]
+            if errors:
+                raise errors[0]
+
+        def put(i: int, item: Any) -> None:
+            while True:
+                try:
+                    inboxes[i].put(item, timeout=0.2)
+                    return
+                except queue.Full:
+                    check()
+
+        batches: list[list[Document]] = [[] for _ in self.shards]
+        ok = False
+        try:
+            for doc in docs:
+                i = self.route_one(doc.id)
+                batches[i].append(doc)
+                if len(batches[i]) >= 64:
+                    put(i, batches[i])
+                    batches[i] = []
+            for i, batch in enumerate(batches):
+                if batch:
+                    put(i, batch)
+                put(i, None)
+            while len(done) < len(procs):
+                try:
+                    i, outcome = results.get(timeout=0.2)
+                    done[i] = outcome
+                except queue.Empty:
+                    check()
+            check()
+            ok = True
+        finally:
+            for proc in procs:
+                if not ok and proc.is_alive():
+                    # a writer failed (or the input did): the others stop where they are; what
+                    # they committed is whole documents, as after a crash
+                    proc.terminate()
+                proc.join(timeout=30)
+        return _merge_summaries([done[i] for i in range(len(procs))])
+
     def add(
         self,
         records: Iterable[Document | dict[str, Any]],
         progress: bool = False,
         embedder: Embedder | None = None,
+        writers: str = "threads",
     ) -> IngestSummary:
-        """Insert or replace documents (each in its shard)."""
-        return self._write_routed((as_document(r) for r in records), embedder)
+        """Insert or replace documents (each in its shard); ``writers``: "threads" (one shared
+        model) or "processes" (see ``_write_processes``)."""
+        return self._write_routed((as_document(r) for r in records), embedder, writers)
 
     def ingest(
         self,
@@ -428,6 +521,7 @@ class ShardedEngine:
         prune: bool = False,
         progress: bool = False,
         embedder: Embedder | None = None,
+        writers: str = "threads",
     ) -> IngestSummary:
         """Read files and folders once, routing each document to its shard's writer."""
         import time
@@ -456,7 +550,7 @@ class ShardedEngine:
                     read_whole.add(source)
 
         started = time.perf_counter()
-        summary = self._write_routed(documents(), embedder)
+        summary = self._write_routed(documents(), embedder, writers)
         if prune:
             summary.pruned = self._prune(roots, seen, read_whole)
         summary.files = report.files
@@ -830,6 +924,34 @@ class ShardedEngine:
         from .training import train
 
         return train(cast("SearchEngine", self), out, queries, qrels, pairs, **options)
+
+
+def _process_writer(
+    folder: str,
+    encoder: Encoder | None,
+    options: dict[str, Any],
+    wait: float,
+    inbox: Any,
+    results: Any,
+    index: int,
+) -> None:
+    """A writer process: its shard's ``add`` over the batches it is sent (None ends them); puts
+    (index, IngestSummary) or (index, the exception) on ``results``."""
+    from .engine import SearchEngine
+
+    def feed() -> Iterator[Document]:
+        while (batch := inbox.get()) is not None:
+            yield from batch
+
+    try:
+        with SearchEngine.open_folder(
+            Path(folder), encoder, create=False, wait=wait, **options
+        ) as engine:
+            summary = engine.add(feed())
+        summary.new_ids = set()  # not needed by the caller: do not ship it back
+        results.put((index, summary))
+    except BaseException as exc:
+        results.put((index, exc))
 
 
 class _WriterFailed(Exception):

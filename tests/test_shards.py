@@ -177,19 +177,52 @@ def test_upsert_reingest_and_delete_reach_the_same_shard(tmp_path: Path) -> None
         assert engine.verify() == []
 
 
-def test_writer_failure_is_raised_not_hung(tmp_path: Path) -> None:
-    class Failing(HashEncoder):
-        def encode_documents(self, texts: list[str]):
-            if any("BOOM" in t for t in texts):
-                raise InputError("this encoder refuses BOOM.")
-            return super().encode_documents(texts)
+class BoomEncoder(HashEncoder):
+    """Refuses any text with BOOM in it (module level: writer processes unpickle it)."""
 
+    def encode_documents(self, texts: list[str]):
+        if any("BOOM" in t for t in texts):
+            raise InputError("this encoder refuses BOOM.")
+        return super().encode_documents(texts)
+
+
+def test_writer_failure_is_raised_not_hung(tmp_path: Path) -> None:
     records = [{"id": f"d{i}", "text": f"documento número {i}"} for i in range(2000)]
     records[1500]["text"] = "BOOM"
-    with SearchEngine.open(tmp_path / "idx", Failing(), shards=4) as engine:
+    with SearchEngine.open(tmp_path / "idx", BoomEncoder(), shards=4) as engine:
         with pytest.raises(InputError, match="refuses BOOM"):
             engine.add(records)
         assert engine.verify() == []  # what was written is whole
+
+
+def test_writer_processes(qa_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """writers="processes": one process per shard, the same documents in the same shards."""
+    _, four = qa_pair
+    records = qa_records()
+    with SearchEngine.open(tmp_path / "idx", HashEncoder(), index_type="flat", shards=4) as engine:
+        assert isinstance(engine, ShardedEngine)
+        summary = engine.add(records, writers="processes")
+        assert summary.added == 240 and summary.chunks == 240
+        assert engine.add(records, writers="processes").unchanged == 240
+        assert engine.verify() == []
+        got = engine.info()["per_shard"]
+    with SearchEngine.open(four, HashEncoder(), create=False) as threads:
+        want = threads.info()["per_shard"]
+    assert [p["documents"] for p in got] == [p["documents"] for p in want]
+    bad = [{"id": f"d{i}", "text": "BOOM" if i == 150 else f"texto {i}"} for i in range(300)]
+    with SearchEngine.open(tmp_path / "boom", BoomEncoder(), shards=2) as engine:
+        with pytest.raises(InputError, match="refuses BOOM"):
+            engine.add(bad, writers="processes")
+        assert engine.verify() == []
+
+    class Local(HashEncoder):  # a class inside a function does not pickle
+        pass
+
+    with SearchEngine.open(tmp_path / "local", Local(), shards=2) as engine:
+        with pytest.raises(InputError, match="cannot be copied to writer processes"):
+            engine.add(records[:4], writers="processes")
+        with pytest.raises(InputError, match="writers must be one of"):
+            engine.add(records[:4], writers="fibers")
 
 
 def test_layout_errors(qa_pair: tuple[Path, Path], tmp_path: Path) -> None:
