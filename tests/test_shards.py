@@ -177,6 +177,22 @@ def test_upsert_reingest_and_delete_reach_the_same_shard(tmp_path: Path) -> None
         assert engine.verify() == []
 
 
+def test_ingest_folders_and_prune(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"nota{i}.txt").write_text(f"Nota {i}\n\nTexto de la nota número {i}.")
+    (folder / "roto.jsonl").write_text('{"id": "a", "text": "bien"}\nno es json\n')
+    with SearchEngine.open(tmp_path / "idx", HashEncoder(), shards=3) as engine:
+        summary = engine.ingest([folder])
+        assert summary.files == 13 and summary.added == 13 and len(summary.skipped) == 1
+        (folder / "nota3.txt").unlink()
+        summary = engine.ingest([folder], prune=True)
+        assert summary.pruned == 1 and summary.unchanged == 12
+        assert engine.get_document("nota3.txt") is None and engine.counts()["documents"] == 12
+        assert engine.get_document("nota4.txt") is not None
+
+
 class BoomEncoder(HashEncoder):
     """Refuses any text with BOOM in it (module level: writer processes unpickle it)."""
 
