@@ -1,13 +1,18 @@
-"""Turning files into Documents: formats, encodings, stable ids, and reasons for every skip.
+"""Turning files into Documents: the folder walk, text and record formats, encodings, stable
+ids, and reasons for every file or record not read.
 
 Formats: .txt and .md (one document per file; first line / first heading is the title),
 .jsonl (one object per line), .json (a list of objects), .csv (one row per document).
 A BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``) is recognised without flags.
+Documents (PDF, HTML/XHTML, DOCX, ODT, EPUB) are read by ``formats``, one per file.
+Every file under an ingested folder is read or listed as skipped with its reason (hidden,
+unsupported extension, too large, ...); files left out by --include/--exclude are counted.
 """
 
 from __future__ import annotations
 
 import csv
+import fnmatch
 import json
 import logging
 import os
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .formats import FORMATS, read_format
 from .types import Document
 
 log = logging.getLogger(__name__)
@@ -38,6 +44,24 @@ class ReaderOptions:
     text_field: str = "text"
     title_field: str = "title"
     encoding: str | None = None
+    include: tuple[str, ...] = ()  # globs: only files matching one of them are read
+    exclude: tuple[str, ...] = ()  # globs: files and folders matching one of them are not
+    max_file_size: int | None = None  # bytes; larger files are skipped
+
+    def selects(self, rel: str, is_dir: bool = False) -> bool:
+        """Whether the path ``rel`` (relative to the ingested folder) passes the globs; a glob
+        matches the relative path or the name alone."""
+        name = rel.rsplit("/", 1)[-1]
+
+        def hit(globs: tuple[str, ...]) -> bool:
+            return any(
+                fnmatch.fnmatchcase(rel, g.rstrip("/")) or fnmatch.fnmatchcase(name, g.rstrip("/"))
+                for g in globs
+            )
+
+        if hit(self.exclude):
+            return False
+        return is_dir or not self.include or hit(self.include)
 
 
 @dataclass
@@ -54,6 +78,7 @@ class ReadReport:
 
     files: int = 0
     skips: list[Skip] = field(default_factory=list)
+    excluded: int = 0  # files and folders left out by --include / --exclude
 
     def skip(self, where: str, reason: str) -> None:
         log.info("skipped %s: %s", where, reason)
@@ -128,13 +153,23 @@ def looks_binary(head: bytes) -> bool:
     return head.count(0) > len(head) // 100 + 1 or controls > len(head) // 50 + 1
 
 
-def iter_files(paths: list[Path], report: ReadReport) -> Iterator[tuple[Path, Path]]:
-    """Yield (file, root) for every supported file under ``paths``, safely walking folders."""
+def supported(path: Path) -> bool:
+    """Whether some reader reads files with this extension."""
+    suffix = path.suffix.lower()
+    return suffix in EXTENSIONS or suffix in FORMATS
+
+
+def iter_files(
+    paths: list[Path], report: ReadReport, opts: ReaderOptions | None = None
+) -> Iterator[tuple[Path, Path]]:
+    """Yield (file, root) for every supported file under ``paths``, safely walking folders;
+    every other file becomes a skip with its reason (hidden ones: one per hidden folder)."""
+    opts = opts or ReaderOptions()
     for root in paths:
         if not root.exists():
             raise InputError(f"{root} does not exist.")
-        if root.is_file():
-            if root.suffix.lower() in EXTENSIONS:
+        if root.is_file():  # named on purpose: read even if hidden or not matched by the globs
+            if supported(root):
                 yield root, root.parent
             else:
                 report.skip(str(root), f"unsupported extension {root.suffix or '(none)'}")
@@ -156,13 +191,27 @@ def iter_files(paths: list[Path], report: ReadReport) -> Iterator[tuple[Path, Pa
                 dirs[:] = []
                 continue
             seen.add((st.st_dev, st.st_ino))
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            rel_folder = Path(folder).relative_to(root).as_posix()
+            rel_folder = "" if rel_folder == "." else rel_folder + "/"
+            kept = []
+            for d in sorted(dirs):
+                if d.startswith("."):
+                    report.skip(os.path.join(folder, d) + os.sep, "hidden folder")
+                elif not opts.selects(rel_folder + d, is_dir=True):
+                    report.excluded += 1
+                else:
+                    kept.append(d)
+            dirs[:] = kept
             for name in sorted(files):
-                if name.startswith("."):
-                    continue
                 path = Path(folder) / name
-                if path.suffix.lower() in EXTENSIONS:
+                if name.startswith("."):
+                    report.skip(str(path), "hidden file")
+                elif not opts.selects(rel_folder + name):
+                    report.excluded += 1
+                elif supported(path):
                     yield path, root
+                else:
+                    report.skip(str(path), f"unsupported extension {path.suffix or '(none)'}")
 
 
 def doc_id_for(path: Path, root: Path) -> str:
@@ -336,13 +385,27 @@ def read_file(
 ) -> Iterator[Document]:
     """Documents in one file; problems with single records become skips in ``report``."""
     try:
+        size = path.stat().st_size
         with path.open("rb") as fh:
             head = fh.read(SNIFF_BYTES)
     except OSError as exc:
         report.skip(str(path), f"unreadable file ({exc.strerror})")
         return
+    if opts.max_file_size is not None and size > opts.max_file_size:
+        report.skip(
+            str(path),
+            f"too large ({format_size(size)} > --max-file-size {format_size(opts.max_file_size)})",
+        )
+        return
     if not head.strip(b" \t\r\n\x00\xef\xbb\xbf"):
         report.skip(str(path), "empty or whitespace-only")
+        return
+    if path.suffix.lower() in FORMATS:
+        doc = _read_format(path, report)
+        if doc is not None:
+            report.files += 1
+            doc.id = doc_id_for(path, root)
+            yield doc
         return
     if looks_binary(head):
         report.skip(str(path), "binary file, not text")
@@ -362,6 +425,39 @@ def read_file(
         report.skip(str(path), str(exc))
     except OSError as exc:
         report.skip(str(path), f"unreadable file ({exc.strerror or exc})")
+
+
+def _read_format(path: Path, report: ReadReport) -> Document | None:
+    """A PDF, HTML, DOCX, ODT or EPUB file's document, or None with the skip's reason."""
+    try:
+        return read_format(path)
+    except InputError as exc:
+        report.skip(str(path), str(exc))
+    except OSError as exc:
+        report.skip(str(path), f"unreadable file ({exc.strerror or exc})")
+    except Exception as exc:  # a parser's own error on a malformed file: skip it, go on
+        log.debug("reading %s failed", path, exc_info=True)
+        report.skip(str(path), f"damaged ({type(exc).__name__}: {exc})")
+    return None
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3}
+_UNITS.update({"gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3})
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``500k``, ``20MB``, ``1.5GiB`` or a plain number of bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise InputError(f"'{text}' is not a size (e.g. 500k, 20MB, 1GB).")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def format_size(n: int) -> str:
+    for unit, factor in (("GB", 1000**3), ("MB", 1000**2), ("kB", 1000)):
+        if n >= factor:
+            return f"{n / factor:.1f} {unit}"
+    return f"{n} B"
 
 
 def read_documents(

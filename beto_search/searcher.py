@@ -18,7 +18,7 @@ from .fusion import FUSIONS, FusionConfig, fuse, resolve
 from .readers import clean_text
 from .snippets import make_snippet
 from .store import Filter
-from .types import Hit
+from .types import Hit, locate
 from .vector_index import SearchParams, VectorIndex
 
 if TYPE_CHECKING:
@@ -255,6 +255,15 @@ class Searcher:
             h.snippet, h.snippet_start, h.snippet_end = snip.text, snip.start, snip.end
             h.highlight_spans = snip.spans
             h.highlight = snip.marked()
+        self._locate(hits)
+
+    def _locate(self, hits: list[Hit]) -> None:
+        """Each hit's page or section: where its snippet (else its chunk) lies in the document."""
+        located = self.store.locations(list({h.doc_id for h in hits}))
+        for h in hits:
+            if h.doc_id in located:
+                span = (h.snippet_start, h.snippet_end) if h.snippet else (h.start, h.end)
+                h.location = locate(located[h.doc_id], *span)
 
     # ----- similar -------------------------------------------------------------------------
     def similar(self, doc_id: str, k: int = 10) -> list[Hit]:
@@ -288,6 +297,7 @@ class Searcher:
                 h.snippet_end = h.start + len(h.snippet)
                 # nothing to mark, but escaped like search's highlights: HTML-safe to show as is
                 h.highlight = html.escape(h.snippet)
+            self._locate(hits)
         return hits
 
 
