@@ -238,11 +238,15 @@ def _read_text_file(path: Path, root: Path, opts: ReaderOptions) -> Iterator[Doc
     text = clean_text(decode_bytes(path.read_bytes(), opts.encoding))
     if not text.strip():
         raise InputError("empty or whitespace-only")
+    from .formats.markdown import markdown_locations  # formats.base imports this module
+
+    markdown = path.suffix.lower() == ".md"
     yield Document(
         id=doc_id_for(path, root),
         text=text,
-        title=_title_from_text(text, path.suffix.lower() == ".md"),
+        title=_title_from_text(text, markdown),
         source=str(path),
+        locations=markdown_locations(text) if markdown else [],
     )
 
 

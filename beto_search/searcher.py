@@ -258,11 +258,20 @@ class Searcher:
         self._locate(hits)
 
     def _locate(self, hits: list[Hit]) -> None:
-        """Each hit's page or section: where its snippet (else its chunk) lies in the document."""
+        """Each hit's page or section: where the words it matched lie in the document (else its
+        snippet, else its chunk)."""
         located = self.store.locations(list({h.doc_id for h in hits}))
         for h in hits:
             if h.doc_id in located:
-                span = (h.snippet_start, h.snippet_end) if h.snippet else (h.start, h.end)
+                if h.highlight_spans:
+                    span = (
+                        min(s for s, _ in h.highlight_spans),
+                        max(e for _, e in h.highlight_spans),
+                    )
+                elif h.snippet:
+                    span = (h.snippet_start, h.snippet_end)
+                else:
+                    span = (h.start, h.end)
                 h.location = locate(located[h.doc_id], *span)
 
     # ----- similar -------------------------------------------------------------------------

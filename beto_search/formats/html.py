@@ -28,9 +28,15 @@ _LANG = [
         r"""<meta[^>]+http-equiv\s*=\s*["']?content-language["']?[^>]+content\s*=\s*["']?([\w-]+)""",
         re.I,
     ),
-    re.compile(r"""<meta[^>]+property\s*=\s*["']og:locale["'][^>]+content\s*=\s*["']?([\w-]+)""", re.I),
+    re.compile(
+        r"""<meta[^>]+property\s*=\s*["']og:locale["'][^>]+content\s*=\s*["']?([\w-]+)""", re.I
+    ),
 ]
-_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 # browsers read pages declared latin-1 or ascii as windows-1252 (its superset): so do we
 _AS_CP1252 = {"iso-8859-1", "latin-1", "latin1", "ascii", "us-ascii", "iso8859-1", "l1"}
 

@@ -64,7 +64,9 @@ def read_odt(path: Path) -> Document:
 
     try:
         with zipfile.ZipFile(path) as z:
-            manifest = z.read("META-INF/manifest.xml") if "META-INF/manifest.xml" in z.namelist() else b""
+            manifest = (
+                z.read("META-INF/manifest.xml") if "META-INF/manifest.xml" in z.namelist() else b""
+            )
     except zipfile.BadZipFile as exc:
         raise damaged(f"not a readable ODT: {exc}") from None
     if b"encryption-data" in manifest:
