@@ -64,4 +64,4 @@ def read_format(path: Path) -> Document:
         raise InputError(reason)
     module, func = fmt.reader.split(":")
     reader = getattr(importlib.import_module(f"{__name__}.{module}"), func)
-    return reader(path)  # type: ignore[no-any-return]
+    return reader(path)

@@ -114,6 +114,7 @@ def extract_html(page: str, builder: TextBuilder) -> dict[str, Any]:
     author, date) plus the language."""
     import trafilatura
     from lxml import etree
+    from trafilatura.settings import set_date_params
 
     page = _XML_DECL.sub("", page, count=1)  # lxml refuses str input with an encoding declaration
     found = trafilatura.extract(
@@ -123,7 +124,8 @@ def extract_html(page: str, builder: TextBuilder) -> dict[str, Any]:
         include_comments=False,
         with_metadata=True,
         config=_config(),
-        date_extraction_params={"extensive_search": False, "original_date": True},
+        # the date from the page's meta data, not guessed from dates in its text
+        date_extraction_params=set_date_params(extensive=False),
     )
     meta: dict[str, Any] = {"language": _language(page)}
     if found:

@@ -73,9 +73,7 @@ def test_pdf_hit_names_its_page(mixed: Path, tmp_path: Path, hash_encoder) -> No
 def test_hit_location_spanning_pages(tmp_path: Path, hash_encoder) -> None:
     from beto_search.types import Document
 
-    doc = Document(
-        "d", "uno dos\n\ntres cuatro", locations=[(0, {"page": 1}), (9, {"page": 2})]
-    )
+    doc = Document("d", "uno dos\n\ntres cuatro", locations=[(0, {"page": 1}), (9, {"page": 2})])
     with SearchEngine.open(tmp_path / "idx", encoder=hash_encoder) as engine:
         engine.add([doc])
         hit = engine.search("dos tres", k=1, mode="lexical")[0]
