@@ -7,7 +7,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ..errors import InputError
-from ..readers import clean_text
+from ..text import clean_text
 
 SECTION_SEP = " › "
 

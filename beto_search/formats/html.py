@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..readers import decode_bytes
+from ..text import decode_bytes
 from ..types import Document
 from .base import FormatSkip, TextBuilder, file_metadata
 
