@@ -56,8 +56,8 @@ def read_epub(path: Path) -> Document:
         builder = TextBuilder()
         for ref in opf.iterfind("opf:spine/opf:itemref", _NS):
             name = items.get(ref.get("idref"))
-            if name is None or name not in names:
-                continue
+            if name is None or name not in names or ref.get("linear") == "no":
+                continue  # linear="no": notes, covers, tables of contents read out of order
             chapter = TextBuilder()
             meta = extract_html(decode_html(z.read(name)), chapter)
             starts_with_heading = any(o == 0 and "section" in loc for o, loc in chapter.locations)
