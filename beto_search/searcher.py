@@ -19,7 +19,7 @@ from .fusion import FUSIONS, FusionConfig, fuse, resolve
 from .readers import clean_text
 from .snippets import make_snippet
 from .store import Filter, StoredChunk
-from .types import Hit
+from .types import Hit, locate
 from .vector_index import SearchParams, VectorIndex
 
 if TYPE_CHECKING:
@@ -273,6 +273,24 @@ class Searcher:
                         h.dense_score = exact.get(h.chunk_id)
         if snippets:
             add_snippets(hits, query, self.engine.analyzer)
+        self.locate(hits)
+
+    def locate(self, hits: list[Hit]) -> None:
+        """Each hit's page or section: where the words it matched lie in the document (else its
+        snippet, else its chunk)."""
+        located = self.store.locations(list({h.doc_id for h in hits}))
+        for h in hits:
+            if h.doc_id in located:
+                if h.highlight_spans:
+                    span = (
+                        min(s for s, _ in h.highlight_spans),
+                        max(e for _, e in h.highlight_spans),
+                    )
+                elif h.snippet:
+                    span = (h.snippet_start, h.snippet_end)
+                else:
+                    span = (h.start, h.end)
+                h.location = locate(located[h.doc_id], *span)
 
     # ----- similar -------------------------------------------------------------------------
     def similar(self, doc_id: str, k: int = 10) -> list[Hit]:
@@ -302,6 +320,7 @@ class Searcher:
                     break
                 depth *= 4
             plain_snippets(hits)
+            self.locate(hits)
         return hits
 
 

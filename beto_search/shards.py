@@ -682,7 +682,15 @@ class ShardedEngine:
                         h.dense_score = exact.get(h.chunk_id // self.count)
         if snippets:
             add_snippets(hits, query, self.analyzer)
+        self._locate(hits)
         return hits
+
+    def _locate(self, hits: list[Hit]) -> None:
+        """Each hit's page or section, from its own shard's document."""
+        for i, shard in enumerate(self.shards):
+            mine = [h for h in hits if h.chunk_id % self.count == i]
+            if mine:
+                Searcher(shard).locate(mine)
 
     def _by_shard(self, global_ids: list[int]) -> list[tuple[int, list[int]]]:
         out: dict[int, list[int]] = {}
@@ -717,6 +725,7 @@ class ShardedEngine:
                 break
             depth *= 4
         plain_snippets(hits)
+        self._locate(hits)
         return hits
 
     def candidates(

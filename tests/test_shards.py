@@ -193,6 +193,26 @@ def test_ingest_folders_and_prune(tmp_path: Path) -> None:
         assert engine.get_document("nota4.txt") is not None
 
 
+def test_hits_name_their_section_as_in_one_index(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"libro{i}.md").write_text(
+            f"# Libro {i}\n\n## Capítulo uno\n\nEl río nace en la sierra {i}.\n\n"
+            f"## Capítulo dos\n\nLos volcanes de la isla {i} entraron en erupción.\n"
+        )
+    got = {}
+    for name, shards in (("one", None), ("two", 2)):
+        with SearchEngine.open(tmp_path / name, HashEncoder(), shards=shards) as engine:
+            engine.ingest([folder])
+            hits = engine.search("volcanes erupción", k=6, mode="lexical")
+            got[name] = sorted((h.doc_id, h.location) for h in hits)  # (ties: any order)
+            similar = engine.similar("libro1.md", k=2)
+            got[name + " similar"] = sorted((h.doc_id, h.location) for h in similar)
+    assert got["one"] == got["two"] and any(loc for _, loc in got["two"])
+    assert got["one similar"] == got["two similar"]
+
+
 class BoomEncoder(HashEncoder):
     """Refuses any text with BOOM in it (module level: writer processes unpickle it)."""
 
