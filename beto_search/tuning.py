@@ -35,8 +35,9 @@ from ir_measures import nDCG
 
 from .analyzer import stopwords
 from .errors import BetoSearchError, InputError
-from .fusion import DEFAULT_CONFIG, NORMS, FusionConfig, normalise
-from .pseudoqueries import make_pseudo_queries, sentences
+from .fusion import DEFAULT_CONFIG, NORMS, FusionConfig, normalise, resolve
+from .encoder import normalize_rows
+from .pseudoqueries import group_queries, make_pseudo_queries, sentences
 from .searcher import Searcher
 
 if TYPE_CHECKING:
@@ -233,6 +234,143 @@ def pseudo_queries(
     return queries, qrels, exclude
 
 
+# ----- cloze pseudo-queries for every kind of index ---------------------------------------------
+GROUP_MAX = 50  # a title shared by more documents is a label ("FAQ"), not one source's pieces
+K1, B = 1.2, 0.75  # SQLite FTS5's bm25() constants
+
+
+@dataclass
+class PseudoSet:
+    """Label-free queries and how to score them (see ``cloze_set``)."""
+
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    exclude: dict[str, int] = field(default_factory=dict)  # chunk left out of the candidates
+    # chunk rescored without the query's sentence: (chunk id, doc id, text, remainder)
+    rest: dict[str, tuple[int, str, str, str]] = field(default_factory=dict)
+    kinds: dict[str, int] = field(default_factory=dict)
+
+
+def _groups(engine: SearchEngine, titles: set[str]) -> dict[str, list[str]]:
+    """Title -> ids of the documents with that title (titles of at most ``GROUP_MAX``)."""
+    out: dict[str, list[str]] = {}
+    todo = sorted(titles)
+    for i in range(0, len(todo), 500):
+        part = todo[i : i + 500]
+        marks = ",".join("?" * len(part))
+        rows = engine.store.conn.execute(
+            f"SELECT title, id FROM documents WHERE title IN ({marks}) ORDER BY id", part
+        ).fetchall()
+        for title, doc_id in rows:
+            out.setdefault(str(title), []).append(str(doc_id))
+    return {t: d for t, d in out.items() if len(d) <= GROUP_MAX}
+
+
+def cloze_set(engine: SearchEngine, n: int = PSEUDO_QUERIES, seed: int = PSEUDO_SEED) -> PseudoSet:
+    """Inverse-cloze pseudo-queries that exist for documents of any length.
+
+    - A chunk of two or more sentences: one sentence is the query, its document the answer, and
+      the chunk is scored WITHOUT that sentence (its remainder is encoded for the dense side and
+      its BM25 scaled for the lexical one), so no side wins by copying; the document's other
+      chunks stay candidates.
+    - A one-sentence document (a sentence-level index): its text asks for the other documents of
+      its title (the other sentences of its source), and is itself left out of the candidates.
+    """
+    chunks, _ = _sample_chunks(engine, max(SAMPLE_PER_QUERY * n, SAMPLE_MIN), seed, "cloze")
+    pqs = make_pseudo_queries(chunks, n, seed)
+    out = PseudoSet({}, {})
+    text_of = {c.chunk_id: c.text for c in chunks}
+    for i, p in enumerate(pqs):
+        qid = f"pq{i}"
+        out.queries[qid] = " ".join(p.query.split())
+        out.qrels[qid] = {p.doc_id: 1}
+        out.rest[qid] = (p.chunk_id, p.doc_id, text_of[p.chunk_id], p.positive)
+    out.kinds["sentence of a longer chunk"] = len(pqs)
+    if len(pqs) < n:
+        used = {p.chunk_id for p in pqs}
+        short = [c for c in chunks if c.chunk_id not in used]
+        groups = _groups(engine, {c.title for c in short if c.title})
+        gqs = group_queries(short, groups, n - len(pqs), seed)
+        for g in gqs:
+            qid = f"pq{len(out.queries)}"
+            out.queries[qid] = g.query
+            out.qrels[qid] = {d: 1 for d in g.relevant}
+            out.exclude[qid] = g.chunk_id
+        if gqs:
+            out.kinds["short document, same-title documents"] = len(gqs)
+    return out
+
+
+def _bm25_ratio(engine: SearchEngine, pset: PseudoSet) -> dict[str, float]:
+    """For each rescored query: BM25(query, chunk remainder) / BM25(query, whole chunk), with
+    FTS5's formula and document frequencies of the chunks involved (a ratio: the collection
+    statistics mostly cancel), to scale the chunk's stored lexical score."""
+    an = engine.analyzer
+    docs = {cid: an.terms(text) for cid, _, text, _ in pset.rest.values()}
+    n_docs = max(1, engine.store.chunk_count())
+    avgdl = max(1.0, sum(len(t) for t in docs.values()) / max(1, len(docs)))
+    df: dict[str, int] = {}
+    for terms in docs.values():
+        for t in set(terms):
+            df[t] = df.get(t, 0) + 1
+    scale = n_docs / max(1, len(docs))  # sample frequencies scaled to the index
+
+    def bm25(q: set[str], terms: list[str]) -> float:
+        tf: dict[str, int] = {}
+        for t in terms:
+            if t in q:
+                tf[t] = tf.get(t, 0) + 1
+        norm = K1 * (1 - B + B * len(terms) / avgdl)
+        total = 0.0
+        for t, f in tf.items():
+            d = df.get(t, 1) * scale
+            idf = max(1e-6, math.log((n_docs - d + 0.5) / (d + 0.5)))
+            total += idf * f * (K1 + 1) / (f + norm)
+        return total
+
+    out = {}
+    for qid, (cid, _, _, remainder) in pset.rest.items():
+        q = set(an.terms(pset.queries[qid]))
+        whole = bm25(q, docs[cid])
+        out[qid] = bm25(q, an.terms(remainder)) / whole if whole > 0 else 1.0
+    return out
+
+
+def cloze_candidates(
+    engine: SearchEngine, pset: PseudoSet, depth: int = DEPTH
+) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, float]], dict[int, str]]:
+    """The candidate lists of ``pset``'s queries, with each query's own chunk rescored without
+    the query's sentence, or left out (see ``cloze_set``)."""
+    qids = list(pset.queries)
+    texts = [pset.queries[q] for q in qids]
+    qvecs = normalize_rows(np.asarray(engine.query_encoder.encode_queries(texts), np.float32))
+    dense_l, lexical_l, doc_of = Searcher(engine).candidates(texts, depth + 1, qvecs)
+    dense, lexical = dict(zip(qids, dense_l)), dict(zip(qids, lexical_l))
+    for qid, cid in pset.exclude.items():
+        dense[qid].pop(cid, None)
+        lexical[qid].pop(cid, None)
+    if pset.rest:
+        rq = [q for q in qids if q in pset.rest]
+        rvecs = normalize_rows(
+            np.asarray(engine.encoder.encode_documents([pset.rest[q][3] for q in rq]), np.float32)
+        )
+        ratio = _bm25_ratio(engine, pset)
+        row = {q: i for i, q in enumerate(qids)}
+        for j, qid in enumerate(rq):
+            cid, doc_of[cid] = pset.rest[qid][:2]
+            dense[qid][cid] = float(qvecs[row[qid]] @ rvecs[j])
+            if cid in lexical[qid]:
+                if ratio[qid] > 0:
+                    lexical[qid][cid] *= ratio[qid]
+                else:
+                    del lexical[qid][cid]
+    for side in (dense, lexical):  # back to ``depth`` per side, as searches fuse
+        for qid, cands in side.items():
+            if len(cands) > depth:
+                side[qid] = dict(sorted(cands.items(), key=lambda kv: -kv[1])[:depth])
+    return dense, lexical, doc_of
+
+
 # ----- candidates and scoring ----------------------------------------------------------------------
 def candidate_lists(
     engine: SearchEngine, queries: dict[str, str], depth: int = DEPTH
@@ -376,27 +514,17 @@ def tune(
     if manifest is None:
         raise InputError("the index is empty; ingest documents before tuning its fusion.")
     labelled = queries is not None
-    exclude: dict[str, int] = {}
+    pset: PseudoSet | None = None
     if queries is None or qrels is None:
-        queries, qrels, exclude = pseudo_queries(engine, n, seed, style)
-        if style == "cloze" and len(queries) < MIN_QUERIES:
-            # documents of one chunk each (e.g. sentences): no other chunk to find. The other
-            # styles measured biased towards the lexical side (docs/tune-reembed.md): keep the
-            # default rather than tune on them
-            reason = (
-                f"only {len(queries)} documents have 2+ chunks to make cloze pseudo-queries from "
-                f"(at least {MIN_QUERIES} are needed); kept the default {DEFAULT_CONFIG.label()}; "
-                "tune on labels with --queries/--qrels"
-            )
-            return TuneResult(
-                DEFAULT_CONFIG,
-                False,
-                reason,
-                f"{len(queries)} pseudo-queries (cloze, seed {seed})",
-                len(queries),
-                seconds=time.perf_counter() - started,
-            )
-        what = tuned_on or f"{len(queries)} pseudo-queries ({style}, seed {seed})"
+        if style == "cloze":
+            pset = cloze_set(engine, n, seed)
+            queries, qrels = pset.queries, pset.qrels
+            kinds = ", ".join(f"{v} {k}" for k, v in pset.kinds.items() if v)
+            what = tuned_on or f"{len(queries)} cloze pseudo-queries ({kinds}; seed {seed})"
+        else:
+            queries, qrels, exclude = pseudo_queries(engine, n, seed, style)
+            pset = PseudoSet(queries, qrels, exclude)
+            what = tuned_on or f"{len(queries)} pseudo-queries ({style}, seed {seed})"
         configs = configs or pseudo_grid()
     else:
         keep = [q for q in queries if any(g > 0 for g in qrels.get(q, {}).values())]
@@ -412,10 +540,10 @@ def tune(
         return TuneResult(
             DEFAULT_CONFIG, False, reason, what, len(queries), seconds=time.perf_counter() - started
         )
-    dense, lexical, doc_of = candidate_lists(engine, queries, DEPTH + (1 if exclude else 0))
-    for qid, cid in exclude.items():  # cloze: the query's own chunk is not a candidate
-        dense[qid].pop(cid, None)
-        lexical[qid].pop(cid, None)
+    if pset is not None:
+        dense, lexical, doc_of = cloze_candidates(engine, pset, DEPTH)
+    else:
+        dense, lexical, doc_of = candidate_lists(engine, queries, DEPTH)
     cands = {q: _Query(dense[q], lexical[q], doc_of) for q in queries}
     scored = _score_all(cands, qrels, [*configs, "dense", "lexical"], doc_key or (lambda d: d))
     per = dict(zip(configs, scored))
@@ -520,3 +648,26 @@ def explain(manifest: dict[str, Any] | None) -> str:
         f"nDCG@10 {s.get('chosen')} vs dense only {s.get('dense')}, lexical only "
         f"{s.get('lexical')}, default {s.get('default')}; {f.get('reason')}"
     )
+
+
+def describe(
+    manifest: dict[str, Any] | None, fusion: str | None = None, alpha: float | None = None
+) -> dict[str, Any]:
+    """What fusion a search with these arguments uses and why (``query --explain``): the config
+    (as ``fusion.resolve`` makes it), its label, where it came from ("arguments", "tuned" or
+    "default") and the reason (plus the tune's evidence when the index's tuned one is used)."""
+    used = resolve(manifest, fusion, alpha)
+    f = (manifest or {}).get("fusion")
+    out: dict[str, Any] = {**used.to_dict(), "label": used.label()}
+    if fusion is not None or alpha is not None:
+        given = ", ".join(
+            x for x in (f"--fusion {fusion}" if fusion else "", f"--alpha {alpha:g}" if alpha is not None else "") if x
+        )
+        out.update(source="arguments", reason=f"given with the search ({given})")
+    elif isinstance(f, dict):
+        out.update(source="tuned", reason=explain(manifest))
+        if isinstance(f.get("evidence"), dict):
+            out["evidence"] = f["evidence"]
+    else:
+        out.update(source="default", reason=explain(manifest))
+    return out

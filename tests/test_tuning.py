@@ -233,3 +233,74 @@ def test_cli_tune(built: dict[str, Path], tmp_path: Path, monkeypatch: pytest.Mo
     assert res.exit_code == 0, res.output
     got = json.loads(res.stdout)
     assert (got["fusion"], got["alpha"]) == (out["fusion"]["method"], out["fusion"]["alpha"])
+
+
+# ----- pseudo-queries for short documents (issue 20) -------------------------------------------
+def _sentence_records() -> list[dict[str, str]]:
+    """corpora/es split into sentences, every sentence a document titled as its source file."""
+    from beto_search.pseudoqueries import sentence_spans
+
+    out = []
+    for path in sorted(CORPUS.rglob("*.md")):
+        text = path.read_text(encoding="utf-8")
+        for n, (a, b) in enumerate(sentence_spans(text)):
+            piece = " ".join(text[a:b].split())
+            if len(piece.split()) >= 4:
+                out.append({"id": f"{path.stem}#{n}", "title": path.stem, "text": piece})
+    return out
+
+
+def test_one_sentence_documents_get_pseudo_queries_from_their_title_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from beto_search.pseudoqueries import group_queries
+    from beto_search.store import StoredChunk
+
+    chunks = [
+        StoredChunk(i, f"d{i}", 0, 0, 1, t, title, "", {})
+        for i, (t, title) in enumerate(
+            [
+                ("El Imperio inca fue el mayor de América del Sur.", "incas"),
+                ("Su capital era Cusco, en lo alto de los Andes.", "incas"),
+                ("La paella valenciana lleva arroz y azafrán.", "paella"),
+                ("Corto.", "paella"),
+                ("Una frase sola sin nadie más que la comparta.", "sola"),
+            ]
+        )
+    ]
+    groups = {"incas": ["d0", "d1"], "paella": ["d2", "d3"], "sola": ["d4"]}
+    got = {g.doc_id: g.relevant for g in group_queries(chunks, groups, 0, seed=1)}
+    assert got == {"d0": ("d1",), "d1": ("d0",), "d2": ("d3",)}  # d3 too short, d4 alone
+
+    monkeypatch.setenv("BETO_SEARCH_AUTOTUNE", "0")
+    with SearchEngine.open(tmp_path / "idx", encoder=BagEncoder()) as engine:
+        engine.add(_sentence_records())
+        assert engine.counts()["chunks"] == engine.counts()["documents"]  # one chunk each
+        result = tune(engine, store=False)
+    assert result.queries >= MIN_QUERIES, result.reason
+    assert "short document" in result.tuned_on
+
+
+def test_one_chunk_paragraphs_get_cloze_pseudo_queries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paragraphs shorter than a chunk, unique titles: a sentence of each paragraph asks for it,
+    the paragraph scored without that sentence."""
+    from beto_search.tuning import cloze_candidates, cloze_set
+
+    records = []
+    for path in sorted(CORPUS.rglob("*.md")):
+        for n, para in enumerate(path.read_text(encoding="utf-8").split("\n\n")):
+            if len(para.split()) >= 25:
+                records.append({"id": f"{path.stem}-{n}", "title": f"{path.stem} {n}", "text": para})
+    monkeypatch.setenv("BETO_SEARCH_AUTOTUNE", "0")
+    with SearchEngine.open(tmp_path / "idx", encoder=BagEncoder(), chunk_tokens=200) as engine:
+        engine.add(records)
+        pset = cloze_set(engine, 50)
+        assert len(pset.queries) == 50 and set(pset.rest) == set(pset.queries)
+        dense, lexical, _ = cloze_candidates(engine, pset)
+        whole = engine.search(pset.queries["pq0"], k=1, mode="semantic")[0]
+    cid, doc_id, text, remainder = pset.rest["pq0"]
+    assert pset.queries["pq0"] not in remainder and doc_id == whole.doc_id
+    # the dense score is the remainder's, lower than the whole chunk's (it holds the query)
+    assert dense["pq0"][cid] < whole.dense_score
