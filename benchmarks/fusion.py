@@ -43,7 +43,7 @@ from beto_search import SearchEngine
 from beto_search.evaluation import load_eval_set, score_run
 from beto_search.fusion import FusionConfig
 from beto_search.pseudoqueries import sentences
-from beto_search.tuning import _score_all, candidate_lists, tune, _Query
+from beto_search.tuning import candidate_lists, measure, tune
 
 from common import CORPUS, ROOT, cpu_description, emit, minilm_path
 
@@ -152,7 +152,9 @@ def qa_records(level: str) -> tuple[list[dict[str, Any]], dict[str, str], dict[s
 
 def es_sentence_records(chunk_index: Path, enc: Any) -> list[dict[str, Any]]:
     with SearchEngine.open(chunk_index, encoder=enc, create=False) as src:
-        rows = src.store.conn.execute("SELECT id, title, text FROM documents ORDER BY id").fetchall()
+        rows = src.store.conn.execute(
+            "SELECT id, title, text FROM documents ORDER BY id"
+        ).fetchall()
     out = []
     for doc_id, title, text in rows:
         for n, (a, b) in enumerate(sentences(text)):
@@ -215,9 +217,7 @@ def held_out(engine: SearchEngine, name: str, queries: dict, qrels: dict) -> dic
         per[mode] = {q: v["ndcg@10"] for q, v in score_run(es, run)[1].items()}
     # the room: every convex dense weight on the same questions (hindsight, not a result)
     dense, lexical, doc_of = candidate_lists(engine, queries)
-    cands = {q: _Query(dense[q], lexical[q], doc_of) for q in queries}
     line = [FusionConfig("convex", round(0.1 * i, 1)) for i in range(11)]
-    curve = _score_all(cands, qrels, list(line), key)
     splits = {"all": list(queries)}
     if name.startswith("qa-"):
         splits["dev"] = [q for q in queries if int(q[1:]) % 2 == 1]
@@ -230,7 +230,8 @@ def held_out(engine: SearchEngine, name: str, queries: dict, qrels: dict) -> dic
 
         row = {m: mean(v) for m, v in per.items()}
         row["gain"] = round(row["hybrid"] - max(row["semantic"], row["lexical"]), 4)
-        row["convex_line"] = {c.alpha: mean(v) for c, v in zip(line, curve)}
+        curve = measure(dense, lexical, doc_of, {q: qrels[q] for q in qids}, line, key)[0]
+        row["convex_line"] = {c.alpha: round(v, 4) for c, v in curve.items()}
         row["queries"] = len(qids)
         out[split] = row
     return out

@@ -34,9 +34,9 @@ import numpy as np
 from ir_measures import nDCG
 
 from .analyzer import stopwords
+from .encoder import normalize_rows
 from .errors import BetoSearchError, InputError
 from .fusion import DEFAULT_CONFIG, NORMS, FusionConfig, normalise, resolve
-from .encoder import normalize_rows
 from .pseudoqueries import group_queries, make_pseudo_queries, sentences
 from .searcher import Searcher
 
@@ -746,7 +746,12 @@ def describe(
     out: dict[str, Any] = {**used.to_dict(), "label": used.label()}
     if fusion is not None or alpha is not None:
         given = ", ".join(
-            x for x in (f"--fusion {fusion}" if fusion else "", f"--alpha {alpha:g}" if alpha is not None else "") if x
+            x
+            for x in (
+                f"--fusion {fusion}" if fusion else "",
+                f"--alpha {alpha:g}" if alpha is not None else "",
+            )
+            if x
         )
         out.update(source="arguments", reason=f"given with the search ({given})")
     elif isinstance(f, dict):

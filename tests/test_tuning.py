@@ -327,15 +327,49 @@ def test_one_chunk_paragraphs_get_cloze_pseudo_queries(
     for path in sorted(CORPUS.rglob("*.md")):
         for n, para in enumerate(path.read_text(encoding="utf-8").split("\n\n")):
             if len(para.split()) >= 25:
-                records.append({"id": f"{path.stem}-{n}", "title": f"{path.stem} {n}", "text": para})
+                records.append(
+                    {"id": f"{path.stem}-{n}", "title": f"{path.stem} {n}", "text": para}
+                )
     monkeypatch.setenv("BETO_SEARCH_AUTOTUNE", "0")
     with SearchEngine.open(tmp_path / "idx", encoder=BagEncoder(), chunk_tokens=200) as engine:
         engine.add(records)
         pset = cloze_set(engine, 50)
         assert len(pset.queries) == 50 and set(pset.rest) == set(pset.queries)
-        dense, lexical, _ = cloze_candidates(engine, pset)
+        dense, _, _ = cloze_candidates(engine, pset)
         whole = engine.search(pset.queries["pq0"], k=1, mode="semantic")[0]
-    cid, doc_id, text, remainder = pset.rest["pq0"]
+    cid, doc_id, _, remainder = pset.rest["pq0"]
     assert pset.queries["pq0"] not in remainder and doc_id == whole.doc_id
     # the dense score is the remainder's, lower than the whole chunk's (it holds the query)
     assert dense["pq0"][cid] < whole.dense_score
+
+
+def test_info_and_explain_say_what_the_fusion_is_and_why(
+    built: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import beto_search.engine as engine_mod
+
+    index = _copy(built["noise"], tmp_path)
+    monkeypatch.setattr(engine_mod, "_open_encoder", lambda *a, **k: NoiseEncoder())
+    with SearchEngine.open(index, encoder=NoiseEncoder()) as engine:
+        result = tune(engine)
+        stored = engine.manifest["fusion"]
+    # the manifest keeps why, and on what evidence (keys FusionConfig does not know are kept)
+    assert stored["reason"] == result.reason and "weaker" in stored["reason"]
+    assert stored["evidence"]["lexical_better"] > stored["evidence"]["dense_better"]
+    assert set(stored["evidence"]["convex_line"]) >= {"0", "0.5", "1"}
+    res = CliRunner().invoke(cli, ["info", "--index", str(index), "--json"])
+    assert res.exit_code == 0, res.output
+    facts = json.loads(res.stdout)
+    assert facts["fusion"]["evidence"] == stored["evidence"]
+    assert "weaker" in facts["fusion_explained"]
+    args = ["query", "fotosíntesis de las plantas", "--index", str(index), "--explain"]
+    res = CliRunner().invoke(cli, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    why = json.loads(res.stdout)["fusion_explained"]
+    assert why["source"] == "tuned" and why["alpha"] == result.config.alpha
+    assert "weaker" in why["reason"] and why["evidence"] == stored["evidence"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0 and f"fusion: {result.config.label()} (tuned): " in res.output
+    res = CliRunner().invoke(cli, [*args, "--alpha", "0.6", "--json"])
+    why = json.loads(res.stdout)["fusion_explained"]
+    assert why["source"] == "arguments" and why["alpha"] == 0.6 and "--alpha 0.6" in why["reason"]
