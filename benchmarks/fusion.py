@@ -255,9 +255,9 @@ def main() -> None:
                 tuned = tune(engine)  # what ingest's automatic tune does
                 secs = time.perf_counter() - t
                 res = held_out(engine, name, queries, qrels)
+                res["chunks"] = engine.counts()["chunks"]
             enc.save()
             res["tune"] = {**tuned.to_dict(), "seconds": round(secs, 1)}
-            res["chunks"] = engine.counts()["chunks"]
             results[f"{which}/{name}"] = res
             for split in ("report", "dev", "all"):
                 if split in res:

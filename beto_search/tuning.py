@@ -116,7 +116,7 @@ def choose_pseudo(
     preferred = tied[len(tied) // 2]
     side = f"dense only {dense:.3f}, lexical only {lexical:.3f}"
     if dense < lexical:
-        alpha = round(round(preferred * WEAK_SHRINK * 20) / 20, 2)
+        alpha = round(math.floor(preferred * WEAK_SHRINK * 20 + 1e-9) / 20, 2)  # 0.05 steps, down
         why = (
             f"the dense side is the weaker one on the pseudo-queries ({side}): the dense weight "
             f"they prefer, {preferred:g}, halved (they overrate the dense side)"
