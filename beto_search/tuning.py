@@ -5,17 +5,19 @@ for every config of a small grid (RRF and convex, several normalisations and den
 scores each with nDCG@10 (ir_measures, as ``evaluation`` does) and stores the winner in the
 manifest (``fusion``), where searches pick it up as the index's default.
 
-Without labels it tunes on pseudo-queries cut from the index's own chunks. A sentence taken
-verbatim from a chunk is a query the lexical side cannot miss, so the default style ("cloze")
-leaves the sentence's own chunk out of the candidates: the query must find its document through
-the document's other chunks. Only the convex min-max line is tried on pseudo-queries. How well the
-choice agrees with the one made on real labels is measured in docs/tune-reembed.md
-(benchmarks/tune_agreement.py).
+Without labels it tunes on cloze pseudo-queries cut from the index's own chunks (``cloze_set``):
+a sentence of a chunk asks for its document while the chunk is scored WITHOUT that sentence, and
+a one-sentence document asks for the other documents of its title, itself left out; neither side
+wins by copying words, and every kind of index (paragraphs of one chunk, sentences) gets them.
+Only the convex min-max line is scored on them, and ``choose_pseudo`` turns it into a dense weight,
+corrected by which side the pseudo-queries found weaker (they overrate the dense side). How the
+choice holds on held-out questions: docs/fusion.md (benchmarks/fusion.py).
 
-Guards against noise: fewer than ``MIN_QUERIES`` usable queries keeps the default; configs
-within ``TOLERANCE`` of the best count as ties and the simplest of them wins (the grid is
-ordered simplest first, the library default first of all); a winner that is not better than the
-default by at least one standard error of the per-query difference keeps the default.
+Guards against noise: fewer than ``MIN_QUERIES`` usable queries keeps the default. On labels,
+configs within ``TOLERANCE`` of the best count as ties and the simplest of them wins (the grid is
+ordered simplest first, the library default first of all), and a winner that is not better than
+the default by at least one standard error of the per-query difference keeps the default; on
+pseudo-queries a line flat within ``TOLERANCE`` keeps the default.
 """
 
 from __future__ import annotations
