@@ -230,10 +230,13 @@ def _sample_chunks(
 def pseudo_queries(
     engine: SearchEngine, n: int = PSEUDO_QUERIES, seed: int = PSEUDO_SEED, style: str = "cloze"
 ) -> tuple[dict[str, str], dict[str, dict[str, int]], dict[str, int]]:
-    """Label-free queries, qrels (relevant: the document the text came from) and, for "cloze",
-    the chunk each query came from, which scoring leaves out of the candidates."""
-    if style not in STYLES:
-        raise InputError(f"pseudo-query style must be one of {', '.join(STYLES)}, not '{style}'.")
+    """Label-free queries of the measurement styles (``STYLES`` but "cloze", which is
+    ``cloze_set``), their qrels (relevant: the document the text came from) and the chunks to
+    leave out of the candidates (none for these styles)."""
+    if style not in STYLES or style == "cloze":
+        raise InputError(
+            f"pseudo-query style must be one of {', '.join(STYLES[1:])}, not '{style}'."
+        )
     chunks, df = _sample_chunks(engine, max(SAMPLE_PER_QUERY * n, SAMPLE_MIN), seed, style)
     rng = random.Random(seed)
     picked: list[tuple[str, str]] = []  # (text, doc id)
@@ -250,14 +253,6 @@ def pseudo_queries(
                 picked.append((c.text[s[0] : s[1]], c.doc_id))
             if len(picked) >= n:
                 break
-    elif style == "cloze":
-        # inverse cloze at the document level: the sentence's own chunk is left out of the
-        # candidates, so the query must find its document through the document's OTHER chunks,
-        # which share its topic but not its words: no side wins by copying
-        per_doc = {d: len(engine.store.doc_chunk_ids(d)) for d in {c.doc_id for c in chunks}}
-        pqs = make_pseudo_queries([c for c in chunks if per_doc[c.doc_id] > 1], n, seed)
-        picked = [(p.query, p.doc_id) for p in pqs]
-        exclude = {f"pq{i}": p.chunk_id for i, p in enumerate(pqs)}
     else:
         pqs = make_pseudo_queries(chunks, n, seed)
         picked = [(p.query, p.doc_id) for p in pqs]
