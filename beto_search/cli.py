@@ -411,20 +411,26 @@ def query(
             nprobe=nprobe,
         )
         used = resolve(engine.manifest, fusion, alpha)  # what the search used
+        why = None
+        if explain and mode == "hybrid":
+            from .tuning import describe
+
+            m = engine.manifest
+            why = describe(m.to_dict() if m is not None else None, fusion, alpha)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "query": text,
-                    "mode": mode,
-                    "fusion": used.method,
-                    "alpha": used.alpha,
-                    "results": [h.to_dict() for h in hits],
-                },
-                ensure_ascii=False,
-            )
-        )
+        out = {
+            "query": text,
+            "mode": mode,
+            "fusion": used.method,
+            "alpha": used.alpha,
+            "results": [h.to_dict() for h in hits],
+        }
+        if why is not None:
+            out["fusion_explained"] = why
+        click.echo(json.dumps(out, ensure_ascii=False))
     else:
+        if why is not None:
+            click.echo(f"fusion: {why['label']} ({why['source']}): {why['reason']}")
         _print_hits(hits, explain)
 
 

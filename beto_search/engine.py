@@ -385,11 +385,11 @@ class SearchEngine:
         return Searcher(self).similar(doc_id, k)
 
     def candidates(
-        self, queries: list[str], depth: int
+        self, queries: list[str], depth: int, query_vectors: np.ndarray | None = None
     ) -> tuple[list[dict[int, float]], list[dict[int, float]], dict[int, str]]:
         """Each query's dense and lexical chunk candidates and their documents (what tuning
-        re-fuses; ``Searcher.candidates``)."""
-        return Searcher(self).candidates(queries, depth)
+        re-fuses; ``Searcher.candidates``); ``query_vectors``: the queries already encoded."""
+        return Searcher(self).candidates(queries, depth, query_vectors)
 
     def get_document(self, doc_id: str) -> dict[str, Any] | None:
         """{id, title, text, source, metadata, chunks: [{chunk_id, start, end}]} or None."""

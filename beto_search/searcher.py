@@ -112,17 +112,20 @@ class Searcher:
         return config.method, config.alpha
 
     def candidates(
-        self, queries: list[str], depth: int
+        self, queries: list[str], depth: int, query_vectors: np.ndarray | None = None
     ) -> tuple[list[dict[int, float]], list[dict[int, float]], dict[int, str]]:
         """Dense and lexical chunk candidates of each query (no filters, one batched FAISS
         search) and each candidate chunk's document, all in ONE snapshot: what a hybrid search
-        fuses, so ``tuning`` can re-fuse them under many configs."""
+        fuses, so ``tuning`` can re-fuse them under many configs. ``query_vectors``: the
+        queries already encoded (``tuning`` scores more texts against them)."""
         texts = [clean_text(q) for q in queries]
         manifest = self.engine.refresh()
         if manifest is None:
             raise InputError("the index is empty; ingest documents first.")
-        enc = self.engine.query_encoder
-        qvecs = normalize_rows(np.asarray(enc.encode_queries(texts), dtype=np.float32))
+        if query_vectors is None:
+            enc = self.engine.query_encoder
+            query_vectors = np.asarray(enc.encode_queries(texts), dtype=np.float32)
+        qvecs = normalize_rows(np.asarray(query_vectors, dtype=np.float32))
         with self.engine.cache.pinned() as vi:
             if vi.generation != manifest.generation:
                 raise InputError("the index was re-embedded meanwhile; run it again.")

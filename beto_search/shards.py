@@ -139,6 +139,10 @@ class ShardedStore:
             self.engine.global_id(i, c) for c in self.engine.shards[i].store.doc_chunk_ids(doc_id)
         ]
 
+    def ids_by_title(self, titles: list[str]) -> list[tuple[str, str]]:
+        rows = [r for s in self.engine.shards for r in s.store.ids_by_title(titles)]
+        return sorted(rows, key=lambda r: r[1])
+
     def chunk_count(self) -> int:
         return sum(s.store.chunk_count() for s in self.engine.shards)
 
@@ -729,16 +733,17 @@ class ShardedEngine:
         return hits
 
     def candidates(
-        self, queries: list[str], depth: int
+        self, queries: list[str], depth: int, query_vectors: np.ndarray | None = None
     ) -> tuple[list[dict[int, float]], list[dict[int, float]], dict[int, str]]:
-        """Each query's merged dense and lexical candidates and their documents (tuning)."""
+        """Each query's merged dense and lexical candidates and their documents (tuning);
+        ``query_vectors``: the queries already encoded."""
         manifest = self.refresh()
         if manifest is None:
             raise InputError("the index is empty; ingest documents first.")
         texts = [clean_text(q) for q in queries]
-        qvecs = normalize_rows(
-            np.asarray(self.query_encoder.encode_queries(texts), dtype=np.float32)
-        )
+        if query_vectors is None:
+            query_vectors = self.query_encoder.encode_queries(texts)
+        qvecs = normalize_rows(np.asarray(query_vectors, dtype=np.float32))
         dense: list[dict[int, float]] = []
         lexical: list[dict[int, float]] = []
         doc_of: dict[int, str] = {}

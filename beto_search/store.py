@@ -635,6 +635,14 @@ class Store:
         ).fetchone()
         return {"documents": row[0], "chunks": row[1], "embeddings": row[2]}
 
+    def ids_by_title(self, titles: list[str]) -> list[tuple[str, str]]:
+        """(title, document id) of the documents whose title is one of ``titles``, by id."""
+        marks = ",".join("?" * len(titles))
+        rows = self.conn.execute(
+            f"SELECT title, id FROM documents WHERE title IN ({marks}) ORDER BY id", titles
+        ).fetchall()
+        return [(str(t), str(d)) for t, d in rows]
+
     def chunk_count(self) -> int:
         """The number of chunks (cheaper than ``counts``: embeddings' big rows are not walked)."""
         return int(self.conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
