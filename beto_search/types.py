@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,14 @@ class Document:
     title: str = ""
     source: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    # (char offset where a part starts, its location, e.g. {"page": 3}); a streamed document's
+    # are collected while it is read
+    locations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    # a document too large to hold (``text`` is "" then): a re-startable stream of
+    # (text part, location) whose concatenation is the text; the indexer chunks it as it reads
+    parts: Callable[[], Iterator[tuple[str, dict[str, Any]]]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 @dataclass
