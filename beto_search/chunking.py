@@ -10,8 +10,8 @@ at token boundaries. Each window starts with the last segments of the previous o
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .errors import InputError

@@ -22,7 +22,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,10 +130,8 @@ class Indexer:
         started = time.perf_counter()
         total = 0
         for path, _ in files:
-            try:
+            with suppress(OSError):
                 total += path.stat().st_size
-            except OSError:
-                pass
         bar = Progress(progress, total, progress_every)
         with self.writing():
             try:

@@ -869,7 +869,7 @@ class Store:
         """Write one batch of a streamed document's chunks (caller's transaction)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.conn.executemany(
-            "INSERT OR REPLACE INTO staged_chunks(doc_id, content_hash, ordinal, start, \"end\","
+            'INSERT OR REPLACE INTO staged_chunks(doc_id, content_hash, ordinal, start, "end",'
             " text, vector, terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (doc_id, content_hash, c.ordinal, c.start, c.end, c.text, v.tobytes(), t)
@@ -885,9 +885,7 @@ class Store:
         stamp = now()
         created = self._created_at([doc.id]).get(doc.id, stamp)
         self._remove_chunks(doc.id)
-        self.db.table("documents").upsert(
-            document_row(doc, content_hash, created, stamp), pk="id"
-        )
+        self.db.table("documents").upsert(document_row(doc, content_hash, created, stamp), pk="id")
         key = (doc.id, content_hash)
         conn.execute(
             'INSERT INTO chunks(doc_id, ordinal, start, "end", text) SELECT doc_id, ordinal,'
