@@ -288,7 +288,7 @@ def test_sigkill_in_a_big_document_then_resume(tiny_model: Path, tmp_path: Path)
             [*_cli(), *args], env=env, capture_output=True, text=True, timeout=600
         )
 
-    found = run("search", "zarzaparrilla", "--index", str(index), "--mode", "lexical")
+    found = run("query", "zarzaparrilla", "--index", str(index), "--mode", "lexical")
     assert found.returncode == 0 and "grande.txt" not in found.stdout  # never half a document
     checked = run("verify", "--index", str(index))
     assert checked.returncode == 0, checked.stderr
@@ -299,7 +299,7 @@ def test_sigkill_in_a_big_document_then_resume(tiny_model: Path, tmp_path: Path)
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout.strip().splitlines()[-1])
     assert summary["added"] == 1 and summary["resumed"] >= 3 * 128
-    found = run("search", "zarzaparrilla", "--index", str(index), "--mode", "lexical", "--json")
+    found = run("query", "zarzaparrilla", "--index", str(index), "--mode", "lexical", "--json")
     assert found.returncode == 0 and "grande.txt" in found.stdout
     checked = run("verify", "--index", str(index))
     assert checked.returncode == 0, checked.stderr
