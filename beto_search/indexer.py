@@ -241,8 +241,9 @@ class Indexer:
             done.append(True)
 
         def publish_ready() -> None:
-            # batches without chunks were never given to the embedder: they go in their turn
-            while pending and not pending[0].chunks:
+            # a streamed document's last batch with nothing new was never given to the embedder:
+            # it publishes in its turn
+            while pending and pending[0].stream is not None and not pending[0].chunks:
                 self._write(pending.popleft(), np.zeros((0, 0)), summary, progress)
 
         done: list[bool] = []

@@ -417,3 +417,20 @@ def test_20mb_text_streams_with_bounded_memory(tmp_path: Path) -> None:
     # (bytes, str, NFC copy, chunks, the row)
     assert streamed["growth"] < size, (streamed, size)
     assert streamed["growth"] < whole["growth"] / 2, (streamed, whole)
+
+
+def test_stream_of_exactly_one_full_batch_is_published(tmp_path: Path) -> None:
+    """128 chunks: the last batch is full, the publishing one has nothing left to embed."""
+    sentences = [f"uno dos tres cuatro cinco seis s{i}. " for i in range(128)]  # 8 tokens each
+
+    def parts() -> Iterator[tuple[str, dict[str, Any]]]:
+        for s in sentences:
+            yield s, {}
+
+    with SearchEngine.open(
+        tmp_path / "idx", SmallHashEncoder(), chunk_tokens=8, overlap=0
+    ) as engine:
+        summary = engine.add([Document(id="justo", text="", parts=parts)])
+        assert (summary.added, summary.chunks) == (1, 128)
+        assert engine.get_document("justo")["text"] == "".join(sentences)
+        assert engine.verify() == []
