@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from .adapt import DEFAULT_METHOD, METHODS
 from .encoder import DEFAULT_MODEL, DEVICES, POOLINGS, PRECISIONS
 from .errors import BetoSearchError
 from .fusion import FUSIONS, resolve
+from .progress import MODES as PROGRESS_MODES
 from .searcher import MODES
 from .types import Hit
 from .vector_index import INDEX_TYPES
@@ -213,7 +215,30 @@ _RAY_OPTIONS = [
     default=0.0,
     help="Seconds to wait for another writer to finish.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress (same as --progress none).")
+@click.option(
+    "--progress",
+    "progress_mode",
+    type=click.Choice(PROGRESS_MODES),
+    default="auto",
+    show_default=True,
+    help="Chunks embedded with an ETA on stderr: a bar, a line every few seconds (log), JSON "
+    "lines, or none; auto: a bar on a terminal, else log.",
+)
+@click.option(
+    "--progress-every",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds between progress lines (log, json).",
+)
+@click.option(
+    "--stream-over",
+    default="4MB",
+    show_default=True,
+    help="Text files larger than this are read as a stream (bounded memory; a killed run "
+    "resumes where it stopped), e.g. 500KB, 4MB.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option(
     "--shards",
@@ -240,6 +265,9 @@ def ingest(
     strict: bool,
     wait: float,
     quiet: bool,
+    progress_mode: str,
+    progress_every: float,
+    stream_over: str,
     as_json: bool,
     ray_address: str | None,
     ray_workers: int | None,
@@ -261,6 +289,7 @@ def ingest(
         include=include,
         exclude=exclude,
         max_file_size=parse_size(max_file_size) if max_file_size is not None else None,
+        stream_over=_size(stream_over, "--stream-over"),
     )
     if ray_address is not None:
         from .distributed import require_ray
@@ -285,7 +314,12 @@ def ingest(
                 _ray_embedder(ray_address, ray_workers, ray_gpus, ray_window, engine=engine)
             )
         summary = engine.ingest(
-            paths, opts, prune=prune, progress=not quiet and sys.stderr.isatty(), embedder=embedder
+            paths,
+            opts,
+            prune=prune,
+            progress="none" if quiet else progress_mode,
+            embedder=embedder,
+            progress_every=progress_every,
         )
     if as_json:
         click.echo(json.dumps(summary.to_dict(), ensure_ascii=False))
@@ -295,6 +329,7 @@ def ingest(
             f"{summary.updated}  unchanged: {summary.unchanged}  pruned: {summary.pruned}  "
             f"duplicate ids: {summary.duplicates}  skipped: {len(summary.skipped)}  chunks: "
             f"{summary.chunks}  seconds: {summary.seconds:.1f}"
+            + (f"  resumed chunks: {summary.resumed}" if summary.resumed else "")
         )
         for reason, count in sorted(summary.reasons().items()):
             click.echo(f"skipped ({count}): {reason}")
@@ -305,6 +340,18 @@ def ingest(
                 click.echo(f"  {skip.where}: {skip.reason}", err=True)
     if strict and summary.skipped:
         raise click.ClickException(f"{len(summary.skipped)} inputs were skipped (--strict).")
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)\s*", re.IGNORECASE)
+
+
+def _size(text: str, option: str) -> int:
+    """Bytes from '4MB', '500k', '1.5GiB' or a plain number (powers of 1024)."""
+    m = _SIZE.fullmatch(text)
+    if not m:
+        raise click.BadParameter(f"'{text}' is not a size like 4MB or 500KB.", param_hint=option)
+    unit = m.group(2)[:1].lower()
+    return int(float(m.group(1)) * {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}[unit])
 
 
 def _where(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -512,6 +559,11 @@ def verify(index: Path) -> None:
             click.echo(f"problem: {p}", err=True)
         raise click.ClickException(f"{len(problems)} problems found in {index}.")
     click.echo(f"ok: {facts['documents']} documents, {facts['chunks']} chunks, vectors consistent")
+    for d in facts["staged"]:
+        click.echo(
+            f"staged: {d['doc_id']} ({d['chunks']} chunks written by an ingest that did not "
+            f"finish; not searchable until the same ingest is run again and resumes it)"
+        )
 
 
 @cli.command()
@@ -537,6 +589,11 @@ def compact(index: Path, wait: float) -> None:
     with _open(index, wait=wait) as engine:
         out = engine.compact()
     click.echo(f"compacted: {out['bytes_before']} -> {out['bytes_after']} bytes")
+    if out["staged_chunks_dropped"]:
+        click.echo(
+            f"dropped {out['staged_chunks_dropped']} staged chunks of documents whose files "
+            f"changed or are gone since an ingest was stopped"
+        )
 
 
 @cli.command("eval")

@@ -317,10 +317,14 @@ class SearchEngine:
         paths: Iterable[str | os.PathLike[str]],
         reader: ReaderOptions | None = None,
         prune: bool = False,
-        progress: bool = False,
+        progress: bool | str = False,
         embedder: Embedder | None = None,
+        progress_every: float = 5.0,
     ) -> IngestSummary:
-        summary = Indexer(self).ingest(paths, reader, prune, progress, embedder)
+        """Read files and folders and add their documents. ``progress``: False, True / "auto"
+        (a bar on a terminal, else a line every ``progress_every`` seconds), "bar", "log",
+        "json" or "none" (on stderr; ``progress.Progress``)."""
+        summary = Indexer(self).ingest(paths, reader, prune, progress, embedder, progress_every)
         from .tuning import maybe_autotune
 
         maybe_autotune(self)  # choose the fusion once the index is big enough to tell
@@ -346,7 +350,7 @@ class SearchEngine:
     def add(
         self,
         records: Iterable[Document | dict[str, Any]],
-        progress: bool = False,
+        progress: bool | str = False,
         embedder: Embedder | None = None,
     ) -> IngestSummary:
         return Indexer(self).add(records, progress, embedder)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ class IngestSummary:
     duplicates: int = 0
     pruned: int = 0
     chunks: int = 0
+    resumed: int = 0  # chunks of streamed documents found staged by a killed run, not re-encoded
     seconds: float = 0.0
     skipped: list[Skip] = field(default_factory=list)
     excluded: int = 0  # files and folders left out by --include / --exclude (not skips)
@@ -43,8 +45,21 @@ class IngestSummary:
 
 
 def content_hash(doc: Document) -> str:
-    """A hash of everything stored for a document; equal hashes mean nothing to re-encode."""
+    """A hash of everything stored for a document; equal hashes mean nothing to re-encode.
+
+    A streamed document (``parts``) is hashed on its source file's bytes when it has one (one
+    cheap pass, no extraction), else on the stream's text."""
     h = hashlib.sha256()
+    if doc.parts is not None:
+        h.update(b"stream\x00")
+        if doc.source and os.path.isfile(doc.source):
+            with open(doc.source, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    h.update(block)
+        else:
+            for text, _ in doc.parts():
+                h.update(text.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
     for part in (
         doc.title,
         doc.text,
@@ -87,4 +102,5 @@ def as_document(record: Document | dict[str, Any]) -> Document:
         source=doc.source,
         metadata=doc.metadata,
         locations=doc.locations,
+        parts=doc.parts,
     )

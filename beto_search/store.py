@@ -101,6 +101,21 @@ def _stored_chunk(row: tuple[Any, ...]) -> StoredChunk:
     return StoredChunk(cid, doc_id, ordinal, start, end, text, title, source, json.loads(meta))
 
 
+def document_row(doc: Document, content_hash: str, created: str, stamp: str) -> dict[str, Any]:
+    """The ``documents`` row of a document (a streamed one's text is its chunks': "" here)."""
+    return {
+        "id": doc.id,
+        "source": doc.source,
+        "title": doc.title,
+        "text": doc.text,
+        "metadata": json.dumps(doc.metadata, ensure_ascii=False, default=str),
+        "locations": json.dumps(doc.locations, ensure_ascii=False),
+        "content_hash": content_hash,
+        "created_at": created,
+        "updated_at": stamp,
+    }
+
+
 @dataclass
 class PreparedDocument:
     """A document ready to store: its chunks, their vectors and their analyzed terms."""
@@ -381,17 +396,7 @@ class Store:
         # documents: one bulk upsert through sqlite-utils (it nests a savepoint in our transaction)
         self.db.table("documents").upsert_all(
             [
-                {
-                    "id": p.doc.id,
-                    "source": p.doc.source,
-                    "title": p.doc.title,
-                    "text": p.doc.text,
-                    "metadata": json.dumps(p.doc.metadata, ensure_ascii=False, default=str),
-                    "locations": json.dumps(p.doc.locations, ensure_ascii=False),
-                    "content_hash": p.content_hash,
-                    "created_at": created.get(p.doc.id, stamp),
-                    "updated_at": stamp,
-                }
+                document_row(p.doc, p.content_hash, created.get(p.doc.id, stamp), stamp)
                 for p in docs
             ],
             pk="id",
@@ -437,6 +442,7 @@ class Store:
                 self._remove_chunks(doc_id)
                 table.delete_where("id = ?", [doc_id])
                 found.append(doc_id)
+            self.drop_staging(doc_id)
         return found
 
     def sources_under(self, folder: str) -> list[tuple[str, str]]:
@@ -515,15 +521,20 @@ class Store:
             )
         ]
 
-    def document(self, doc_id: str) -> dict[str, Any] | None:
-        for row in self.db.table("documents").rows_where(
-            "id = ?", [doc_id], select="id, source, title, text, metadata"
-        ):
-            return {
-                **row,
-                "metadata": json.loads(row["metadata"]),
-                "locations": self.locations([doc_id]).get(doc_id, []),
-            }
+    def document(self, doc_id: str, whole: bool = True) -> dict[str, Any] | None:
+        """A document's fields; a streamed document's text put together from its chunks (its
+        stored text is "": ``whole=False`` leaves it so)."""
+        with self.snapshot():
+            for row in self.db.table("documents").rows_where(
+                "id = ?", [doc_id], select="id, source, title, text, metadata"
+            ):
+                if whole and not row["text"]:
+                    row["text"] = "".join(self.text_from_chunks(doc_id))
+                return {
+                    **row,
+                    "metadata": json.loads(row["metadata"]),
+                    "locations": self.locations([doc_id]).get(doc_id, []),
+                }
         return None
 
     def _has_locations(self) -> bool:
@@ -547,6 +558,24 @@ class Store:
             ):
                 out[doc_id] = [(int(o), loc) for o, loc in json.loads(raw)]
         return out
+
+    def text_from_chunks(self, doc_id: str, batch: int = 256) -> Iterator[str]:
+        """A document's text as the new part of each chunk, in order (spans cover the text and
+        overlap: chunk i adds ``text[previous end:end]``); a page of chunks at a time."""
+        pos, last = 0, -1
+        while True:
+            rows = self.conn.execute(
+                'SELECT ordinal, start, "end", text FROM chunks WHERE doc_id = ? AND ordinal > ?'
+                " ORDER BY ordinal LIMIT ?",
+                (doc_id, last, batch),
+            ).fetchall()
+            if not rows:
+                return
+            for ordinal, start, end, text in rows:
+                if end > pos:
+                    yield text[max(0, pos - start) :]
+                    pos = end
+                last = ordinal
 
     def document_with_chunks(self, doc_id: str) -> dict[str, Any] | None:
         """A document and its chunks' ids and spans (one snapshot)."""
@@ -782,6 +811,185 @@ class Store:
         self.write_manifest(manifest)
         self.conn.execute("INSERT INTO changes(op, chunk_id) VALUES ('reembed', 0)")
         self.drop_history()
+
+    # ----- staging: streamed documents being written (indexer.py) ----------------------------
+    # ``staged_chunks`` holds the chunks, vectors and terms of a document too large for one
+    # transaction, written a batch per transaction and keyed by (doc id, content hash, ordinal);
+    # ``staged_docs`` names each document being staged. Searches never read them: the document
+    # appears in one transaction (``publish_staged``). A re-run with the same content resumes
+    # after the last staged ordinal; other content drops them.
+    def ensure_staging_tables(self) -> None:
+        """Create the staging tables if missing (an index made before streaming existed)."""
+        self.db.table("staged_docs").create(
+            {
+                "doc_id": str,
+                "content_hash": str,
+                "source": str,
+                "size": int,
+                "mtime_ns": int,
+                "started_at": str,
+            },
+            pk="doc_id",
+            not_null={"content_hash", "source", "started_at"},
+            if_not_exists=True,
+        )
+        self.db.table("staged_chunks").create(
+            {
+                "doc_id": str,
+                "content_hash": str,
+                "ordinal": int,
+                "start": int,
+                "end": int,
+                "text": str,
+                "vector": bytes,
+                "terms": str,
+            },
+            pk=("doc_id", "content_hash", "ordinal"),
+            not_null={"start", "end", "text", "vector", "terms"},
+            if_not_exists=True,
+        )
+
+    def _has_staging(self) -> bool:
+        return bool(
+            self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'staged_chunks'"
+            ).fetchone()
+        )
+
+    def begin_staging(
+        self, doc_id: str, content_hash: str, source: str
+    ) -> tuple[int, tuple[int, int] | None]:
+        """Start or resume staging a document (caller's transaction): staging of other content
+        under this id is dropped. Returns the number of chunks already staged and the span of
+        the last one (to check that the re-run cuts the same chunks)."""
+        self.conn.execute(
+            "DELETE FROM staged_chunks WHERE doc_id = ? AND content_hash != ?",
+            (doc_id, content_hash),
+        )
+        row = self.conn.execute(
+            "SELECT content_hash FROM staged_docs WHERE doc_id = ?", (doc_id,)
+        ).fetchone()
+        if row is None or row[0] != content_hash:
+            try:
+                st = Path(source).stat() if source else None
+            except OSError:
+                st = None
+            self.db.table("staged_docs").upsert(
+                {
+                    "doc_id": doc_id,
+                    "content_hash": content_hash,
+                    "source": source,
+                    "size": st.st_size if st else None,
+                    "mtime_ns": st.st_mtime_ns if st else None,
+                    "started_at": now(),
+                },
+                pk="doc_id",
+            )
+        n, last = self.conn.execute(
+            "SELECT count(*), max(ordinal) FROM staged_chunks WHERE doc_id = ? AND content_hash = ?",
+            (doc_id, content_hash),
+        ).fetchone()
+        if not n:
+            return 0, None
+        if last != n - 1:  # never written out of order; if so, start over
+            self.drop_staging(doc_id)
+            return 0, None
+        span = self.conn.execute(
+            'SELECT start, "end" FROM staged_chunks WHERE doc_id = ? AND content_hash = ?'
+            " AND ordinal = ?",
+            (doc_id, content_hash, last),
+        ).fetchone()
+        return int(n), (int(span[0]), int(span[1]))
+
+    def stage_chunks(
+        self,
+        doc_id: str,
+        content_hash: str,
+        chunks: list[Chunk],
+        vectors: np.ndarray,
+        terms: list[str],
+    ) -> None:
+        """Write one batch of a streamed document's chunks (caller's transaction)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.conn.executemany(
+            'INSERT OR REPLACE INTO staged_chunks(doc_id, content_hash, ordinal, start, "end",'
+            " text, vector, terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (doc_id, content_hash, c.ordinal, c.start, c.end, c.text, v.tobytes(), t)
+                for c, v, t in zip(chunks, vectors, terms, strict=True)
+            ],
+        )
+
+    def publish_staged(self, doc: Document, content_hash: str) -> int:
+        """THE publication of a streamed document (caller's transaction): its previous version
+        removed, its row, chunks, vectors, FTS rows and change rows written from the staging
+        tables by SQL (nothing passes through Python), the staging dropped. Returns its chunks."""
+        conn = self.conn
+        stamp = now()
+        created = self._created_at([doc.id]).get(doc.id, stamp)
+        self._remove_chunks(doc.id)
+        self.db.table("documents").upsert(document_row(doc, content_hash, created, stamp), pk="id")
+        key = (doc.id, content_hash)
+        conn.execute(
+            'INSERT INTO chunks(doc_id, ordinal, start, "end", text) SELECT doc_id, ordinal,'
+            ' start, "end", text FROM staged_chunks WHERE doc_id = ? AND content_hash = ?'
+            " ORDER BY ordinal",
+            key,
+        )
+        join = (
+            " FROM chunks c JOIN staged_chunks s ON s.doc_id = c.doc_id AND s.ordinal = c.ordinal"
+            " WHERE c.doc_id = ? AND s.content_hash = ? ORDER BY c.id"
+        )
+        conn.execute(f"INSERT INTO embeddings(chunk_id, vector) SELECT c.id, s.vector{join}", key)
+        conn.execute(f"INSERT INTO chunks_fts(rowid, terms) SELECT c.id, s.terms{join}", key)
+        n = conn.execute(
+            "INSERT INTO changes(op, chunk_id) SELECT 'add', id FROM chunks WHERE doc_id = ?"
+            " ORDER BY id",
+            (doc.id,),
+        ).rowcount
+        self.drop_staging(doc.id)
+        return int(n)
+
+    def drop_staging(self, doc_id: str | None = None) -> int:
+        """Forget the staging of one document, or of all (caller's transaction); chunks dropped."""
+        if not self._has_staging():
+            return 0
+        where, args = ("WHERE doc_id = ?", (doc_id,)) if doc_id is not None else ("", ())
+        n = self.conn.execute(f"DELETE FROM staged_chunks {where}", args).rowcount
+        self.conn.execute(f"DELETE FROM staged_docs {where}", args)
+        return int(n)
+
+    def staged(self) -> list[dict[str, Any]]:
+        """Documents being staged: doc_id, content_hash, source, size, mtime_ns, chunks."""
+        if not self._has_staging():
+            return []
+        return [
+            dict(r)
+            for r in self.db.query(
+                "SELECT d.doc_id, d.content_hash, d.source, d.size, d.mtime_ns,"
+                " (SELECT count(*) FROM staged_chunks s WHERE s.doc_id = d.doc_id"
+                " AND s.content_hash = d.content_hash) AS chunks FROM staged_docs d"
+                " ORDER BY d.doc_id"
+            )
+        ]
+
+    def staging_problems(self, dim: int) -> list[str]:
+        """Staged rows that could not be published: vectors of the wrong size, orphans."""
+        if not self._has_staging():
+            return []
+        out = []
+        bad = self.conn.execute(
+            "SELECT count(*) FROM staged_chunks WHERE length(vector) != ?", (4 * dim,)
+        ).fetchone()[0]
+        if bad:
+            out.append(f"{bad} staged chunks have no vector of dimension {dim}")
+        orphans = self.conn.execute(
+            "SELECT count(*) FROM staged_chunks s LEFT JOIN staged_docs d ON d.doc_id = s.doc_id"
+            " AND d.content_hash = s.content_hash WHERE d.doc_id IS NULL"
+        ).fetchone()[0]
+        if orphans:
+            out.append(f"{orphans} staged chunks belong to no staged document")
+        return out
 
     def vacuum(self) -> None:
         self.conn.execute("VACUUM")
