@@ -379,7 +379,8 @@ class Indexer:
                 self.store.drop_staging(doc.id)
             summary.skipped.append(Skip(doc.source or doc.id, "empty or whitespace-only"))
             return
-        doc.locations = locations
+        if locations or not doc.locations:  # a repaired stream keeps its stored locations
+            doc.locations = locations
         end = group[-1].end if group else done_to
         yield _Batch([(doc, h)], [], group, force, end - done_to, (doc, h), publish=True)
 
