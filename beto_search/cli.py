@@ -311,7 +311,12 @@ def _print_hits(hits: list[Hit], explain: bool) -> None:
     help="Weight of the dense side (default: the index's tuned one).",
 )
 @click.option(
-    "--where", multiple=True, help="KEY=VALUE filter on metadata, title or source (repeatable)."
+    "--where",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Filter on a metadata field, title, source or id (repeatable; all must hold). Text "
+    "matches whole values without regard to case or accents (economia finds Economía); "
+    "numbers match exactly.",
 )
 @click.option(
     "--source", "source_glob", default=None, help="Only documents whose source matches GLOB."
@@ -361,11 +366,14 @@ def query(
                     "fusion": used.method,
                     "alpha": used.alpha,
                     "results": [h.to_dict() for h in hits],
+                    "warnings": hits.warnings,
                 },
                 ensure_ascii=False,
             )
         )
     else:
+        for line in hits.warnings:
+            click.echo(f"warning: {line}", err=True)
         _print_hits(hits, explain)
 
 

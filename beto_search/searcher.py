@@ -18,7 +18,7 @@ from .fusion import FUSIONS, FusionConfig, fuse, resolve
 from .readers import clean_text
 from .snippets import make_snippet
 from .store import Filter
-from .types import Hit
+from .types import Hit, SearchResults
 from .vector_index import SearchParams, VectorIndex
 
 if TYPE_CHECKING:
@@ -49,8 +49,9 @@ class Searcher:
         nprobe: int | None = None,
         snippets: bool = True,
         query_vector: np.ndarray | None = None,
-    ) -> list[Hit]:
-        """The k best documents for ``query``, best first (snippets=False skips highlighting)."""
+    ) -> SearchResults:
+        """The k best documents for ``query``, best first (snippets=False skips highlighting);
+        ``.warnings`` names filter fields that no document has."""
         if not isinstance(query, str) or not clean_text(query).strip():
             raise InputError("the query is empty; give some text to search for.")
         if not isinstance(k, int) or k < 1:
@@ -64,9 +65,10 @@ class Searcher:
         manifest = self.engine.refresh()  # another process may have re-embedded or re-tuned
         config = self.fusion_config(fusion, alpha)
         if manifest is None:
-            return []
+            return SearchResults()
         query = clean_text(query)
-        flt = Filter({str(a): str(b) for a, b in (where or {}).items()}, source)
+        flt = Filter({str(a): _filter_value(b) for a, b in (where or {}).items()}, source)
+        warnings = self.filter_warnings(flt)
         params = SearchParams(ef_search=ef_search, nprobe=nprobe)
         qvec: np.ndarray | None = None
         pending: Future[np.ndarray] | None = None
@@ -88,7 +90,7 @@ class Searcher:
                     qvec = self._query_vector(query, query_vector, manifest.dimension)
             allowed = self.store.filtered_chunk_ids(flt) if flt else None
             if allowed is not None and not len(allowed):
-                return []
+                return SearchResults([], warnings)
             depth = max(4 * k, 50)
             while True:
                 lexical = self._lexical(query, depth, flt) if mode != "semantic" else {}
@@ -101,7 +103,21 @@ class Searcher:
                     break
                 depth *= 4
             self._finish_hits(hits, query, qvec, snippets)
-        return hits
+        return SearchResults(hits, warnings)
+
+    def filter_warnings(self, flt: Filter) -> list[str]:
+        """A sentence per filtered metadata field that no document has, naming those that exist
+        (a misspelled field would otherwise be a silent empty result)."""
+        missing = self.store.missing_fields(flt)
+        if not missing:
+            return []
+        fields = self.store.metadata_fields()
+        known = (
+            f"the metadata fields are: {', '.join(fields)} (and title, source, id)"
+            if fields
+            else "no document has metadata (filter on title, source or id)"
+        )
+        return [f"no document has the field '{key}'; {known}." for key in missing]
 
     def _reach(self, allowed: np.ndarray | None) -> int:
         """How many chunks a search can reach (counted only when a search must widen)."""
@@ -303,6 +319,13 @@ def _pool() -> ThreadPoolExecutor:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="beto-search-query")
         return _POOL
+
+
+def _filter_value(value: object) -> str:
+    """A filter value as text: booleans as JSON writes them (True -> "true"), the rest as str."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _top(ids: np.ndarray, scores: np.ndarray, n: int) -> dict[int, float]:

@@ -73,3 +73,12 @@ class Hit:
                 "fused_score": self.score,
             }
         return out
+
+
+class SearchResults(list[Hit]):
+    """The hits of a search, best first (a plain list of ``Hit``), with ``warnings``: sentences
+    about the request that found nothing to act on, such as a filter on a field no document has."""
+
+    def __init__(self, hits: list[Hit] | None = None, warnings: list[str] | None = None) -> None:
+        super().__init__(hits or [])
+        self.warnings: list[str] = list(warnings or [])
