@@ -135,6 +135,7 @@ def fold_value(value: str) -> str:
     return out.casefold().strip()
 
 
+@lru_cache(maxsize=1 << 16)  # a field holds few distinct values: most rows are a cache hit
 def _filter_match(kind: str | None, stored: str | None, folded: str, raw: str) -> int:
     """SQL ``beto_filter_match(json_type, CAST(value AS TEXT), folded wanted, raw wanted)``: text
     matches without regard to case and accents, numbers exactly as written, booleans as
