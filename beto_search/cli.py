@@ -61,13 +61,15 @@ def _encoder_options(func: F) -> F:
             "--pooling",
             type=click.Choice(POOLINGS),
             default=None,
-            help="Pooling of token vectors (new indexes; default mean).",
+            help="Pooling of token vectors (new indexes; default: the one a saved "
+            "sentence-transformers folder declares, else mean).",
         ),
         click.option(
             "--precision",
             type=click.Choice(PRECISIONS),
             default=None,
-            help="Encoder arithmetic (default: the index's, else fp32).",
+            help="Encoder arithmetic (default: the index's; a new index: auto, the fastest "
+            "that keeps quality on this CPU, or env BETO_SEARCH_PRECISION).",
         ),
         click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
         click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True),
@@ -134,7 +136,7 @@ _RAY_OPTIONS = [
         "--ray-workers",
         type=click.IntRange(min=1),
         default=None,
-        help="Encoding actors on Ray (default: one per GPU, else CPUs / 4).",
+        help="Encoding actors on Ray (default: one per GPU, else one per 4 CPUs of each node).",
     ),
     click.option(
         "--ray-gpus",
@@ -169,13 +171,15 @@ _RAY_OPTIONS = [
     "--chunk-tokens",
     type=click.IntRange(min=8),
     default=None,
-    help="Tokens per chunk (new indexes; default: the model's maximum).",
+    help="Tokens per chunk (new indexes; default: the model's maximum length minus 2; "
+    "200 words for an encoder without a tokenizer).",
 )
 @click.option(
     "--overlap",
     type=click.IntRange(min=0),
     default=None,
-    help="Tokens shared by consecutive chunks (new indexes; default 64).",
+    help="Tokens shared by consecutive chunks (new indexes; default 64, at most a quarter "
+    "of a chunk).",
 )
 @click.option(
     "--index-type",
@@ -262,7 +266,15 @@ def ingest(
         for skip in summary.skipped:
             click.echo(f"  {skip.where}: {skip.reason}", err=True)
     if strict and summary.skipped:
-        raise click.ClickException(f"{len(summary.skipped)} inputs were skipped (--strict).")
+        n = len(summary.skipped)
+        raise click.ClickException(
+            f"{_count(n, 'input')} {'was' if n == 1 else 'were'} skipped (--strict)."
+        )
+
+
+def _count(n: int, word: str) -> str:
+    """ "1 document", "2 documents" (the nouns this CLI counts take an s)."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _where(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -420,8 +432,13 @@ def info(index: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(facts, ensure_ascii=False))
         return
+    if facts.get("encoder") is None:  # no manifest: nothing was ever stored
+        click.echo(
+            f"empty index: nothing has been ingested yet; fill it with 'beto-search ingest "
+            f"FOLDER --index {index}' (the model, precision and chunking are fixed then)"
+        )
     for key, value in facts.items():
-        if key != "files":
+        if key != "files" and value is not None:  # an unknown fact is left out, not "None"
             click.echo(f"{key}: {value}")
 
 
@@ -435,9 +452,10 @@ def delete(doc_ids: tuple[str, ...], index: Path, wait: float) -> None:
     with _open(index, wait=wait) as engine:
         found = engine.delete(doc_ids)
     missing = sorted(set(doc_ids) - set(found))
-    click.echo(f"deleted {len(found)} documents")
+    click.echo(f"deleted {_count(len(found), 'document')}")
     if missing:
-        raise click.ClickException(f"no such documents: {', '.join(missing)}.")
+        word = "document" if len(missing) == 1 else "documents"
+        raise click.ClickException(f"no such {word}: {', '.join(missing)}.")
 
 
 @cli.command()
@@ -451,8 +469,11 @@ def verify(index: Path) -> None:
     if problems:
         for p in problems:
             click.echo(f"problem: {p}", err=True)
-        raise click.ClickException(f"{len(problems)} problems found in {index}.")
-    click.echo(f"ok: {facts['documents']} documents, {facts['chunks']} chunks, vectors consistent")
+        raise click.ClickException(f"{_count(len(problems), 'problem')} found in {index}.")
+    click.echo(
+        f"ok: {_count(facts['documents'], 'document')}, {_count(facts['chunks'], 'chunk')}, "
+        "vectors consistent"
+    )
 
 
 @cli.command()
@@ -464,8 +485,8 @@ def repair(index: Path, wait: float) -> None:
     with _open(index, wait=wait) as engine:
         out = engine.repair()
     click.echo(
-        f"rebuilt the vector index: {out['vectors']} vectors; re-encoded {out['reencoded']} "
-        f"documents whose chunks had lost their vectors"
+        f"rebuilt the vector index: {_count(out['vectors'], 'vector')}; re-encoded "
+        f"{_count(out['reencoded'], 'document')} whose chunks had lost their vectors"
     )
 
 
@@ -683,7 +704,7 @@ def reembed(
         click.echo(json.dumps({**result.to_dict(), "fusion": fusion, **extra}, ensure_ascii=False))
         return
     click.echo(
-        f"re-embedded {result.chunks} chunks with {result.encoder} (generation "
+        f"re-embedded {_count(result.chunks, 'chunk')} with {result.encoder} (generation "
         f"{result.generation}): {result.encoded} encoded now, {result.resumed} resumed, "
         f"{result.stragglers} written meanwhile; {result.seconds:.1f} s"
     )
@@ -826,8 +847,8 @@ def _print_training(report: Any, as_json: bool, reembedded: Any = None) -> None:
         return
     b, a = report.before, report.after
     click.echo(
-        f"wrote {report.out}: {report.method}, {report.steps} steps over {report.examples} "
-        f"examples in {report.seconds / 60:.1f} min ({report.stopped})"
+        f"wrote {report.out}: {report.method}, {_count(report.steps, 'step')} over "
+        f"{_count(report.examples, 'example')} in {report.seconds / 60:.1f} min ({report.stopped})"
     )
     for key in ("ndcg@10", "recall@10"):
         if key in b and key in a:
@@ -845,7 +866,7 @@ def _print_training(report: Any, as_json: bool, reembedded: Any = None) -> None:
         )
     if reembedded is not None:
         click.echo(
-            f"re-embedded {reembedded.chunks} chunks with {reembedded.encoder} "
+            f"re-embedded {_count(reembedded.chunks, 'chunk')} with {reembedded.encoder} "
             f"(generation {reembedded.generation})"
         )
 

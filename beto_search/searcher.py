@@ -15,7 +15,7 @@ import numpy as np
 from .encoder import normalize_rows
 from .errors import InputError
 from .fusion import FUSIONS, FusionConfig, fuse, resolve
-from .readers import clean_text
+from .readers import EXTENSIONS, clean_text
 from .snippets import make_snippet
 from .store import Filter
 from .types import Hit, SearchResults
@@ -118,6 +118,22 @@ class Searcher:
             else "no document has metadata (filter on title, source or id)"
         )
         return [f"no document has the field '{key}'; {known}." for key in missing]
+
+    def no_document(self, doc_id: str) -> str:
+        """The sentence for an id the index lacks; an id that looks like a path gets the hint
+        that ids are relative to the ingested folder, and the stored id it may have meant."""
+        looks_like_path = (
+            "/" in doc_id or "\\" in doc_id or doc_id.lower().endswith(tuple(EXTENSIONS))
+        )
+        if not looks_like_path:
+            return f"there is no document '{doc_id}' in the index."
+        hint = "ids are relative to the ingested folder"
+        like = self.store.ids_like_path(doc_id)
+        if like:
+            hint += ": try " + " or ".join(f"'{i}'" for i in like)
+        else:
+            hint += " (the ids that 'query' prints)"
+        return f"there is no document '{doc_id}' in the index; {hint}."
 
     def _reach(self, allowed: np.ndarray | None) -> int:
         """How many chunks a search can reach (counted only when a search must widen)."""
@@ -283,7 +299,7 @@ class Searcher:
         with self.engine.cache.pinned() as vi:
             own = self.store.doc_chunk_ids(doc_id)
             if not own:
-                raise InputError(f"there is no document '{doc_id}' in the index.")
+                raise InputError(self.no_document(doc_id))
             _, vecs = self.store.embeddings(own, manifest.dimension)
             qvec = normalize_rows(vecs.mean(axis=0, keepdims=True))
             total = self.store.chunk_count()

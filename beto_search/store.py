@@ -754,6 +754,25 @@ class Store:
             )
         ]
 
+    def ids_like_path(self, path: str, limit: int = 3) -> list[str]:
+        """Stored ids that the path-like text may have meant: a trailing part of it ("corpora/es/
+        a/x.txt" -> "a/x.txt", ids being relative to the ingested folder), else ids that end
+        with it ("x.txt" -> "a/x.txt")."""
+        parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+        tails = ["/".join(parts[i:]) for i in range(len(parts))]
+        found = set(self.hashes(tails))
+        out = [tail for tail in tails if tail in found][:limit]  # longest first
+        if not out and parts:
+            end = "/" + "/".join(parts)
+            out = [
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT id FROM documents WHERE substr(id, -?) = ? ORDER BY id LIMIT ?",
+                    (len(end), end, limit),
+                )
+            ]
+        return out
+
     def document_ids(self) -> list[str]:
         return [r["id"] for r in self.db.table("documents").rows_where(select="id", order_by="id")]
 
