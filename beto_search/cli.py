@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .adapt import DEFAULT_METHOD, METHODS
+from .adapt import ADAPT_CHUNKS_MAX, DEFAULT_METHOD, METHODS
 from .encoder import DEFAULT_MODEL, DEVICES, POOLINGS, PRECISIONS
 from .errors import BetoSearchError
 from .fusion import FUSIONS, resolve
@@ -850,6 +850,11 @@ def _print_training(report: Any, as_json: bool, reembedded: Any = None) -> None:
         f"wrote {report.out}: {report.method}, {_count(report.steps, 'step')} over "
         f"{_count(report.examples, 'example')} in {report.seconds / 60:.1f} min ({report.stopped})"
     )
+    if 0 < getattr(report, "chunks_sampled", 0) < getattr(report, "index_chunks", 0):
+        click.echo(
+            f"read a uniform sample of {report.chunks_sampled} of the index's "
+            f"{_count(report.index_chunks, 'chunk')} (--max-chunks)"
+        )
     for key in ("ndcg@10", "recall@10"):
         if key in b and key in a:
             click.echo(
@@ -903,6 +908,14 @@ def _print_training(report: Any, as_json: bool, reembedded: Any = None) -> None:
     type=click.IntRange(min=1),
     default=None,
     help="Stop the --layers distillation after N steps (default: its time budget).",
+)
+@click.option(
+    "--max-chunks",
+    type=click.IntRange(min=1),
+    default=ADAPT_CHUNKS_MAX,
+    show_default=True,
+    help="Chunks read into memory; a larger index is sampled uniformly (bounds memory: "
+    "~10 KB per 510-token chunk).",
 )
 @_errors
 def adapt(
