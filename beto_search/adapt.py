@@ -59,11 +59,12 @@ CHECKPOINT = "checkpoint"
 LOG_NAME = "training_log.jsonl"
 CHECK_CORPUS_MAX = 5000  # chunks scored by the self-check; more are sampled
 # Chunks ``adapt`` holds in memory at most: a larger index is read as a stream and a uniform
-# sample of this many kept (reservoir sampling, as ``tune`` does). Each kept chunk costs its text
-# about three times over (the chunk, its pseudo-query, the positive without the query) plus ~1 KB
-# of objects: ~10 KB at BETO's 510-token chunks, so ~200 MB for 20,000 chunks, whatever the size
-# of the index. 20,000 chunks are ~625 batches of 32 per epoch: more than a CPU trains in an hour.
-ADAPT_CHUNKS_MAX = 20_000
+# sample of this many kept (reservoir sampling, as ``tune`` does). What a kept chunk costs is
+# mostly its inverse-cloze examples: one per sentence (~18 in a 510-token BETO chunk), each with
+# the chunk minus that sentence as its positive. Measured: ~50 KB per 2,300-character chunk, so
+# ~250 MB for 5,000 chunks, whatever the size of the index. 5,000 such chunks give ~90,000
+# examples, ~2,800 batches of 32 per epoch: days on a CPU, about an hour on a GPU.
+ADAPT_CHUNKS_MAX = 5_000
 CROPS_PER_CHUNK = 4
 
 

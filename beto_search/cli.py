@@ -915,7 +915,7 @@ def _print_training(report: Any, as_json: bool, reembedded: Any = None) -> None:
     default=ADAPT_CHUNKS_MAX,
     show_default=True,
     help="Chunks read into memory; a larger index is sampled uniformly (bounds memory: "
-    "~10 KB per 510-token chunk).",
+    "~50 KB per 510-token chunk with its training examples).",
 )
 @_errors
 def adapt(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from beto_search import SearchEngine
+from beto_search import BetoSearchError, SearchEngine
 from beto_search.cli import cli
 from beto_search.store import StoredChunk
 
@@ -78,9 +78,11 @@ def test_adapt_reports_the_sample_it_trained_on(corpus_index: Path, tmp_path: Pa
         assert "a uniform sample of 20" in (tmp_path / "m1" / "README.md").read_text()
         full = engine.adapt(tmp_path / "m2", max_steps=1, batch_size=4, force=True)
         assert full.chunks_sampled == full.index_chunks == total
-    with pytest.raises(Exception, match="max_chunks must be at least 1"):
-        with SearchEngine.open(corpus_index, create=False) as engine:
-            engine.adapt(tmp_path / "m3", max_chunks=0, max_steps=1)
+    with (
+        SearchEngine.open(corpus_index, create=False) as engine,
+        pytest.raises(BetoSearchError, match="max_chunks must be at least 1"),
+    ):
+        engine.adapt(tmp_path / "m3", max_chunks=0, max_steps=1)
 
 
 def test_adapt_cli_max_chunks(corpus_index: Path, tmp_path: Path) -> None:
