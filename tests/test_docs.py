@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -24,3 +30,34 @@ def test_docs_describe_machines_not_who_shared_them() -> None:
         if OTHERS.search(line)
     ]
     assert not found, "\n".join(found)
+
+
+EXAMPLE = ROOT / "examples" / "library.py"
+
+
+def test_readme_library_example_is_the_script() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Library\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```python\n(.*?)```\n", section, re.DOTALL)
+    assert block is not None, "the README's Library section has no python block"
+    assert block.group(1) == EXAMPLE.read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_library_example_runs_offline_top_to_bottom(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path)}
+    env.pop("BETO_SEARCH_MODEL", None)
+    res = subprocess.run(
+        [sys.executable, str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,  # the script finds the corpus from its own path, not the working folder
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = [line for line in res.stdout.splitlines() if line.strip()]
+    assert lines[0].startswith("1 ") and " a1 Macondo " in lines[0]  # its own words rank it first
+    assert "a1" in lines and any("no document has the field 'autr'" in x for x in lines)
+    assert lines[-1] == "(1, 32)"  # the demo model's dimension
+    assert not list(tmp_path.glob("beto-search-example-*"))  # it cleans up after itself
