@@ -15,7 +15,7 @@ import click
 from .adapt import ADAPT_CHUNKS_MAX, DEFAULT_METHOD, METHODS
 from .encoder import DEFAULT_MODEL, DEVICES, POOLINGS, PRECISIONS
 from .errors import BetoSearchError
-from .fusion import FUSIONS, resolve
+from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS, resolve
 from .searcher import MODES
 from .types import Hit
 from .vector_index import INDEX_TYPES
@@ -314,13 +314,14 @@ def _print_hits(hits: list[Hit], explain: bool) -> None:
     "--fusion",
     type=click.Choice(FUSIONS),
     default=None,
-    help="Fusion method (default: the index's tuned one, see 'info').",
+    help=f"Fusion method (default: the index's tuned one, see 'info'; else {DEFAULT_FUSION}).",
 )
 @click.option(
     "--alpha",
     type=click.FloatRange(0, 1),
     default=None,
-    help="Weight of the dense side (default: the index's tuned one).",
+    help="Weight of the dense side in convex fusion (default: the index's tuned one; else "
+    f"{DEFAULT_ALPHA}).",
 )
 @click.option(
     "--where",
@@ -403,7 +404,7 @@ def _require_documents(engine: Any, index: Path) -> None:
 
 @cli.command()
 @click.argument("doc_id")
-@click.option("-k", "k", type=int, default=10, show_default=True)
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Number of documents.")
 @_index_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_errors
@@ -423,7 +424,7 @@ def similar(doc_id: str, k: int, index: Path, as_json: bool) -> None:
 
 @cli.command()
 @_index_option
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_errors
 def info(index: Path, as_json: bool) -> None:
     """Documents, chunks, encoder, index type and sizes on disk."""
@@ -445,7 +446,12 @@ def info(index: Path, as_json: bool) -> None:
 @cli.command()
 @click.argument("doc_ids", nargs=-1, required=True)
 @_index_option
-@click.option("--wait", type=click.FloatRange(min=0), default=0.0)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds to wait for another writer to finish.",
+)
 @_errors
 def delete(doc_ids: tuple[str, ...], index: Path, wait: float) -> None:
     """Delete documents by id."""
@@ -478,7 +484,12 @@ def verify(index: Path) -> None:
 
 @cli.command()
 @_index_option
-@click.option("--wait", type=click.FloatRange(min=0), default=0.0)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds to wait for another writer to finish.",
+)
 @_errors
 def repair(index: Path, wait: float) -> None:
     """Rebuild the FAISS file from the vectors stored in SQLite."""
@@ -492,7 +503,12 @@ def repair(index: Path, wait: float) -> None:
 
 @cli.command()
 @_index_option
-@click.option("--wait", type=click.FloatRange(min=0), default=0.0)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds to wait for another writer to finish.",
+)
 @_errors
 def compact(index: Path, wait: float) -> None:
     """Reclaim the space of deleted documents (VACUUM and a fresh FAISS file)."""
@@ -537,13 +553,14 @@ def compact(index: Path, wait: float) -> None:
     "--fusion",
     type=click.Choice(FUSIONS),
     default=None,
-    help="Fusion method (default: the index's tuned one, see 'info').",
+    help=f"Fusion method (default: the index's tuned one, see 'info'; else {DEFAULT_FUSION}).",
 )
 @click.option(
     "--alpha",
     type=click.FloatRange(0, 1),
     default=None,
-    help="Weight of the dense side (default: the index's tuned one).",
+    help="Weight of the dense side in convex fusion (default: the index's tuned one; else "
+    f"{DEFAULT_ALPHA}).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
