@@ -26,7 +26,7 @@ from .manifest import FORMAT_VERSION, IndexOptions, Manifest  # noqa: F401  (re-
 from .readers import ReaderOptions
 from .searcher import MODES, Searcher  # noqa: F401  (re-exported)
 from .store import Store, StoredChunk
-from .types import Document, Hit
+from .types import Document, Hit, SearchResults
 from .vector_cache import VectorCache
 from .vector_index import IndexSpec, VectorIndex
 
@@ -380,7 +380,7 @@ class SearchEngine:
         nprobe: int | None = None,
         snippets: bool = True,
         query_vector: np.ndarray | None = None,
-    ) -> list[Hit]:
+    ) -> SearchResults:
         return Searcher(self).search(
             query, k, mode, fusion, alpha, where, source, ef_search, nprobe, snippets, query_vector
         )

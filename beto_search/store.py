@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,9 +139,59 @@ class CacheState:
     generation: int
 
 
+def fold_value(value: str) -> str:
+    """The form filters compare text in: NFKD without combining marks (á -> a, ü -> u, and
+    ñ -> n too), case-folded, surrounding spaces dropped. Unlike the lexical analyzer, which keeps
+    ñ so that the stems "año" and "ano" stay apart, a filter compares whole values (a category, a
+    place, an author), where users type "espana" for "España" far more often than two values
+    differ only by ñ."""
+    out = "".join(
+        ch for ch in unicodedata.normalize("NFKD", value) if not unicodedata.combining(ch)
+    )
+    return out.casefold().strip()
+
+
+@lru_cache(maxsize=1 << 16)  # a field holds few distinct values: most rows are a cache hit
+def _filter_match(kind: str | None, stored: str | None, folded: str, raw: str) -> int:
+    """SQL ``beto_filter_match(json_type, CAST(value AS TEXT), folded wanted, raw wanted)``: text
+    matches without regard to case and accents, numbers exactly as written, booleans as
+    true/false (any case) or 1/0; null and missing values never match."""
+    if stored is None or kind is None:
+        return 0
+    if kind == "text":
+        return int(_fold_cached(stored) == folded)
+    if kind in ("true", "false"):
+        return int(raw.strip().lower() in (kind, "1" if kind == "true" else "0"))
+    return int(stored == raw)
+
+
+@lru_cache(maxsize=1 << 16)
+def _fold_cached(value: str) -> str:
+    return fold_value(value)
+
+
+def _fold_sql(value: Any) -> Any:
+    """SQL ``beto_fold(x)``: ``fold_value`` of text; anything else unchanged."""
+    return _fold_cached(value) if isinstance(value, str) else value
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """The SQL functions filters use (registered on every connection the store opens; they are
+    only called in queries, so other tools still open ``index.db`` as a plain SQLite file)."""
+    conn.create_function("beto_fold", 1, _fold_sql, deterministic=True)
+    conn.create_function("beto_filter_match", 4, _filter_match, deterministic=True)
+
+
+BUILTIN_FILTER_FIELDS = ("title", "source", "id", "doc_id")
+
+
 @dataclass
 class Filter:
-    """Metadata / title / source equality filters and a source glob, always bound as parameters."""
+    """Metadata / title / source equality filters and a source glob, always bound as parameters.
+
+    Text values (metadata strings and titles) match without regard to case and accents
+    (``fold_value``); numbers match exactly as written, booleans as true/false or 1/0; ``id`` and
+    ``source`` match exactly (the source glob is case-sensitive too)."""
 
     where: dict[str, str]
     source_glob: str | None = None
@@ -147,22 +199,37 @@ class Filter:
     def __bool__(self) -> bool:
         return bool(self.where) or self.source_glob is not None
 
-    def sql(self) -> tuple[str, list[Any]]:
-        """A WHERE fragment over ``documents d`` and its parameters."""
-        parts: list[str] = []
-        params: list[Any] = []
-        for key, value in self.where.items():
-            if key in ("title", "source", "id", "doc_id"):
-                parts.append(f"d.{'id' if key == 'doc_id' else key} = ?")
-                params.append(value)
+    def metadata_paths(self) -> dict[str, str]:
+        """JSON path of each metadata key filtered on (a bad key is a one-sentence error)."""
+        out = {}
+        for key in self.where:
+            if key in BUILTIN_FILTER_FIELDS:
                 continue
             if not key or not set(key) <= _KEY_OK:
                 raise InputError(
                     f"filter key '{key}' may only hold letters, digits, '_', '-' and '.'."
                 )
-            path = "$." + ".".join('"' + part + '"' for part in key.split("."))
-            parts.append("CAST(json_extract(d.metadata, ?) AS TEXT) = ?")
-            params.extend([path, value])
+            out[key] = "$." + ".".join('"' + part + '"' for part in key.split("."))
+        return out
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """A WHERE fragment over ``documents d`` and its parameters."""
+        parts: list[str] = []
+        params: list[Any] = []
+        paths = self.metadata_paths()
+        for key, value in self.where.items():
+            if key == "title":
+                parts.append("beto_fold(d.title) = ?")
+                params.append(fold_value(value))
+            elif key in BUILTIN_FILTER_FIELDS:
+                parts.append(f"d.{'id' if key == 'doc_id' else key} = ?")
+                params.append(value)
+            else:
+                parts.append(
+                    "beto_filter_match(json_type(d.metadata, ?),"
+                    " CAST(json_extract(d.metadata, ?) AS TEXT), ?, ?)"
+                )
+                params.extend([paths[key], paths[key], fold_value(value), value])
         if self.source_glob is not None:
             parts.append("d.source GLOB ?")
             params.append(self.source_glob)
@@ -203,6 +270,7 @@ class Store:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
+        register_functions(conn)
         return conn
 
     @property
@@ -609,25 +677,56 @@ class Store:
     def facets(
         self, fields: list[str] | None = None, limit: int = 20
     ) -> dict[str, list[tuple[Any, int]]]:
-        """Document counts per top-level metadata value, most common first, per field."""
+        """Document counts per top-level metadata value, most common first, per field. Text
+        values that a filter would not tell apart (``fold_value``: "Economía", "economia") count
+        as one, shown in their most common spelling, so a facet's count is what filtering on it
+        finds."""
         where, params = "", []
         if fields is not None:
             if not fields:
                 return {}
             where = f"WHERE j.key IN ({','.join('?' * len(fields))})"
             params = list(fields)
-        out: dict[str, list[tuple[Any, int]]] = {}
+        groups: dict[str, dict[Any, list[Any]]] = {}
         for r in self.db.query(
-            "SELECT j.key AS field, j.value AS value, count(DISTINCT d.id) AS n"
+            "SELECT j.key AS field, j.value AS value, j.type AS type, count(DISTINCT d.id) AS n"
             " FROM documents d, json_each(d.metadata) j"
             f" {where} {'AND' if where else 'WHERE'} j.type NOT IN ('object', 'array')"
-            " GROUP BY j.key, j.value ORDER BY j.key, n DESC, j.value",
+            " GROUP BY j.key, j.type, j.value ORDER BY j.key, n DESC, j.value",
             params,
         ):
-            values = out.setdefault(r["field"], [])
-            if len(values) < limit:
-                values.append((r["value"], r["n"]))
+            value = r["value"]
+            same = ("text", _fold_cached(value)) if r["type"] == "text" else (r["type"], value)
+            group = groups.setdefault(r["field"], {}).setdefault(same, [value, 0])
+            group[1] += r["n"]  # a top-level key holds one value per document: counts add up
+        out: dict[str, list[tuple[Any, int]]] = {}
+        for field, values in groups.items():
+            ranked = sorted(values.values(), key=lambda vn: (-vn[1], str(vn[0])))
+            out[field] = [(v, n) for v, n in ranked[:limit]]
         return out
+
+    def missing_fields(self, flt: Filter) -> list[str]:
+        """The filter's metadata keys that no stored document has (each check stops at the first
+        document that has it)."""
+        return [
+            key
+            for key, path in flt.metadata_paths().items()
+            if not self.conn.execute(
+                "SELECT EXISTS(SELECT 1 FROM documents WHERE json_type(metadata, ?) IS NOT NULL)",
+                (path,),
+            ).fetchone()[0]
+        ]
+
+    def metadata_fields(self, limit: int = 30) -> list[str]:
+        """Top-level metadata keys of the stored documents, sorted, at most ``limit``."""
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT DISTINCT j.key FROM documents d, json_each(d.metadata) j ORDER BY j.key"
+                " LIMIT ?",
+                (limit,),
+            )
+        ]
 
     def filtered_chunk_ids(self, flt: Filter) -> np.ndarray:
         """Ids of chunks whose document passes the filter."""
@@ -726,6 +825,25 @@ class Store:
                 (4 * dim,),
             )
         ]
+
+    def ids_like_path(self, path: str, limit: int = 3) -> list[str]:
+        """Stored ids that the path-like text may have meant: a trailing part of it ("corpora/es/
+        a/x.txt" -> "a/x.txt", ids being relative to the ingested folder), else ids that end
+        with it ("x.txt" -> "a/x.txt")."""
+        parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+        tails = ["/".join(parts[i:]) for i in range(len(parts))]
+        found = set(self.hashes(tails))
+        out = [tail for tail in tails if tail in found][:limit]  # longest first
+        if not out and parts:
+            end = "/" + "/".join(parts)
+            out = [
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT id FROM documents WHERE substr(id, -?) = ? ORDER BY id LIMIT ?",
+                    (len(end), end, limit),
+                )
+            ]
+        return out
 
     def document_ids(self) -> list[str]:
         return [r["id"] for r in self.db.table("documents").rows_where(select="id", order_by="id")]

@@ -109,3 +109,12 @@ def locate(locations: list[tuple[int, dict[str, Any]]], start: int, end: int) ->
     if sections:
         out["section"] = sections[0]
     return out
+
+
+class SearchResults(list[Hit]):
+    """The hits of a search, best first (a plain list of ``Hit``), with ``warnings``: sentences
+    about the request that found nothing to act on, such as a filter on a field no document has."""
+
+    def __init__(self, hits: list[Hit] | None = None, warnings: list[str] | None = None) -> None:
+        super().__init__(hits or [])
+        self.warnings: list[str] = list(warnings or [])

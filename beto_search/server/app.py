@@ -434,10 +434,11 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
             # concurrent queries share one encoder call; the search itself then skips the encoder
             kwargs["query_vector"] = await svc.batcher.encode(q)
 
-        def search() -> list[Any]:
-            return [svc.hit(h) for h in svc.engine.search(q, **kwargs)]
+        def search() -> tuple[list[Any], list[str]]:
+            found = svc.engine.search(q, **kwargs)
+            return [svc.hit(h) for h in found], found.warnings
 
-        results = await run(search)
+        results, warnings = await run(search)
         return {
             "query": q,
             "mode": mode,
@@ -446,6 +447,7 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
             "k": k,
             "offset": offset,
             "results": results[offset:],
+            "warnings": warnings,
         }
 
     @app.get("/api/search", summary="Search (query parameters)")
