@@ -28,6 +28,23 @@ MODES = ("semantic", "lexical", "hybrid")
 EXACT_FILTER_MAX = 20_000  # filtered searches over at most this many chunks are scored exactly
 
 
+def check_search(
+    query: str, k: int, mode: str, fusion: str | None = None, alpha: float | None = None
+) -> None:
+    """THE checks of a search's arguments (InputError with one sentence); the server runs them
+    before it encodes a query."""
+    if not isinstance(query, str) or not clean_text(query).strip():
+        raise InputError("the query is empty; give some text to search for.")
+    if not isinstance(k, int) or k < 1:
+        raise InputError("the number of results (k) must be a whole number of at least 1.")
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}, not '{mode[:40]}'.")
+    if fusion is not None and fusion not in FUSIONS:
+        raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, not '{fusion[:40]}'.")
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise InputError("alpha must be between 0 and 1.")
+
+
 class Searcher:
     """The read side of an engine (``Searcher(engine).search(...)``)."""
 
@@ -51,16 +68,7 @@ class Searcher:
         query_vector: np.ndarray | None = None,
     ) -> list[Hit]:
         """The k best documents for ``query``, best first (snippets=False skips highlighting)."""
-        if not isinstance(query, str) or not clean_text(query).strip():
-            raise InputError("the query is empty; give some text to search for.")
-        if not isinstance(k, int) or k < 1:
-            raise InputError("the number of results (k) must be a whole number of at least 1.")
-        if mode not in MODES:
-            raise InputError(f"mode must be one of {', '.join(MODES)}, not '{mode}'.")
-        if fusion is not None and fusion not in FUSIONS:
-            raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, not '{fusion}'.")
-        if alpha is not None and not 0.0 <= alpha <= 1.0:
-            raise InputError("alpha must be between 0 and 1.")
+        check_search(query, k, mode, fusion, alpha)
         manifest = self.engine.refresh()  # another process may have re-embedded or re-tuned
         config = self.fusion_config(fusion, alpha)
         if manifest is None:

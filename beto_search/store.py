@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import IndexCorruptError, InputError, StorageError
 from .types import Chunk, Document
+from .validation import load_metadata
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -72,6 +73,9 @@ DOCUMENT_COLUMNS = {
     "updated_at": str,
 }
 
+# metadata read by SQLite's JSON functions: a row that is not valid JSON (written before the
+# checks of validation.py, or by hand) counts as {} instead of failing the whole query
+_VALID_METADATA = "CASE WHEN json_valid(d.metadata) THEN d.metadata ELSE '{}' END"
 _KEY_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
@@ -97,7 +101,7 @@ class StoredChunk:
 def _stored_chunk(row: tuple[Any, ...]) -> StoredChunk:
     """A (chunk id, doc id, ordinal, start, end, text, title, source, metadata JSON) row."""
     cid, doc_id, ordinal, start, end, text, title, source, meta = row
-    return StoredChunk(cid, doc_id, ordinal, start, end, text, title, source, json.loads(meta))
+    return StoredChunk(cid, doc_id, ordinal, start, end, text, title, source, load_metadata(meta))
 
 
 @dataclass
@@ -145,7 +149,7 @@ class Filter:
                     f"filter key '{key}' may only hold letters, digits, '_', '-' and '.'."
                 )
             path = "$." + ".".join('"' + part + '"' for part in key.split("."))
-            parts.append("CAST(json_extract(d.metadata, ?) AS TEXT) = ?")
+            parts.append(f"CAST(json_extract({_VALID_METADATA}, ?) AS TEXT) = ?")
             params.extend([path, value])
         if self.source_glob is not None:
             parts.append("d.source GLOB ?")
@@ -510,7 +514,7 @@ class Store:
         for row in self.db.table("documents").rows_where(
             "id = ?", [doc_id], select="id, source, title, text, metadata"
         ):
-            return {**row, "metadata": json.loads(row["metadata"])}
+            return {**row, "metadata": load_metadata(row["metadata"])}
         return None
 
     def document_with_chunks(self, doc_id: str) -> dict[str, Any] | None:
@@ -555,7 +559,7 @@ class Store:
         out: dict[str, list[tuple[Any, int]]] = {}
         for r in self.db.query(
             "SELECT j.key AS field, j.value AS value, count(DISTINCT d.id) AS n"
-            " FROM documents d, json_each(d.metadata) j"
+            f" FROM documents d, json_each({_VALID_METADATA}) j"
             f" {where} {'AND' if where else 'WHERE'} j.type NOT IN ('object', 'array')"
             " GROUP BY j.key, j.value ORDER BY j.key, n DESC, j.value",
             params,
@@ -642,6 +646,15 @@ class Store:
                 gaps += 1
         if gaps:
             out.append(f"{gaps} documents are not covered by their chunks")
+        invalid = [
+            r[0] for r in self.conn.execute("SELECT id FROM documents WHERE NOT json_valid(metadata)")
+        ]
+        if invalid:
+            shown = ", ".join(invalid[:5]) + (", ..." if len(invalid) > 5 else "")
+            out.append(
+                f"{len(invalid)} documents have stored metadata that is not valid JSON ({shown});"
+                " facets and filters skip it: re-add them with valid metadata"
+            )
         return out
 
     def documents_missing_vectors(self, dim: int) -> list[str]:
