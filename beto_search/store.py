@@ -647,7 +647,8 @@ class Store:
         if gaps:
             out.append(f"{gaps} documents are not covered by their chunks")
         invalid = [
-            r[0] for r in self.conn.execute("SELECT id FROM documents WHERE NOT json_valid(metadata)")
+            r[0]
+            for r in self.conn.execute("SELECT id FROM documents WHERE NOT json_valid(metadata)")
         ]
         if invalid:
             shown = ", ".join(invalid[:5]) + (", ..." if len(invalid) > 5 else "")

@@ -51,17 +51,14 @@ def check_metadata(metadata: Any, max_keys: int | None = MAX_METADATA_KEYS) -> d
     if not isinstance(metadata, dict):
         raise InputError("metadata must be an object of key: value.")
     if max_keys is not None and len(metadata) > max_keys:
-        raise InputError(
-            f"metadata has {len(metadata)} keys; at most {max_keys} are allowed."
-        )
+        raise InputError(f"metadata has {len(metadata)} keys; at most {max_keys} are allowed.")
     stack: list[tuple[Any, int, str]] = [(metadata, 0, "")]
     while stack:
         value, depth, where = stack.pop()
         if isinstance(value, dict | list | tuple):
             if depth >= MAX_METADATA_DEPTH:
                 raise InputError(
-                    f"metadata is nested more than {MAX_METADATA_DEPTH} levels deep"
-                    f"{_at(where)}."
+                    f"metadata is nested more than {MAX_METADATA_DEPTH} levels deep{_at(where)}."
                 )
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, item in items:

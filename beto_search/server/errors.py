@@ -93,7 +93,9 @@ def validation_sentence(errors: list[Any]) -> str:
     first = (errors or [{}])[0]
     if first.get("type") == "json_invalid":
         detail = str((first.get("ctx") or {}).get("error", "")).rstrip(".")
-        return f"The body is not valid JSON ({detail})." if detail else "The body is not valid JSON."
+        return (
+            f"The body is not valid JSON ({detail})." if detail else "The body is not valid JSON."
+        )
     loc = list(first.get("loc", ()))
     if loc and loc[0] in ("query", "body", "path"):
         kind = loc.pop(0)

@@ -121,9 +121,7 @@ def _hostname(host: str) -> str:
     return name if sep and port.isdigit() and ":" not in name else host
 
 
-async def security_headers(
-    request: Request, call_next: Callable[[Request], Awaitable[Any]]
-) -> Any:
+async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
     """nosniff on every answer; the page's CSP and frame headers on its files (the page and the
     API docs set their own on their HTML)."""
     response = await call_next(request)

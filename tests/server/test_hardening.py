@@ -90,7 +90,9 @@ def test_one_bad_query_does_not_fail_the_others(index_copy: Path, tiny_encoder) 
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
             good = [
-                c.post("/api/search", json={"q": f"consulta {i} sobre economía", "mode": "semantic"})
+                c.post(
+                    "/api/search", json={"q": f"consulta {i} sobre economía", "mode": "semantic"}
+                )
                 for i in range(20)
             ]
             bad = c.post(
@@ -143,7 +145,9 @@ def test_non_finite_metadata_is_400_and_facets_keep_working(api, value: str) -> 
 
 def test_metadata_limits_are_400(api) -> None:
     deep = '{"a": ' * 40 + "1" + "}" * 40
-    assert is_400(post_raw(api, "/api/documents", f'[{{"id": "d", "text": "t", "metadata": {deep}}}]'))
+    assert is_400(
+        post_raw(api, "/api/documents", f'[{{"id": "d", "text": "t", "metadata": {deep}}}]')
+    )
     many = "{" + ", ".join(f'"k{i}": {i}' for i in range(300)) + "}"
     r = post_raw(api, "/api/documents", f'[{{"id": "d", "text": "t", "metadata": {many}}}]')
     assert is_400(r) and "256" in r.json()["error"]
@@ -170,8 +174,17 @@ def test_an_unknown_host_name_is_refused(index_copy: Path, tiny_encoder) -> None
     with client(index_copy, tiny_encoder) as c:
         r = c.get("/api/search", params={"q": "gato"}, headers={"Host": "attacker.example"})
         assert is_400(r) and "--allowed-host" in r.json()["error"]
-        assert c.get("/api/documents/faq.csv#2", headers={"Host": "attacker.example"}).status_code == 400
-        for host in ["127.0.0.1:8000", "localhost:8000", "LOCALHOST", "[::1]:8000", "app.localhost"]:
+        assert (
+            c.get("/api/documents/faq.csv#2", headers={"Host": "attacker.example"}).status_code
+            == 400
+        )
+        for host in [
+            "127.0.0.1:8000",
+            "localhost:8000",
+            "LOCALHOST",
+            "[::1]:8000",
+            "app.localhost",
+        ]:
             assert c.get("/api/health", headers={"Host": host}).status_code == 200, host
     with client(index_copy, tiny_encoder, allowed_hosts=["buscador.example.org", "*.intra"]) as c:
         for host in ["buscador.example.org", "buscador.example.org:443", "a.intra"]:
@@ -254,7 +267,10 @@ def test_docs_pages_carry_csp_and_frame_headers(api) -> None:
         r = api.get(page)
         csp = r.headers["content-security-policy"]
         assert r.status_code == 200 and "frame-ancestors 'none'" in csp, page
-        assert "script-src 'self'" in csp and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+        assert (
+            "script-src 'self'" in csp
+            and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+        )
         assert r.headers["x-frame-options"] == "DENY"
     assert "'sha256-" in api.get("/docs").headers["content-security-policy"]
 
@@ -324,7 +340,7 @@ def test_idle_and_half_sent_connections_are_closed(index_copy: Path, tiny_encode
         assert _closed_within(port, b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n", 10)
         half_body = (
             b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 100\r\n\r\n{\"q\": "
+            b'Content-Length: 100\r\n\r\n{"q": '
         )
         assert _closed_within(port, half_body, 10)
         # a request sent whole is answered, and the connection then closes once idle

@@ -14,7 +14,9 @@ from ..errors import ApiError
 router = APIRouter(tags=["index"])
 
 
-@router.get("/api/info", summary="Counts and the index's settings", dependencies=[Depends(read_access)])
+@router.get(
+    "/api/info", summary="Counts and the index's settings", dependencies=[Depends(read_access)]
+)
 async def info(svc: ServiceDep) -> dict[str, Any]:
     def get() -> dict[str, Any]:
         facts: dict[str, Any] = svc.engine.info()

@@ -38,8 +38,17 @@ async def search_get(
     source: Annotated[Text | None, Query(description="glob over the relative source")] = None,
 ) -> dict[str, Any]:
     return await run_search(
-        svc, SearchBody(q=q, k=k, offset=offset, mode=mode, fusion=fusion, alpha=alpha,
-                        where=where, source=source)
+        svc,
+        SearchBody(
+            q=q,
+            k=k,
+            offset=offset,
+            mode=mode,
+            fusion=fusion,
+            alpha=alpha,
+            where=where,
+            source=source,
+        ),
     )
 
 
