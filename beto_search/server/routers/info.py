@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -45,13 +46,19 @@ async def facets(svc: ServiceDep, limit: int = Query(20)) -> dict[str, Any]:
     def get() -> dict[str, Any]:
         raw = svc.engine.facets(limit=limit)
         kept = sorted(raw, key=lambda f: (-max((c for _, c in raw[f]), default=0), f))[:cap]
+        kept.sort()
         return {
-            "facets": {f: [{"value": v, "count": c} for v, c in raw[f]] for f in sorted(kept)},
+            "facets": {f: [{"value": _finite(v), "count": c} for v, c in raw[f]] for f in kept},
             "fields": len(raw),
             "truncated": len(raw) > cap,
         }
 
     return await run_in_threadpool(get)
+
+
+def _finite(value: Any) -> Any:
+    """A hand-written 1e400 in stored JSON reads as infinity, which JSON cannot carry."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 @router.get("/api/health", summary="Liveness (no key needed)")
