@@ -121,7 +121,7 @@ class Service:
             self.engine.close()
 
 
-def service(request: Request) -> Service:
-    """The dependency every route takes its ``Service`` from."""
+async def service(request: Request) -> Service:
+    """The dependency every route takes its ``Service`` from (async: no thread hop)."""
     svc: Service = request.app.state.service
     return svc
