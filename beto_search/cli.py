@@ -78,6 +78,8 @@ def _encoder_options(func: F) -> F:
 
 
 def _open(index: Path, create: bool = False, wait: float = 0.0, **enc: Any) -> Any:
+    """THE place commands open an index: a ``SearchEngine``, or a ``ShardedEngine`` (the same
+    methods) for a sharded folder."""
     from .engine import SearchEngine
 
     return SearchEngine.open(index, create=create, wait=wait, **enc)
@@ -186,6 +188,24 @@ _RAY_OPTIONS = [
 @click.option(
     "--prune", is_flag=True, help="Remove documents whose files are gone from the folders."
 )
+@click.option(
+    "--include",
+    multiple=True,
+    metavar="GLOB",
+    help="Only read files matching GLOB (path under the folder or name; repeatable).",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="Leave out files and folders matching GLOB (repeatable).",
+)
+@click.option(
+    "--max-file-size",
+    default=None,
+    metavar="SIZE",
+    help="Skip files larger than SIZE (e.g. 50MB, 500k).",
+)
 @click.option("--strict", is_flag=True, help="Exit non-zero when any input was skipped.")
 @click.option(
     "--wait",
@@ -195,6 +215,12 @@ _RAY_OPTIONS = [
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--shards",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Create a sharded index of N shards, written by N writers (new indexes).",
+)
 @_ray_options
 @_errors
 def ingest(
@@ -208,6 +234,9 @@ def ingest(
     overlap: int | None,
     index_type: str | None,
     prune: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    max_file_size: str | None,
     strict: bool,
     wait: float,
     quiet: bool,
@@ -216,14 +245,23 @@ def ingest(
     ray_workers: int | None,
     ray_gpus: float | None,
     ray_window: int | None,
+    shards: int | None,
     **enc: Any,
 ) -> None:
     """Read, chunk, embed and store documents from files or folders."""
     import contextlib
 
-    from .readers import ReaderOptions
+    from .readers import ReaderOptions, parse_size
 
-    opts = ReaderOptions(id_field, text_field, title_field, encoding)
+    opts = ReaderOptions(
+        id_field,
+        text_field,
+        title_field,
+        encoding,
+        include=include,
+        exclude=exclude,
+        max_file_size=parse_size(max_file_size) if max_file_size is not None else None,
+    )
     if ray_address is not None:
         from .distributed import require_ray
 
@@ -237,6 +275,7 @@ def ingest(
                 chunk_tokens=chunk_tokens,
                 overlap=overlap,
                 index_type=index_type,
+                shards=shards,
                 **enc,
             )
         )
@@ -259,8 +298,11 @@ def ingest(
         )
         for reason, count in sorted(summary.reasons().items()):
             click.echo(f"skipped ({count}): {reason}")
+        if summary.excluded:
+            click.echo(f"left out by --include/--exclude: {summary.excluded}")
         for skip in summary.skipped:
-            click.echo(f"  {skip.where}: {skip.reason}", err=True)
+            if not skip.reason.startswith("hidden"):  # counted above, not listed one by one
+                click.echo(f"  {skip.where}: {skip.reason}", err=True)
     if strict and summary.skipped:
         raise click.ClickException(f"{len(summary.skipped)} inputs were skipped (--strict).")
 
@@ -275,11 +317,28 @@ def _where(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def _where_in_document(location: dict[str, Any]) -> str:
+    """``p. 12``, ``pp. 3-4``, ``§ Capítulo 1 › Artículo 2``: where a hit's passage is."""
+    parts = []
+    if "page" in location:
+        parts.append(f"p. {location['page']}")
+    elif "pages" in location:
+        pages = location["pages"]
+        parts.append(f"pp. {pages[0]}-{pages[-1]}")
+    if "section" in location:
+        parts.append(f"§ {location['section']}")
+    return ", ".join(parts)
+
+
 def _print_hits(hits: list[Hit], explain: bool) -> None:
     if not hits:
         click.echo("No results.")
     for h in hits:
-        click.echo(f"{h.rank:>3}. {h.score:.4f}  {click.style(h.doc_id, fg='cyan')}  {h.title}")
+        where = _where_in_document(h.location)
+        click.echo(
+            f"{h.rank:>3}. {h.score:.4f}  {click.style(h.doc_id, fg='cyan')}  {h.title}"
+            + (f"  ({where})" if where else "")
+        )
         if explain:
             dense = "-" if h.dense_score is None else f"{h.dense_score:.4f}"
             lex = "-" if h.lexical_score is None else f"{h.lexical_score:.4f}"
@@ -352,20 +411,26 @@ def query(
             nprobe=nprobe,
         )
         used = resolve(engine.manifest, fusion, alpha)  # what the search used
+        why = None
+        if explain and mode == "hybrid":
+            from .tuning import describe
+
+            m = engine.manifest
+            why = describe(m.to_dict() if m is not None else None, fusion, alpha)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "query": text,
-                    "mode": mode,
-                    "fusion": used.method,
-                    "alpha": used.alpha,
-                    "results": [h.to_dict() for h in hits],
-                },
-                ensure_ascii=False,
-            )
-        )
+        out = {
+            "query": text,
+            "mode": mode,
+            "fusion": used.method,
+            "alpha": used.alpha,
+            "results": [h.to_dict() for h in hits],
+        }
+        if why is not None:
+            out["fusion_explained"] = why
+        click.echo(json.dumps(out, ensure_ascii=False))
     else:
+        if why is not None:
+            click.echo(f"fusion: {why['label']} ({why['source']}): {why['reason']}")
         _print_hits(hits, explain)
 
 
@@ -413,8 +478,10 @@ def info(index: Path, as_json: bool) -> None:
         click.echo(json.dumps(facts, ensure_ascii=False))
         return
     for key, value in facts.items():
-        if key != "files":
+        if key not in ("files", "per_shard"):
             click.echo(f"{key}: {value}")
+    for shard in facts.get("per_shard", []):  # a sharded index: each shard's counts
+        click.echo("  " + "  ".join(f"{k}: {v}" for k, v in shard.items()))
 
 
 @cli.command()

@@ -33,6 +33,7 @@ from .vector_index import IndexSpec, VectorIndex
 if TYPE_CHECKING:
     from .adapt import TrainReport
     from .reembed import ReembedResult
+    from .shards import ShardedEngine
     from .tuning import TuneResult
 
 DB_NAME = "index.db"
@@ -107,9 +108,64 @@ class SearchEngine:
         overlap: int | None = None,
         create: bool = True,
         wait: float = 0.0,
-    ) -> SearchEngine:
-        """Open the index at ``path`` (default ``indexes/default``), creating it if allowed."""
+        shards: int | None = None,
+    ) -> SearchEngine | ShardedEngine:
+        """Open the index at ``path`` (default ``indexes/default``), creating it if allowed.
+
+        A sharded index (a folder with ``shards.json``; ``shards=N`` creates one) opens as a
+        ``ShardedEngine``: the same methods over N ordinary index folders."""
         folder = Path(path) if path is not None else default_index_path()
+        from .shards import MANIFEST_NAME, ShardedEngine
+
+        if shards is not None or (folder / MANIFEST_NAME).exists():
+            return ShardedEngine.open(
+                folder,
+                encoder,
+                shards=shards,
+                model=model,
+                pooling=pooling,
+                precision=precision,
+                device=device,
+                batch_size=batch_size,
+                index_type=index_type,
+                chunk_tokens=chunk_tokens,
+                overlap=overlap,
+                create=create,
+                wait=wait,
+            )
+        return cls.open_folder(
+            folder,
+            encoder,
+            model=model,
+            pooling=pooling,
+            precision=precision,
+            device=device,
+            batch_size=batch_size,
+            index_type=index_type,
+            chunk_tokens=chunk_tokens,
+            overlap=overlap,
+            create=create,
+            wait=wait,
+        )
+
+    @classmethod
+    def open_folder(
+        cls,
+        folder: Path,
+        encoder: Encoder | None = None,
+        *,
+        model: str | None = None,
+        pooling: str | None = None,
+        precision: str | None = None,
+        device: str = "auto",
+        batch_size: int = 16,
+        index_type: str | None = None,
+        chunk_tokens: int | None = None,
+        overlap: int | None = None,
+        create: bool = True,
+        wait: float = 0.0,
+    ) -> SearchEngine:
+        """Open the one index folder ``folder`` (never a sharded one: one shard of it, say)."""
         db = folder / DB_NAME
         if not db.exists():
             if not create:
@@ -227,6 +283,15 @@ class SearchEngine:
             m.check_encoder(self.folder, enc)
         return enc
 
+    def share_encoder(self, encoder: Encoder) -> None:
+        """Use ``encoder``, already built for this index's model by another engine (the shards
+        of one index share one model), instead of building another; checked like a given one."""
+        m = self.manifest
+        if m is not None:
+            m.check_encoder(self.folder, encoder)
+        with self._encoder_lock:
+            self._encoder = encoder
+
     @property
     def encoder(self) -> Encoder:
         """The full encoder (built from the manifest or the options on first use)."""
@@ -318,6 +383,13 @@ class SearchEngine:
 
     def similar(self, doc_id: str, k: int = 10) -> list[Hit]:
         return Searcher(self).similar(doc_id, k)
+
+    def candidates(
+        self, queries: list[str], depth: int, query_vectors: np.ndarray | None = None
+    ) -> tuple[list[dict[int, float]], list[dict[int, float]], dict[int, str]]:
+        """Each query's dense and lexical chunk candidates and their documents (what tuning
+        re-fuses; ``Searcher.candidates``); ``query_vectors``: the queries already encoded."""
+        return Searcher(self).candidates(queries, depth, query_vectors)
 
     def get_document(self, doc_id: str) -> dict[str, Any] | None:
         """{id, title, text, source, metadata, chunks: [{chunk_id, start, end}]} or None."""

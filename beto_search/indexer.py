@@ -99,7 +99,7 @@ class Indexer:
             raise InputError("give at least one file or folder to ingest.")
         reader = reader or ReaderOptions()
         report = ReadReport()
-        files = list(iter_files(roots, report))
+        files = list(iter_files(roots, report, reader))
         summary = IngestSummary()
         seen: set[str] = set()
         read_whole: set[str] = set()  # files read without any skip: their absent ids are gone
@@ -123,6 +123,7 @@ class Indexer:
             if prune:
                 summary.pruned = self._prune(roots, seen, read_whole)
         summary.files = report.files
+        summary.excluded = report.excluded
         summary.skipped = report.skips + summary.skipped
         summary.seconds = time.perf_counter() - started
         return summary
@@ -330,6 +331,7 @@ class Indexer:
                 title=d["title"],
                 source=d["source"],
                 metadata=d["metadata"],
+                locations=d.get("locations", []),
             )
             for d in map(self.store.document, doc_ids)
             if d

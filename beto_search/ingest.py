@@ -24,6 +24,7 @@ class IngestSummary:
     chunks: int = 0
     seconds: float = 0.0
     skipped: list[Skip] = field(default_factory=list)
+    excluded: int = 0  # files and folders left out by --include / --exclude (not skips)
     new_ids: set[str] = field(default_factory=set, repr=False)  # ids added by this run
 
     def to_dict(self) -> dict[str, Any]:
@@ -52,6 +53,8 @@ def content_hash(doc: Document) -> str:
     ):
         h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\x00")
+    if doc.locations:  # only when present: the hashes of plain documents stay as they were
+        h.update(json.dumps(doc.locations, sort_keys=True, ensure_ascii=False).encode("utf-8"))
     return h.hexdigest()
 
 
@@ -76,6 +79,7 @@ def as_document(record: Document | dict[str, Any]) -> Document:
             title=str(record.get("title") or ""),
             source=str(record.get("source") or ""),
             metadata=record.get("metadata") or {},
+            locations=[(int(o), dict(loc)) for o, loc in record.get("locations") or []],
         )
     else:
         raise InputError("records must be dicts or Documents.")
@@ -92,4 +96,5 @@ def as_document(record: Document | dict[str, Any]) -> Document:
         title=clean_text(doc.title),
         source=doc.source,
         metadata=dict(metadata),
+        locations=doc.locations,
     )

@@ -121,3 +121,39 @@ def crop_pair(
     p_len = rng.randint(max(MIN_WORDS, int(n * min_ratio)), n)
     p_start = rng.randint(0, n - p_len)
     return " ".join(words[q_start : q_start + q_len]), " ".join(words[p_start : p_start + p_len])
+
+
+@dataclass
+class GroupQuery:
+    """A pseudo-query for a document too short to cut a sentence out of (one sentence, say):
+    the document's text asks for the OTHER documents of its group (same title: the sentences of
+    one source), and the document itself is left out of the candidates."""
+
+    qid: str
+    query: str
+    doc_id: str
+    chunk_id: int
+    relevant: tuple[str, ...]
+
+
+def group_queries(
+    chunks: Iterable[Any], groups: dict[str, list[str]], n: int, seed: int = 0
+) -> list[GroupQuery]:
+    """Up to ``n`` group pseudo-queries (seeded): every chunk of ``MIN_WORDS`` to ``MAX_WORDS``
+    words whose document shares its title with at least one other document (``groups``: title
+    -> document ids) asks for those other documents, one query per document at most."""
+    rng = random.Random(seed)
+    pool = [c for c in chunks if c.title and len(groups.get(c.title, ())) > 1]
+    rng.shuffle(pool)
+    out: list[GroupQuery] = []
+    seen: set[str] = set()
+    for c in pool:
+        query = " ".join(_strip_markup(c.text).split())
+        if c.doc_id in seen or not MIN_WORDS <= _words(query) <= MAX_WORDS:
+            continue
+        seen.add(c.doc_id)
+        others = tuple(d for d in groups[c.title] if d != c.doc_id)
+        out.append(GroupQuery(f"gq-{c.chunk_id}", query, c.doc_id, int(c.chunk_id), others))
+        if len(out) >= n > 0:
+            break
+    return out

@@ -1,33 +1,38 @@
-"""Turning files into Documents: formats, encodings, stable ids, and reasons for every skip.
+"""Turning files into Documents: the folder walk, text and record formats, encodings, stable
+ids, and reasons for every file or record not read.
 
 Formats: .txt and .md (one document per file; first line / first heading is the title),
 .jsonl (one object per line), .json (a list of objects), .csv (one row per document).
 A BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``) is recognised without flags.
+Documents (PDF, HTML/XHTML, DOCX, ODT, EPUB) are read by ``formats``, one per file.
+Every file under an ingested folder is read or listed as skipped with its reason (hidden,
+unsupported extension, too large, ...); files left out by --include/--exclude are counted.
 """
 
 from __future__ import annotations
 
 import csv
+import fnmatch
 import json
 import logging
 import os
 import re
 import sys
 import threading
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .formats import FORMATS, read_format
+from .text import SNIFF_BYTES, clean_text, decode_bytes, detect_encoding
 from .types import Document
 from .validation import check_metadata
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = (".txt", ".md", ".jsonl", ".json", ".csv")
-SNIFF_BYTES = 64 * 1024
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
 
 
@@ -39,6 +44,24 @@ class ReaderOptions:
     text_field: str = "text"
     title_field: str = "title"
     encoding: str | None = None
+    include: tuple[str, ...] = ()  # globs: only files matching one of them are read
+    exclude: tuple[str, ...] = ()  # globs: files and folders matching one of them are not
+    max_file_size: int | None = None  # bytes; larger files are skipped
+
+    def selects(self, rel: str, is_dir: bool = False) -> bool:
+        """Whether the path ``rel`` (relative to the ingested folder) passes the globs; a glob
+        matches the relative path or the name alone."""
+        name = rel.rsplit("/", 1)[-1]
+
+        def hit(globs: tuple[str, ...]) -> bool:
+            return any(
+                fnmatch.fnmatchcase(rel, g.rstrip("/")) or fnmatch.fnmatchcase(name, g.rstrip("/"))
+                for g in globs
+            )
+
+        if hit(self.exclude):
+            return False
+        return is_dir or not self.include or hit(self.include)
 
 
 @dataclass
@@ -55,63 +78,11 @@ class ReadReport:
 
     files: int = 0
     skips: list[Skip] = field(default_factory=list)
+    excluded: int = 0  # files and folders left out by --include / --exclude
 
     def skip(self, where: str, reason: str) -> None:
         log.info("skipped %s: %s", where, reason)
         self.skips.append(Skip(where, reason))
-
-
-def clean_text(text: str) -> str:
-    """NFC-normalise, drop a leading BOM and NUL bytes, replace lone surrogates with U+FFFD."""
-    text = text.lstrip("\ufeff").replace("\x00", "")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # e.g. undecodable argv bytes: SQLite and tokenizers refuse them
-        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return unicodedata.normalize("NFC", text)
-
-
-# Non-ASCII characters of Spanish text as cp1252 decodes them (few of them are what
-# cp1252 makes of Cyrillic, Greek or Central European letters).
-_WESTERN = set("áéíóúüñÁÉÍÓÚÜÑ¿¡«»€“”‘’—–…ºª°·çÇ\u00a0")
-
-
-def detect_encoding(sample: bytes) -> str | None:
-    """The encoding of non-UTF-8 bytes: cp1252 when it reads as Western text, else detected.
-
-    charset-normalizer alone often takes Spanish latin-1/cp1252 text for a Baltic or Central
-    European code page (ñ -> ń), and short samples for anything at all, so cp1252 goes first.
-    """
-    try:
-        text = sample.decode("cp1252")
-    except UnicodeDecodeError:
-        text = ""
-    high = [c for c in text if ord(c) > 127]
-    if high and sum(c in _WESTERN for c in high) >= 0.6 * len(high):
-        return "cp1252"
-    from charset_normalizer import from_bytes  # only for files that are not UTF-8
-
-    best = from_bytes(sample).best()
-    return best.encoding if best is not None else None
-
-
-def decode_bytes(data: bytes, encoding: str | None = None) -> str:
-    """Decode file bytes: forced encoding, else UTF-8 (with or without BOM), else detected."""
-    if encoding:
-        try:
-            return data.decode(encoding)
-        except (LookupError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot decode as {encoding}: {exc}") from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    found = detect_encoding(data[: 4 * SNIFF_BYTES])
-    if found is None:
-        raise InputError("not text (no character encoding fits)")
-    return data.decode(found, errors="replace")
 
 
 _CONTROLS = bytes(b for b in range(1, 32) if b not in (9, 10, 11, 12, 13, 27))
@@ -129,13 +100,23 @@ def looks_binary(head: bytes) -> bool:
     return head.count(0) > len(head) // 100 + 1 or controls > len(head) // 50 + 1
 
 
-def iter_files(paths: list[Path], report: ReadReport) -> Iterator[tuple[Path, Path]]:
-    """Yield (file, root) for every supported file under ``paths``, safely walking folders."""
+def supported(path: Path) -> bool:
+    """Whether some reader reads files with this extension."""
+    suffix = path.suffix.lower()
+    return suffix in EXTENSIONS or suffix in FORMATS
+
+
+def iter_files(
+    paths: list[Path], report: ReadReport, opts: ReaderOptions | None = None
+) -> Iterator[tuple[Path, Path]]:
+    """Yield (file, root) for every supported file under ``paths``, safely walking folders;
+    every other file becomes a skip with its reason (hidden ones: one per hidden folder)."""
+    opts = opts or ReaderOptions()
     for root in paths:
         if not root.exists():
             raise InputError(f"{root} does not exist.")
-        if root.is_file():
-            if root.suffix.lower() in EXTENSIONS:
+        if root.is_file():  # named on purpose: read even if hidden or not matched by the globs
+            if supported(root):
                 yield root, root.parent
             else:
                 report.skip(str(root), f"unsupported extension {root.suffix or '(none)'}")
@@ -157,13 +138,27 @@ def iter_files(paths: list[Path], report: ReadReport) -> Iterator[tuple[Path, Pa
                 dirs[:] = []
                 continue
             seen.add((st.st_dev, st.st_ino))
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            rel_folder = Path(folder).relative_to(root).as_posix()
+            rel_folder = "" if rel_folder == "." else rel_folder + "/"
+            kept = []
+            for d in sorted(dirs):
+                if d.startswith("."):
+                    report.skip(os.path.join(folder, d) + os.sep, "hidden folder")
+                elif not opts.selects(rel_folder + d, is_dir=True):
+                    report.excluded += 1
+                else:
+                    kept.append(d)
+            dirs[:] = kept
             for name in sorted(files):
-                if name.startswith("."):
-                    continue
                 path = Path(folder) / name
-                if path.suffix.lower() in EXTENSIONS:
+                if name.startswith("."):
+                    report.skip(str(path), "hidden file")
+                elif not opts.selects(rel_folder + name):
+                    report.excluded += 1
+                elif supported(path):
                     yield path, root
+                else:
+                    report.skip(str(path), f"unsupported extension {path.suffix or '(none)'}")
 
 
 def doc_id_for(path: Path, root: Path) -> str:
@@ -190,11 +185,15 @@ def _read_text_file(path: Path, root: Path, opts: ReaderOptions) -> Iterator[Doc
     text = clean_text(decode_bytes(path.read_bytes(), opts.encoding))
     if not text.strip():
         raise InputError("empty or whitespace-only")
+    from .formats.markdown import markdown_locations  # formats.base imports this module
+
+    markdown = path.suffix.lower() == ".md"
     yield Document(
         id=doc_id_for(path, root),
         text=text,
-        title=_title_from_text(text, path.suffix.lower() == ".md"),
+        title=_title_from_text(text, markdown),
         source=str(path),
+        locations=markdown_locations(text) if markdown else [],
     )
 
 
@@ -341,13 +340,27 @@ def read_file(
 ) -> Iterator[Document]:
     """Documents in one file; problems with single records become skips in ``report``."""
     try:
+        size = path.stat().st_size
         with path.open("rb") as fh:
             head = fh.read(SNIFF_BYTES)
     except OSError as exc:
         report.skip(str(path), f"unreadable file ({exc.strerror})")
         return
+    if opts.max_file_size is not None and size > opts.max_file_size:
+        report.skip(
+            str(path),
+            f"too large ({format_size(size)} > --max-file-size {format_size(opts.max_file_size)})",
+        )
+        return
     if not head.strip(b" \t\r\n\x00\xef\xbb\xbf"):
         report.skip(str(path), "empty or whitespace-only")
+        return
+    if path.suffix.lower() in FORMATS:
+        doc = _read_format(path, report)
+        if doc is not None:
+            report.files += 1
+            doc.id = doc_id_for(path, root)
+            yield doc
         return
     if looks_binary(head):
         report.skip(str(path), "binary file, not text")
@@ -367,6 +380,39 @@ def read_file(
         report.skip(str(path), str(exc))
     except OSError as exc:
         report.skip(str(path), f"unreadable file ({exc.strerror or exc})")
+
+
+def _read_format(path: Path, report: ReadReport) -> Document | None:
+    """A PDF, HTML, DOCX, ODT or EPUB file's document, or None with the skip's reason."""
+    try:
+        return read_format(path)
+    except InputError as exc:
+        report.skip(str(path), str(exc))
+    except OSError as exc:
+        report.skip(str(path), f"unreadable file ({exc.strerror or exc})")
+    except Exception as exc:  # a parser's own error on a malformed file: skip it, go on
+        log.debug("reading %s failed", path, exc_info=True)
+        report.skip(str(path), f"damaged ({type(exc).__name__}: {exc})")
+    return None
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3}
+_UNITS.update({"gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3})
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``500k``, ``20MB``, ``1.5GiB`` or a plain number of bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise InputError(f"'{text}' is not a size (e.g. 500k, 20MB, 1GB).")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def format_size(n: int) -> str:
+    for unit, factor in (("GB", 1000**3), ("MB", 1000**2), ("kB", 1000)):
+        if n >= factor:
+            return f"{n / factor:.1f} {unit}"
+    return f"{n} B"
 
 
 def read_documents(

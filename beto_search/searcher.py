@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,32 +18,16 @@ from .errors import InputError
 from .fusion import FUSIONS, FusionConfig, fuse, resolve
 from .readers import clean_text
 from .snippets import make_snippet
-from .store import Filter
-from .types import Hit
+from .store import Filter, StoredChunk
+from .types import Hit, locate
 from .vector_index import SearchParams, VectorIndex
 
 if TYPE_CHECKING:
+    from .analyzer import SpanishAnalyzer
     from .engine import SearchEngine
 
 MODES = ("semantic", "lexical", "hybrid")
 EXACT_FILTER_MAX = 20_000  # filtered searches over at most this many chunks are scored exactly
-
-
-def check_search(
-    query: str, k: int, mode: str, fusion: str | None = None, alpha: float | None = None
-) -> None:
-    """THE checks of a search's arguments (InputError with one sentence); the server runs them
-    before it encodes a query."""
-    if not isinstance(query, str) or not clean_text(query).strip():
-        raise InputError("the query is empty; give some text to search for.")
-    if not isinstance(k, int) or k < 1:
-        raise InputError("the number of results (k) must be a whole number of at least 1.")
-    if mode not in MODES:
-        raise InputError(f"mode must be one of {', '.join(MODES)}, not '{mode[:40]}'.")
-    if fusion is not None and fusion not in FUSIONS:
-        raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, not '{fusion[:40]}'.")
-    if alpha is not None and not 0.0 <= alpha <= 1.0:
-        raise InputError("alpha must be between 0 and 1.")
 
 
 class Searcher:
@@ -127,17 +112,20 @@ class Searcher:
         return config.method, config.alpha
 
     def candidates(
-        self, queries: list[str], depth: int
+        self, queries: list[str], depth: int, query_vectors: np.ndarray | None = None
     ) -> tuple[list[dict[int, float]], list[dict[int, float]], dict[int, str]]:
         """Dense and lexical chunk candidates of each query (no filters, one batched FAISS
         search) and each candidate chunk's document, all in ONE snapshot: what a hybrid search
-        fuses, so ``tuning`` can re-fuse them under many configs."""
+        fuses, so ``tuning`` can re-fuse them under many configs. ``query_vectors``: the
+        queries already encoded (``tuning`` scores more texts against them)."""
         texts = [clean_text(q) for q in queries]
         manifest = self.engine.refresh()
         if manifest is None:
             raise InputError("the index is empty; ingest documents first.")
-        enc = self.engine.query_encoder
-        qvecs = normalize_rows(np.asarray(enc.encode_queries(texts), dtype=np.float32))
+        if query_vectors is None:
+            enc = self.engine.query_encoder
+            query_vectors = np.asarray(enc.encode_queries(texts), dtype=np.float32)
+        qvecs = normalize_rows(np.asarray(query_vectors, dtype=np.float32))
         with self.engine.cache.pinned() as vi:
             if vi.generation != manifest.generation:
                 raise InputError("the index was re-embedded meanwhile; run it again.")
@@ -150,6 +138,68 @@ class Searcher:
             wanted = sorted({c for side in (dense, lexical) for per in side for c in per})
             doc_of = {cid: row.doc_id for cid, row in self.store.chunks_by_id(wanted).items()}
         return dense, lexical, doc_of
+
+    def search_candidates(
+        self,
+        query: str,
+        depth: int,
+        mode: str = "hybrid",
+        where: dict[str, str] | None = None,
+        source: str | None = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        query_vector: np.ndarray | None = None,
+        exclude: set[int] | None = None,
+    ) -> Candidates:
+        """One search's candidates before fusion, with raw scores: the ``depth`` best chunks by
+        cosine (``query_vector``, needed unless mode is lexical: encode once, search many) and
+        by bm25 over THIS index's term statistics, each candidate's row, and how many chunks the
+        search could reach, all in one snapshot. What a sharded index merges before fusing
+        (``beto_search.shards``); ``exclude``: chunk ids never returned (similar's own)."""
+        manifest = self.engine.refresh()
+        if manifest is None:
+            return Candidates({}, {}, {}, 0)
+        flt = Filter({str(a): str(b) for a, b in (where or {}).items()}, source)
+        params = SearchParams(ef_search=ef_search, nprobe=nprobe)
+        qvec = None
+        if mode != "lexical":
+            if query_vector is None:
+                raise InputError("a query vector is needed for dense candidates.")
+            qvec = self._query_vector(query, query_vector, manifest.dimension)
+        with self.engine.cache.pinned() as vi:
+            if vi.generation != manifest.generation:
+                raise InputError("the index was re-embedded meanwhile; run the search again.")
+            allowed = self.store.filtered_chunk_ids(flt) if flt else None
+            if allowed is not None and not len(allowed):
+                return Candidates({}, {}, {}, 0)
+            lexical = self._lexical(clean_text(query), depth, flt) if mode != "semantic" else {}
+            dense: dict[int, float] = {}
+            if qvec is not None:
+                extra = len(exclude) if exclude else 0
+                dense = self._dense(vi, qvec, depth + extra, allowed, params)
+                if exclude:
+                    dense = {i: v for i, v in dense.items() if i not in exclude}
+            rows = self.store.chunks_by_id(sorted(dense.keys() | lexical.keys()))
+            return Candidates(dense, lexical, rows, self._reach(allowed))
+
+    def dense_scores(self, chunk_ids: list[int], query_vector: np.ndarray) -> dict[int, float]:
+        """Exact cosine of the given chunks with a (normalised) query vector (``--explain`` for
+        chunks that came from the lexical side only)."""
+        qvec = np.asarray(query_vector, dtype=np.float32).reshape(1, -1)
+        ids, vecs = self.store.embeddings(chunk_ids, int(qvec.shape[1]))
+        return dict(zip(ids.tolist(), (vecs @ qvec[0]).tolist()))
+
+    def document_vector(self, doc_id: str) -> tuple[np.ndarray, list[int]] | None:
+        """A stored document's mean vector (normalised, shape (1, dim)) and its chunk ids, or
+        None when the index does not hold it (``similar``'s query, no encoding)."""
+        manifest = self.engine.refresh()
+        if manifest is None:
+            return None
+        own = self.store.doc_chunk_ids(doc_id)
+        if not own:
+            return None
+        _, vecs = self.store.embeddings(own, manifest.dimension)
+        return normalize_rows(vecs.mean(axis=0, keepdims=True)), own
 
     def _query_vector(self, query: str, given: np.ndarray | None, dim: int) -> np.ndarray:
         if given is None:
@@ -204,46 +254,13 @@ class Searcher:
     def _fuse(
         mode: str, config: FusionConfig, dense: dict[int, float], lexical: dict[int, float]
     ) -> dict[int, float]:
-        if mode == "semantic":
-            return dict(dense)
-        if mode == "lexical":
-            return dict(lexical)
-        return fuse(config, dense, lexical)
+        return fuse_mode(mode, config, dense, lexical)
 
     def _to_hits(
         self, fused: dict[int, float], dense: dict[int, float], lexical: dict[int, float], k: int
     ) -> list[Hit]:
         """Aggregate chunk scores to documents (best chunk wins) and take the top k."""
-        rows = self.store.chunks_by_id(list(fused))
-        best: dict[str, int] = {}
-        for cid, _score in sorted(fused.items(), key=lambda kv: (-kv[1], kv[0])):
-            row = rows.get(cid)
-            if row is None:  # a vector SQLite no longer has (tombstone): never shown
-                continue
-            if row.doc_id not in best:
-                best[row.doc_id] = cid
-                if len(best) == k:
-                    break
-        hits = []
-        for rank, (doc_id, cid) in enumerate(best.items(), start=1):
-            r = rows[cid]
-            hits.append(
-                Hit(
-                    rank=rank,
-                    score=float(fused[cid]),
-                    doc_id=doc_id,
-                    title=r.title,
-                    text=r.text,
-                    start=r.start,
-                    end=r.end,
-                    source=r.source,
-                    metadata=r.metadata,
-                    chunk_id=cid,
-                    dense_score=dense.get(cid),
-                    lexical_score=lexical.get(cid),
-                )
-            )
-        return hits
+        return hits_from_rows(fused, dense, lexical, self.store.chunks_by_id(list(fused)), k)
 
     def _finish_hits(
         self, hits: list[Hit], query: str, qvec: np.ndarray | None, snippets: bool = True
@@ -257,12 +274,26 @@ class Searcher:
                 for h in hits:
                     if h.dense_score is None:
                         h.dense_score = exact.get(h.chunk_id)
-        analyzer = self.engine.analyzer
-        for h in hits if snippets else []:
-            snip = make_snippet(h.text, h.start, query, analyzer)
-            h.snippet, h.snippet_start, h.snippet_end = snip.text, snip.start, snip.end
-            h.highlight_spans = snip.spans
-            h.highlight = snip.marked()
+        if snippets:
+            add_snippets(hits, query, self.engine.analyzer)
+        self.locate(hits)
+
+    def locate(self, hits: list[Hit]) -> None:
+        """Each hit's page or section: where the words it matched lie in the document (else its
+        snippet, else its chunk)."""
+        located = self.store.locations(list({h.doc_id for h in hits}))
+        for h in hits:
+            if h.doc_id in located:
+                if h.highlight_spans:
+                    span = (
+                        min(s for s, _ in h.highlight_spans),
+                        max(e for _, e in h.highlight_spans),
+                    )
+                elif h.snippet:
+                    span = (h.snippet_start, h.snippet_end)
+                else:
+                    span = (h.start, h.end)
+                h.location = locate(located[h.doc_id], *span)
 
     # ----- similar -------------------------------------------------------------------------
     def similar(self, doc_id: str, k: int = 10) -> list[Hit]:
@@ -291,12 +322,106 @@ class Searcher:
                 if len(hits) >= k or depth >= total:
                     break
                 depth *= 4
-            for h in hits:
-                h.snippet, h.snippet_start = h.text[:320], h.start
-                h.snippet_end = h.start + len(h.snippet)
-                # nothing to mark, but escaped like search's highlights: HTML-safe to show as is
-                h.highlight = html.escape(h.snippet)
+            plain_snippets(hits)
+            self.locate(hits)
         return hits
+
+
+@dataclass
+class Candidates:
+    """A search's chunk candidates before fusion (``Searcher.search_candidates``): raw cosine
+    and bm25 scores by chunk id, the rows of those chunks, and the chunks the search reaches."""
+
+    dense: dict[int, float]
+    lexical: dict[int, float]
+    rows: dict[int, StoredChunk]
+    reach: int
+
+
+def check_search(
+    query: str, k: int, mode: str, fusion: str | None = None, alpha: float | None = None
+) -> None:
+    """A search's arguments, checked once (one-sentence ``InputError``s); the server runs them
+    before it encodes a query."""
+    if not isinstance(query, str) or not clean_text(query).strip():
+        raise InputError("the query is empty; give some text to search for.")
+    if not isinstance(k, int) or k < 1:
+        raise InputError("the number of results (k) must be a whole number of at least 1.")
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}, not '{mode[:40]}'.")
+    if fusion is not None and fusion not in FUSIONS:
+        raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, not '{fusion[:40]}'.")
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise InputError("alpha must be between 0 and 1.")
+
+
+def fuse_mode(
+    mode: str, config: FusionConfig, dense: dict[int, float], lexical: dict[int, float]
+) -> dict[int, float]:
+    """The chunk scores a search of ``mode`` ranks by: one side alone, or the two fused."""
+    if mode == "semantic":
+        return dict(dense)
+    if mode == "lexical":
+        return dict(lexical)
+    return fuse(config, dense, lexical)
+
+
+def hits_from_rows(
+    fused: dict[int, float],
+    dense: dict[int, float],
+    lexical: dict[int, float],
+    rows: dict[int, StoredChunk],
+    k: int,
+) -> list[Hit]:
+    """Aggregate chunk scores to documents (best chunk wins) and take the top k; a chunk
+    without a row (a vector SQLite no longer has: a tombstone) is never shown."""
+    best: dict[str, int] = {}
+    for cid, _score in sorted(fused.items(), key=lambda kv: (-kv[1], kv[0])):
+        row = rows.get(cid)
+        if row is None:
+            continue
+        if row.doc_id not in best:
+            best[row.doc_id] = cid
+            if len(best) == k:
+                break
+    hits = []
+    for rank, (doc_id, cid) in enumerate(best.items(), start=1):
+        r = rows[cid]
+        hits.append(
+            Hit(
+                rank=rank,
+                score=float(fused[cid]),
+                doc_id=doc_id,
+                title=r.title,
+                text=r.text,
+                start=r.start,
+                end=r.end,
+                source=r.source,
+                metadata=r.metadata,
+                chunk_id=cid,
+                dense_score=dense.get(cid),
+                lexical_score=lexical.get(cid),
+            )
+        )
+    return hits
+
+
+def add_snippets(hits: list[Hit], query: str, analyzer: SpanishAnalyzer) -> None:
+    """Snippets with the query's terms highlighted."""
+    for h in hits:
+        snip = make_snippet(h.text, h.start, query, analyzer)
+        h.snippet, h.snippet_start, h.snippet_end = snip.text, snip.start, snip.end
+        h.highlight_spans = snip.spans
+        h.highlight = snip.marked()
+
+
+def plain_snippets(hits: list[Hit]) -> None:
+    """``similar``'s snippets: the chunk's start, nothing marked, escaped like search's
+    highlights (HTML-safe to show as is)."""
+    for h in hits:
+        h.snippet, h.snippet_start = h.text[:320], h.start
+        h.snippet_end = h.start + len(h.snippet)
+        h.highlight = html.escape(h.snippet)
 
 
 _POOL: ThreadPoolExecutor | None = None

@@ -68,6 +68,7 @@ DOCUMENT_COLUMNS = {
     "title": str,
     "text": str,
     "metadata": str,
+    "locations": str,  # JSON [[offset, {"page": 3}], ...]: where pages / sections start
     "content_hash": str,
     "created_at": str,
     "updated_at": str,
@@ -232,6 +233,13 @@ class Store:
         db.table("documents").create(
             DOCUMENT_COLUMNS, pk="id", not_null=set(DOCUMENT_COLUMNS), if_not_exists=True
         )
+        if "locations" not in db.table("documents").columns_dict:
+            # an index made before documents had locations: add the column (old rows: none)
+            try:
+                db.table("documents").add_column("locations", str, not_null_default="[]")
+            except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
         db.table("documents").create_index(
             ["source"], index_name="documents_source", if_not_exists=True
         )
@@ -383,6 +391,7 @@ class Store:
                     "title": p.doc.title,
                     "text": p.doc.text,
                     "metadata": json.dumps(p.doc.metadata, ensure_ascii=False, default=str),
+                    "locations": json.dumps(p.doc.locations, ensure_ascii=False),
                     "content_hash": p.content_hash,
                     "created_at": created.get(p.doc.id, stamp),
                     "updated_at": stamp,
@@ -514,8 +523,34 @@ class Store:
         for row in self.db.table("documents").rows_where(
             "id = ?", [doc_id], select="id, source, title, text, metadata"
         ):
-            return {**row, "metadata": load_metadata(row["metadata"])}
+            return {
+                **row,
+                "metadata": load_metadata(row["metadata"]),
+                "locations": self.locations([doc_id]).get(doc_id, []),
+            }
         return None
+
+    def _has_locations(self) -> bool:
+        """Whether ``documents`` has its locations column (an old index opened read-only may
+        not: it gains it at its next write)."""
+        if not getattr(self._local, "has_locations", False):
+            self._local.has_locations = "locations" in self.db.table("documents").columns_dict
+        return bool(self._local.has_locations)
+
+    def locations(self, doc_ids: list[str]) -> dict[str, list[tuple[int, dict[str, Any]]]]:
+        """Where pages or sections start in each document that has any (see ``Document``)."""
+        if not doc_ids or not self._has_locations():
+            return {}
+        out: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for i in range(0, len(doc_ids), 500):
+            part = doc_ids[i : i + 500]
+            q = ",".join("?" * len(part))
+            for doc_id, raw in self.conn.execute(
+                f"SELECT id, locations FROM documents WHERE id IN ({q}) AND locations != '[]'",
+                part,
+            ):
+                out[doc_id] = [(int(o), loc) for o, loc in json.loads(raw)]
+        return out
 
     def document_with_chunks(self, doc_id: str) -> dict[str, Any] | None:
         """A document and its chunks' ids and spans (one snapshot)."""
@@ -603,6 +638,14 @@ class Store:
             " (SELECT count(*) FROM embeddings)"
         ).fetchone()
         return {"documents": row[0], "chunks": row[1], "embeddings": row[2]}
+
+    def ids_by_title(self, titles: list[str]) -> list[tuple[str, str]]:
+        """(title, document id) of the documents whose title is one of ``titles``, by id."""
+        marks = ",".join("?" * len(titles))
+        rows = self.conn.execute(
+            f"SELECT title, id FROM documents WHERE title IN ({marks}) ORDER BY id", titles
+        ).fetchall()
+        return [(str(t), str(d)) for t, d in rows]
 
     def chunk_count(self) -> int:
         """The number of chunks (cheaper than ``counts``: embeddings' big rows are not walked)."""

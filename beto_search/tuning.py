@@ -5,17 +5,19 @@ for every config of a small grid (RRF and convex, several normalisations and den
 scores each with nDCG@10 (ir_measures, as ``evaluation`` does) and stores the winner in the
 manifest (``fusion``), where searches pick it up as the index's default.
 
-Without labels it tunes on pseudo-queries cut from the index's own chunks. A sentence taken
-verbatim from a chunk is a query the lexical side cannot miss, so the default style ("cloze")
-leaves the sentence's own chunk out of the candidates: the query must find its document through
-the document's other chunks. Only the convex min-max line is tried on pseudo-queries. How well the
-choice agrees with the one made on real labels is measured in docs/tune-reembed.md
-(benchmarks/tune_agreement.py).
+Without labels it tunes on cloze pseudo-queries cut from the index's own chunks (``cloze_set``):
+a sentence of a chunk asks for its document while the chunk is scored WITHOUT that sentence, and
+a one-sentence document asks for the other documents of its title, itself left out; neither side
+wins by copying words, and every kind of index (paragraphs of one chunk, sentences) gets them.
+Only the convex min-max line is scored on them, and ``choose_pseudo`` turns it into a dense weight,
+corrected by which side the pseudo-queries found weaker (they overrate the dense side). How the
+choice holds on held-out questions: docs/fusion.md (benchmarks/fusion.py).
 
-Guards against noise: fewer than ``MIN_QUERIES`` usable queries keeps the default; configs
-within ``TOLERANCE`` of the best count as ties and the simplest of them wins (the grid is
-ordered simplest first, the library default first of all); a winner that is not better than the
-default by at least one standard error of the per-query difference keeps the default.
+Guards against noise: fewer than ``MIN_QUERIES`` usable queries keeps the default. On labels,
+configs within ``TOLERANCE`` of the best count as ties and the simplest of them wins (the grid is
+ordered simplest first, the library default first of all), and a winner that is not better than
+the default by at least one standard error of the per-query difference keeps the default; on
+pseudo-queries a line flat within ``TOLERANCE`` keeps the default.
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ import numpy as np
 from ir_measures import nDCG
 
 from .analyzer import stopwords
+from .encoder import normalize_rows
 from .errors import BetoSearchError, InputError
-from .fusion import DEFAULT_CONFIG, NORMS, FusionConfig, normalise
-from .pseudoqueries import make_pseudo_queries, sentences
-from .searcher import Searcher
+from .fusion import DEFAULT_CONFIG, NORMS, FusionConfig, normalise, resolve
+from .pseudoqueries import group_queries, make_pseudo_queries, sentences
 
 if TYPE_CHECKING:
     from .engine import SearchEngine
@@ -80,8 +82,54 @@ def pseudo_grid() -> list[FusionConfig]:
     dense weight they choose moved the right way for every encoder measured.
     """
     return [DEFAULT_CONFIG] + [
-        FusionConfig("convex", round(0.1 * i, 1)) for i in range(11) if round(0.1 * i, 1) != 0.3
+        FusionConfig("convex", a) for a in (round(0.05 * i, 2) for i in range(21)) if a != 0.3
     ]
+
+
+# pseudo-queries overrate the dense side: on held-out questions (docs/fusion.md) the dense weight
+# they prefer was right or too high for a strong encoder (0.9 where 0.7-0.8 was best) and twice
+# too high for a weak one (0.3 where 0.1-0.15 was best, 0.3 falling below lexical alone)
+STRONG_CAP = 0.8  # dense side the stronger one: its weight at most this
+WEAK_SHRINK = 0.5  # dense side the weaker one: the weight pseudo-queries prefer, times this
+
+
+def choose_pseudo(
+    means: dict[FusionConfig, float], dense: float, lexical: float
+) -> tuple[FusionConfig, str]:
+    """The fusion chosen on pseudo-queries, and why (``tune`` without labels).
+
+    ``means``: pseudo nDCG@10 of configs including the convex min-max line; ``dense`` and
+    ``lexical``: each side alone. The dense weight the line prefers (the middle of those within
+    ``TOLERANCE`` of its best) is corrected by which side the pseudo-queries found weaker: a
+    weaker dense side gets ``WEAK_SHRINK`` of it, a stronger one at most ``STRONG_CAP``. A flat
+    line (every weight within ``TOLERANCE``) is no evidence: the default stays.
+    """
+    line = sorted(
+        (c for c in means if c.method == "convex" and c.norm == "minmax"), key=lambda c: c.alpha
+    )
+    values = [means[c] for c in line]
+    if not line or max(values) - min(values) <= TOLERANCE:
+        return DEFAULT_CONFIG, (
+            f"the pseudo-queries rated every dense weight alike (within {TOLERANCE}): no "
+            f"evidence, kept the default {DEFAULT_CONFIG.label()}"
+        )
+    tied = [c.alpha for c in line if means[c] >= max(values) - TOLERANCE]
+    preferred = tied[len(tied) // 2]
+    side = f"dense only {dense:.3f}, lexical only {lexical:.3f}"
+    if dense < lexical:
+        alpha = round(math.floor(preferred * WEAK_SHRINK * 20 + 1e-9) / 20, 2)  # 0.05 steps, down
+        why = (
+            f"the dense side is the weaker one on the pseudo-queries ({side}): the dense weight "
+            f"they prefer, {preferred:g}, halved (they overrate the dense side)"
+        )
+    else:
+        alpha = min(preferred, STRONG_CAP)
+        why = (
+            f"the dense side is the stronger one on the pseudo-queries ({side}): the dense "
+            f"weight they prefer, {preferred:g}"
+            + (f", capped at {STRONG_CAP:g}" if preferred > STRONG_CAP else "")
+        )
+    return FusionConfig("convex", alpha), why
 
 
 @dataclass
@@ -96,6 +144,7 @@ class TuneResult:
     ndcg: dict[str, float] = field(default_factory=dict)
     table: list[tuple[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    evidence: dict[str, Any] = field(default_factory=dict)  # what a label-free choice rests on
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +157,7 @@ class TuneResult:
             "ndcg@10": self.ndcg,
             "grid": [{"config": c, "ndcg@10": v} for c, v in self.table],
             "seconds": round(self.seconds, 2),
+            "evidence": self.evidence,
         }
 
 
@@ -179,10 +229,13 @@ def _sample_chunks(
 def pseudo_queries(
     engine: SearchEngine, n: int = PSEUDO_QUERIES, seed: int = PSEUDO_SEED, style: str = "cloze"
 ) -> tuple[dict[str, str], dict[str, dict[str, int]], dict[str, int]]:
-    """Label-free queries, qrels (relevant: the document the text came from) and, for "cloze",
-    the chunk each query came from, which scoring leaves out of the candidates."""
-    if style not in STYLES:
-        raise InputError(f"pseudo-query style must be one of {', '.join(STYLES)}, not '{style}'.")
+    """Label-free queries of the measurement styles (``STYLES`` but "cloze", which is
+    ``cloze_set``), their qrels (relevant: the document the text came from) and the chunks to
+    leave out of the candidates (none for these styles)."""
+    if style not in STYLES or style == "cloze":
+        raise InputError(
+            f"pseudo-query style must be one of {', '.join(STYLES[1:])}, not '{style}'."
+        )
     chunks, df = _sample_chunks(engine, max(SAMPLE_PER_QUERY * n, SAMPLE_MIN), seed, style)
     rng = random.Random(seed)
     picked: list[tuple[str, str]] = []  # (text, doc id)
@@ -199,14 +252,6 @@ def pseudo_queries(
                 picked.append((c.text[s[0] : s[1]], c.doc_id))
             if len(picked) >= n:
                 break
-    elif style == "cloze":
-        # inverse cloze at the document level: the sentence's own chunk is left out of the
-        # candidates, so the query must find its document through the document's OTHER chunks,
-        # which share its topic but not its words: no side wins by copying
-        per_doc = {d: len(engine.store.doc_chunk_ids(d)) for d in {c.doc_id for c in chunks}}
-        pqs = make_pseudo_queries([c for c in chunks if per_doc[c.doc_id] > 1], n, seed)
-        picked = [(p.query, p.doc_id) for p in pqs]
-        exclude = {f"pq{i}": p.chunk_id for i, p in enumerate(pqs)}
     else:
         pqs = make_pseudo_queries(chunks, n, seed)
         picked = [(p.query, p.doc_id) for p in pqs]
@@ -233,6 +278,138 @@ def pseudo_queries(
     return queries, qrels, exclude
 
 
+# ----- cloze pseudo-queries for every kind of index ---------------------------------------------
+GROUP_MAX = 50  # a title shared by more documents is a label ("FAQ"), not one source's pieces
+K1, B = 1.2, 0.75  # SQLite FTS5's bm25() constants
+
+
+@dataclass
+class PseudoSet:
+    """Label-free queries and how to score them (see ``cloze_set``)."""
+
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    exclude: dict[str, int] = field(default_factory=dict)  # chunk left out of the candidates
+    # chunk rescored without the query's sentence: (chunk id, doc id, text, remainder)
+    rest: dict[str, tuple[int, str, str, str]] = field(default_factory=dict)
+    kinds: dict[str, int] = field(default_factory=dict)
+
+
+def _groups(engine: SearchEngine, titles: set[str]) -> dict[str, list[str]]:
+    """Title -> ids of the documents with that title (titles of at most ``GROUP_MAX``)."""
+    out: dict[str, list[str]] = {}
+    todo = sorted(titles)
+    for i in range(0, len(todo), 500):
+        for title, doc_id in engine.store.ids_by_title(todo[i : i + 500]):
+            out.setdefault(str(title), []).append(str(doc_id))
+    return {t: d for t, d in out.items() if len(d) <= GROUP_MAX}
+
+
+def cloze_set(engine: SearchEngine, n: int = PSEUDO_QUERIES, seed: int = PSEUDO_SEED) -> PseudoSet:
+    """Inverse-cloze pseudo-queries that exist for documents of any length.
+
+    - A chunk of two or more sentences: one sentence is the query, its document the answer, and
+      the chunk is scored WITHOUT that sentence (its remainder is encoded for the dense side and
+      its BM25 scaled for the lexical one), so no side wins by copying; the document's other
+      chunks stay candidates.
+    - A one-sentence document (a sentence-level index): its text asks for the other documents of
+      its title (the other sentences of its source), and is itself left out of the candidates.
+    """
+    chunks, _ = _sample_chunks(engine, max(SAMPLE_PER_QUERY * n, SAMPLE_MIN), seed, "cloze")
+    pqs = make_pseudo_queries(chunks, n, seed)
+    out = PseudoSet({}, {})
+    text_of = {c.chunk_id: c.text for c in chunks}
+    for i, p in enumerate(pqs):
+        qid = f"pq{i}"
+        out.queries[qid] = " ".join(p.query.split())
+        out.qrels[qid] = {p.doc_id: 1}
+        out.rest[qid] = (p.chunk_id, p.doc_id, text_of[p.chunk_id], p.positive)
+    out.kinds["sentence of a longer chunk"] = len(pqs)
+    if len(pqs) < n:
+        used = {p.chunk_id for p in pqs}
+        short = [c for c in chunks if c.chunk_id not in used]
+        groups = _groups(engine, {c.title for c in short if c.title})
+        gqs = group_queries(short, groups, n - len(pqs), seed)
+        for g in gqs:
+            qid = f"pq{len(out.queries)}"
+            out.queries[qid] = g.query
+            out.qrels[qid] = {d: 1 for d in g.relevant}
+            out.exclude[qid] = g.chunk_id
+        if gqs:
+            out.kinds["short document, same-title documents"] = len(gqs)
+    return out
+
+
+def _bm25_ratio(engine: SearchEngine, pset: PseudoSet) -> dict[str, float]:
+    """For each rescored query: BM25(query, chunk remainder) / BM25(query, whole chunk), with
+    FTS5's formula and document frequencies of the chunks involved (a ratio: the collection
+    statistics mostly cancel), to scale the chunk's stored lexical score."""
+    an = engine.analyzer
+    docs = {cid: an.terms(text) for cid, _, text, _ in pset.rest.values()}
+    n_docs = max(1, engine.store.chunk_count())
+    avgdl = max(1.0, sum(len(t) for t in docs.values()) / max(1, len(docs)))
+    df: dict[str, int] = {}
+    for terms in docs.values():
+        for t in set(terms):
+            df[t] = df.get(t, 0) + 1
+    scale = n_docs / max(1, len(docs))  # sample frequencies scaled to the index
+
+    def bm25(q: set[str], terms: list[str]) -> float:
+        tf: dict[str, int] = {}
+        for t in terms:
+            if t in q:
+                tf[t] = tf.get(t, 0) + 1
+        norm = K1 * (1 - B + B * len(terms) / avgdl)
+        total = 0.0
+        for t, f in tf.items():
+            d = df.get(t, 1) * scale
+            idf = max(1e-6, math.log((n_docs - d + 0.5) / (d + 0.5)))
+            total += idf * f * (K1 + 1) / (f + norm)
+        return total
+
+    out = {}
+    for qid, (cid, _, _, remainder) in pset.rest.items():
+        q = set(an.terms(pset.queries[qid]))
+        whole = bm25(q, docs[cid])
+        out[qid] = bm25(q, an.terms(remainder)) / whole if whole > 0 else 1.0
+    return out
+
+
+def cloze_candidates(
+    engine: SearchEngine, pset: PseudoSet, depth: int = DEPTH
+) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, float]], dict[int, str]]:
+    """The candidate lists of ``pset``'s queries, with each query's own chunk rescored without
+    the query's sentence, or left out (see ``cloze_set``)."""
+    qids = list(pset.queries)
+    texts = [pset.queries[q] for q in qids]
+    qvecs = normalize_rows(np.asarray(engine.query_encoder.encode_queries(texts), np.float32))
+    dense_l, lexical_l, doc_of = engine.candidates(texts, depth + 1, qvecs)
+    dense, lexical = dict(zip(qids, dense_l)), dict(zip(qids, lexical_l))
+    for qid, cid in pset.exclude.items():
+        dense[qid].pop(cid, None)
+        lexical[qid].pop(cid, None)
+    if pset.rest:
+        rq = [q for q in qids if q in pset.rest]
+        rvecs = normalize_rows(
+            np.asarray(engine.encoder.encode_documents([pset.rest[q][3] for q in rq]), np.float32)
+        )
+        ratio = _bm25_ratio(engine, pset)
+        row = {q: i for i, q in enumerate(qids)}
+        for j, qid in enumerate(rq):
+            cid, doc_of[cid] = pset.rest[qid][:2]
+            dense[qid][cid] = float(qvecs[row[qid]] @ rvecs[j])
+            if cid in lexical[qid]:
+                if ratio[qid] > 0:
+                    lexical[qid][cid] *= ratio[qid]
+                else:
+                    del lexical[qid][cid]
+    for side in (dense, lexical):  # back to ``depth`` per side, as searches fuse
+        for qid, cands in side.items():
+            if len(cands) > depth:
+                side[qid] = dict(sorted(cands.items(), key=lambda kv: -kv[1])[:depth])
+    return dense, lexical, doc_of
+
+
 # ----- candidates and scoring ----------------------------------------------------------------------
 def candidate_lists(
     engine: SearchEngine, queries: dict[str, str], depth: int = DEPTH
@@ -240,7 +417,7 @@ def candidate_lists(
     """Dense and lexical chunk candidates per query (retrieved once, by the searcher's own
     candidate sources so tuning scores what searches do), and each chunk's document."""
     qids = list(queries)
-    dense, lexical, doc_of = Searcher(engine).candidates([queries[q] for q in qids], depth)
+    dense, lexical, doc_of = engine.candidates([queries[q] for q in qids], depth)
     return dict(zip(qids, dense)), dict(zip(qids, lexical)), doc_of
 
 
@@ -336,6 +513,22 @@ def _score_all(
     return out
 
 
+def measure(
+    dense: dict[str, dict[int, float]],
+    lexical: dict[str, dict[int, float]],
+    doc_of: dict[int, str],
+    qrels: dict[str, dict[str, int]],
+    configs: list[FusionConfig],
+    doc_key: Callable[[str], str] | None = None,
+) -> tuple[dict[FusionConfig, float], float, float]:
+    """Mean nDCG@10 of each config on given candidate lists ({qid: {chunk id: score}}, each
+    chunk's document), and of each side alone: what ``tune`` compares, without an index."""
+    cands = {q: _Query(dense.get(q, {}), lexical.get(q, {}), doc_of) for q in qrels}
+    scored = _score_all(cands, qrels, [*configs, "dense", "lexical"], doc_key or (lambda d: d))
+    means = {c: _mean(v) for c, v in zip(configs, scored)}
+    return means, _mean(scored[-2]), _mean(scored[-1])
+
+
 def _mean(values: dict[str, float]) -> float:
     return sum(values.values()) / max(1, len(values))
 
@@ -376,27 +569,17 @@ def tune(
     if manifest is None:
         raise InputError("the index is empty; ingest documents before tuning its fusion.")
     labelled = queries is not None
-    exclude: dict[str, int] = {}
+    pset: PseudoSet | None = None
     if queries is None or qrels is None:
-        queries, qrels, exclude = pseudo_queries(engine, n, seed, style)
-        if style == "cloze" and len(queries) < MIN_QUERIES:
-            # documents of one chunk each (e.g. sentences): no other chunk to find. The other
-            # styles measured biased towards the lexical side (docs/tune-reembed.md): keep the
-            # default rather than tune on them
-            reason = (
-                f"only {len(queries)} documents have 2+ chunks to make cloze pseudo-queries from "
-                f"(at least {MIN_QUERIES} are needed); kept the default {DEFAULT_CONFIG.label()}; "
-                "tune on labels with --queries/--qrels"
-            )
-            return TuneResult(
-                DEFAULT_CONFIG,
-                False,
-                reason,
-                f"{len(queries)} pseudo-queries (cloze, seed {seed})",
-                len(queries),
-                seconds=time.perf_counter() - started,
-            )
-        what = tuned_on or f"{len(queries)} pseudo-queries ({style}, seed {seed})"
+        if style == "cloze":
+            pset = cloze_set(engine, n, seed)
+            queries, qrels = pset.queries, pset.qrels
+            kinds = ", ".join(f"{v} {k}" for k, v in pset.kinds.items() if v)
+            what = tuned_on or f"{len(queries)} cloze pseudo-queries ({kinds}; seed {seed})"
+        else:
+            queries, qrels, exclude = pseudo_queries(engine, n, seed, style)
+            pset = PseudoSet(queries, qrels, exclude)
+            what = tuned_on or f"{len(queries)} pseudo-queries ({style}, seed {seed})"
         configs = configs or pseudo_grid()
     else:
         keep = [q for q in queries if any(g > 0 for g in qrels.get(q, {}).values())]
@@ -412,10 +595,10 @@ def tune(
         return TuneResult(
             DEFAULT_CONFIG, False, reason, what, len(queries), seconds=time.perf_counter() - started
         )
-    dense, lexical, doc_of = candidate_lists(engine, queries, DEPTH + (1 if exclude else 0))
-    for qid, cid in exclude.items():  # cloze: the query's own chunk is not a candidate
-        dense[qid].pop(cid, None)
-        lexical[qid].pop(cid, None)
+    if pset is not None:
+        dense, lexical, doc_of = cloze_candidates(engine, pset, DEPTH)
+    else:
+        dense, lexical, doc_of = candidate_lists(engine, queries, DEPTH)
     cands = {q: _Query(dense[q], lexical[q], doc_of) for q in queries}
     scored = _score_all(cands, qrels, [*configs, "dense", "lexical"], doc_key or (lambda d: d))
     per = dict(zip(configs, scored))
@@ -425,7 +608,26 @@ def tune(
     chosen = next(c for c in configs if means[c] >= means[best] - TOLERANCE)  # simplest tie
     default = configs[0]
     reason = f"highest nDCG@10 (within {TOLERANCE} of the best, simplest first)"
-    if chosen != default:
+    evidence: dict[str, Any] = {}
+    if not labelled:
+        chosen, reason = choose_pseudo(means, dense_only, lexical_only)
+        if chosen not in means:  # a weight off the measured line: measure it
+            extra = _score_all(cands, qrels, [chosen], doc_key or (lambda d: d))[0]
+            per[chosen], means[chosen] = extra, _mean(extra)
+        n_q = max(1, len(queries))
+        evidence = {
+            "pseudo_queries": dict(pset.kinds) if pset is not None else {},
+            "dense_better": round(sum(scored[-2][q] > scored[-1][q] for q in queries) / n_q, 3),
+            "lexical_better": round(sum(scored[-1][q] > scored[-2][q] for q in queries) / n_q, 3),
+            "convex_line": {
+                f"{c.alpha:g}": round(means[c], 4)
+                for c in sorted(
+                    (c for c in configs if c.method == "convex" and c.norm == "minmax"),
+                    key=lambda c: c.alpha,
+                )
+            },
+        }
+    elif chosen != default:
         gain = means[chosen] - means[default]
         se = _se_of_difference(per[chosen], per[default])
         if gain < se:
@@ -449,6 +651,7 @@ def tune(
         len(queries),
         ndcg,
         [(c.label(), round(means[c], 4)) for c in configs],
+        evidence=evidence,
     )
     if store:
         facts = {
@@ -458,6 +661,7 @@ def tune(
             "queries": len(queries),
             "ndcg@10": ndcg,
             "reason": reason,
+            **({"evidence": evidence} if evidence else {}),
             "chunks": engine.store.chunk_count(),
             "generation": manifest.generation,
             "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -520,3 +724,31 @@ def explain(manifest: dict[str, Any] | None) -> str:
         f"nDCG@10 {s.get('chosen')} vs dense only {s.get('dense')}, lexical only "
         f"{s.get('lexical')}, default {s.get('default')}; {f.get('reason')}"
     )
+
+
+def describe(
+    manifest: dict[str, Any] | None, fusion: str | None = None, alpha: float | None = None
+) -> dict[str, Any]:
+    """What fusion a search with these arguments uses and why (``query --explain``): the config
+    (as ``fusion.resolve`` makes it), its label, where it came from ("arguments", "tuned" or
+    "default") and the reason (plus the tune's evidence when the index's tuned one is used)."""
+    used = resolve(manifest, fusion, alpha)
+    f = (manifest or {}).get("fusion")
+    out: dict[str, Any] = {**used.to_dict(), "label": used.label()}
+    if fusion is not None or alpha is not None:
+        given = ", ".join(
+            x
+            for x in (
+                f"--fusion {fusion}" if fusion else "",
+                f"--alpha {alpha:g}" if alpha is not None else "",
+            )
+            if x
+        )
+        out.update(source="arguments", reason=f"given with the search ({given})")
+    elif isinstance(f, dict):
+        out.update(source="tuned", reason=explain(manifest))
+        if isinstance(f.get("evidence"), dict):
+            out["evidence"] = f["evidence"]
+    else:
+        out.update(source="default", reason=explain(manifest))
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,9 @@ class Document:
     title: str = ""
     source: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    # (char offset where a part of ``text`` starts, where it is: {"page": 3}, {"section": "A › B"}),
+    # sorted by offset; empty for plain text
+    locations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -49,6 +53,8 @@ class Hit:
     snippet_end: int = 0
     highlight: str = ""
     highlight_spans: list[tuple[int, int]] = field(default_factory=list)
+    # where the best passage is: {"page": 3}, {"pages": [3, 4]}, {"section": "A › B"}
+    location: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self, explain: bool = True) -> dict[str, Any]:
         """The JSON shape of a hit (with its dense, lexical and fused scores unless explain=False)."""
@@ -65,6 +71,7 @@ class Hit:
             "snippet": {"text": self.snippet, "start": self.snippet_start, "end": self.snippet_end},
             "highlight": self.highlight,
             "highlight_spans": [list(span) for span in self.highlight_spans],
+            **self.location,
         }
         if explain:
             out["explain"] = {
@@ -73,3 +80,26 @@ class Hit:
                 "fused_score": self.score,
             }
         return out
+
+
+def locate(locations: list[tuple[int, dict[str, Any]]], start: int, end: int) -> dict[str, Any]:
+    """Where the text span [start, end) lies: the page (``pages`` when it spans several) and the
+    section in effect at its start (else the first one inside it)."""
+    if not locations:
+        return {}
+    offsets = [o for o, _ in locations]
+    first = max(bisect_right(offsets, start) - 1, 0)
+    last = max(bisect_right(offsets, max(start, end - 1)) - 1, 0)
+    inside = [loc for _, loc in locations[first : last + 1]]
+    if offsets[0] > start:  # the span starts before the first located part
+        inside = [loc for o, loc in locations if o < end]
+    out: dict[str, Any] = {}
+    pages = sorted({int(loc["page"]) for loc in inside if "page" in loc})
+    if len(pages) == 1:
+        out["page"] = pages[0]
+    elif pages:
+        out["pages"] = pages
+    sections = [loc["section"] for loc in inside if "section" in loc]
+    if sections:
+        out["section"] = sections[0]
+    return out

@@ -183,7 +183,7 @@ def test_binary_and_empty_files_skipped_with_reasons_and_strict(cli_run, tmp_pat
         '{"id": "n1", "text": "   "}\n{"id": "n2", "text": "bien"}\n'
     )
     (docs / "good.txt").write_text("Un documento normal sobre la paella valenciana.\n")
-    (docs / "image.png").write_bytes(b"\x89PNG")  # not a supported extension: never looked at
+    (docs / "image.png").write_bytes(b"\x89PNG")  # not a supported extension: listed, not read
     res, _summary = ingest(cli_run, tmp_path / "idx", docs, json_out=False)
     assert res.exit_code == 0, res.output
     no_traceback(res)
@@ -192,6 +192,7 @@ def test_binary_and_empty_files_skipped_with_reasons_and_strict(cli_run, tmp_pat
     assert "skipped (3): binary file, not text" in out
     assert "skipped (4): empty or whitespace-only" in out
     assert "skipped (1): no text in field 'text'" in out
+    assert "skipped (1): unsupported extension .png" in out
     for name in ("elf.txt", "png.txt", "zip.jsonl", "empty.txt", "blank.md", "bom-only.txt"):
         assert str(docs / name) in res.stderr
     assert f"{docs / 'notext.jsonl'}:1: no text in field 'text'" in res.stderr
@@ -201,7 +202,7 @@ def test_binary_and_empty_files_skipped_with_reasons_and_strict(cli_run, tmp_pat
         "ingest", docs, "--index", tmp_path / "idx", "--model", cli_run.model, "-q", "--strict"
     )
     assert strict.exit_code == 1
-    assert strict.stderr.strip().splitlines()[-1] == "Error: 8 inputs were skipped (--strict)."
+    assert strict.stderr.strip().splitlines()[-1] == "Error: 9 inputs were skipped (--strict)."
     assert "unchanged: 2" in strict.stdout
 
 

@@ -115,6 +115,15 @@ async function search() {
   renderActiveFilters();
 }
 
+// where a hit's passage is: "p. 12", "pp. 3–4", "§ Capítulo 1 › Artículo 2" (issue 17)
+function whereInDocument(r) {
+  const parts = [];
+  if (r.page) parts.push(`p. ${r.page}`);
+  else if (r.pages && r.pages.length) parts.push(`pp. ${r.pages[0]}–${r.pages[r.pages.length - 1]}`);
+  if (r.section) parts.push(`§ ${r.section}`);
+  return parts.join(", ");
+}
+
 function renderResults(results) {
   const list = $("results");
   list.replaceChildren();
@@ -132,6 +141,8 @@ function renderResults(results) {
     });
     const meta = el("p", { class: "meta" });
     meta.append(el("span", { text: r.source || r.doc_id }));
+    const where = whereInDocument(r);
+    if (where) meta.append(" ", el("span", { class: "where", text: where }));
     for (const [k, v] of Object.entries(r.metadata || {})) {
       if (v !== null && typeof v !== "object") meta.append(" ", el("span", { class: "tag", text: `${k}: ${v}` }));
     }
