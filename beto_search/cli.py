@@ -879,6 +879,14 @@ def main() -> None:
     "--cors", multiple=True, metavar="ORIGIN", help="Allow this browser origin (repeatable)."
 )
 @click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests whose Host is NAME ('*.example.org' for subdomains; repeatable). "
+    "Loopback names and the bound host are always allowed.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=1,
@@ -902,6 +910,7 @@ def serve(
     public_read: bool,
     read_only: bool,
     cors: tuple[str, ...],
+    allowed_hosts: tuple[str, ...],
     workers: int,
     model: str | None,
     precision: str | None,
@@ -921,6 +930,7 @@ def serve(
         read_only=read_only,
         public_read=public_read,
         cors=list(cors),
+        allowed_hosts=list(allowed_hosts),
         model=model,
         precision=precision,
         device=device,

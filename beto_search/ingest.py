@@ -74,9 +74,14 @@ def content_hash(doc: Document) -> str:
 
 
 def as_document(record: Document | dict[str, Any]) -> Document:
-    """Accept a Document or a dict with id, text and optional title, source, metadata."""
+    """Accept a Document or a dict with id, text and optional title, source, metadata.
+
+    Refuses (InputError) an id holding a lone surrogate (cleaning would make it another
+    document's id) and metadata that cannot be stored as JSON (``validation.check_metadata``).
+    """
     from .errors import InputError
     from .readers import clean_text
+    from .validation import check_metadata, check_text
 
     if isinstance(record, Document):
         doc = record
@@ -88,19 +93,24 @@ def as_document(record: Document | dict[str, Any]) -> Document:
             text=str(record["text"]),
             title=str(record.get("title") or ""),
             source=str(record.get("source") or ""),
-            metadata=dict(record.get("metadata") or {}),
+            metadata=record.get("metadata") or {},
             locations=[(int(o), dict(loc)) for o, loc in record.get("locations") or []],
         )
     else:
         raise InputError("records must be dicts or Documents.")
     if not doc.id.strip():
         raise InputError("a document id may not be empty.")
+    check_text(doc.id, f"the document id {doc.id[:60]!r}")
+    try:
+        metadata = check_metadata(doc.metadata)
+    except InputError as exc:
+        raise InputError(f"document '{doc.id[:60]}': {exc}") from None
     return Document(
         id=clean_text(doc.id),
         text=clean_text(doc.text),
         title=clean_text(doc.title),
         source=doc.source,
-        metadata=doc.metadata,
+        metadata=dict(metadata),
         locations=doc.locations,
         parts=doc.parts,
     )

@@ -29,6 +29,7 @@ from .errors import InputError
 from .formats import FORMATS, read_format
 from .text import SNIFF_BYTES, clean_text, decode_bytes, detect_encoding
 from .types import Document
+from .validation import check_metadata
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +293,7 @@ def _record_to_document(record: Any, opts: ReaderOptions, default_id: str, sourc
     doc_id = str(raw_id).strip() if raw_id not in (None, "") else default_id
     title = record.get(opts.title_field) or ""
     used = {id_field, opts.text_field, opts.title_field}
-    metadata = {k: v for k, v in record.items() if k not in used}
+    metadata = check_metadata({k: v for k, v in record.items() if k not in used})
     return Document(
         id=clean_text(doc_id),
         text=clean_text(text),
@@ -335,6 +336,8 @@ def _read_jsonl(
             yield _record_to_document(record, opts, f"{rel}#{lineno}", str(path))
         except json.JSONDecodeError as exc:
             report.skip(where, f"malformed JSON ({exc.msg})")
+        except RecursionError:
+            report.skip(where, "malformed JSON (nested too deep)")
         except InputError as exc:
             report.skip(where, str(exc))
 
@@ -347,6 +350,8 @@ def _read_json(
         data = json.loads(clean_text(decode_bytes(path.read_bytes(), opts.encoding)))
     except json.JSONDecodeError as exc:
         raise InputError(f"malformed JSON at line {exc.lineno} ({exc.msg})") from None
+    except RecursionError:
+        raise InputError("malformed JSON (nested too deep)") from None
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):

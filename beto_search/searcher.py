@@ -356,16 +356,19 @@ class Candidates:
     reach: int
 
 
-def check_search(query: str, k: int, mode: str, fusion: str | None, alpha: float | None) -> None:
-    """A search's arguments, checked once (one-sentence ``InputError``s)."""
+def check_search(
+    query: str, k: int, mode: str, fusion: str | None = None, alpha: float | None = None
+) -> None:
+    """A search's arguments, checked once (one-sentence ``InputError``s); the server runs them
+    before it encodes a query."""
     if not isinstance(query, str) or not clean_text(query).strip():
         raise InputError("the query is empty; give some text to search for.")
     if not isinstance(k, int) or k < 1:
         raise InputError("the number of results (k) must be a whole number of at least 1.")
     if mode not in MODES:
-        raise InputError(f"mode must be one of {', '.join(MODES)}, not '{mode}'.")
+        raise InputError(f"mode must be one of {', '.join(MODES)}, not '{mode[:40]}'.")
     if fusion is not None and fusion not in FUSIONS:
-        raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, not '{fusion}'.")
+        raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, not '{fusion[:40]}'.")
     if alpha is not None and not 0.0 <= alpha <= 1.0:
         raise InputError("alpha must be between 0 and 1.")
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import IndexCorruptError, InputError, StorageError
 from .types import Chunk, Document
+from .validation import load_metadata
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -75,6 +76,9 @@ DOCUMENT_COLUMNS = {
     "updated_at": str,
 }
 
+# metadata read by SQLite's JSON functions: a row that is not valid JSON (written before the
+# checks of validation.py, or by hand) counts as {} instead of failing the whole query
+_VALID_METADATA = "CASE WHEN json_valid(d.metadata) THEN d.metadata ELSE '{}' END"
 _KEY_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
@@ -100,7 +104,7 @@ class StoredChunk:
 def _stored_chunk(row: tuple[Any, ...]) -> StoredChunk:
     """A (chunk id, doc id, ordinal, start, end, text, title, source, metadata JSON) row."""
     cid, doc_id, ordinal, start, end, text, title, source, meta = row
-    return StoredChunk(cid, doc_id, ordinal, start, end, text, title, source, json.loads(meta))
+    return StoredChunk(cid, doc_id, ordinal, start, end, text, title, source, load_metadata(meta))
 
 
 def document_row(doc: Document, content_hash: str, created: str, stamp: str) -> dict[str, Any]:
@@ -226,8 +230,8 @@ class Filter:
                 params.append(value)
             else:
                 parts.append(
-                    "beto_filter_match(json_type(d.metadata, ?),"
-                    " CAST(json_extract(d.metadata, ?) AS TEXT), ?, ?)"
+                    f"beto_filter_match(json_type({_VALID_METADATA}, ?),"
+                    f" CAST(json_extract({_VALID_METADATA}, ?) AS TEXT), ?, ?)"
                 )
                 params.extend([paths[key], paths[key], fold_value(value), value])
         if self.source_glob is not None:
@@ -600,7 +604,7 @@ class Store:
                     row["text"] = "".join(self.text_from_chunks(doc_id))
                 return {
                     **row,
-                    "metadata": json.loads(row["metadata"]),
+                    "metadata": load_metadata(row["metadata"]),
                     "locations": self.locations([doc_id]).get(doc_id, []),
                 }
         return None
@@ -690,7 +694,7 @@ class Store:
         groups: dict[str, dict[Any, list[Any]]] = {}
         for r in self.db.query(
             "SELECT j.key AS field, j.value AS value, j.type AS type, count(DISTINCT d.id) AS n"
-            " FROM documents d, json_each(d.metadata) j"
+            f" FROM documents d, json_each({_VALID_METADATA}) j"
             f" {where} {'AND' if where else 'WHERE'} j.type NOT IN ('object', 'array')"
             " GROUP BY j.key, j.type, j.value ORDER BY j.key, n DESC, j.value",
             params,
@@ -712,7 +716,8 @@ class Store:
             key
             for key, path in flt.metadata_paths().items()
             if not self.conn.execute(
-                "SELECT EXISTS(SELECT 1 FROM documents WHERE json_type(metadata, ?) IS NOT NULL)",
+                "SELECT EXISTS(SELECT 1 FROM documents d"
+                f" WHERE json_type({_VALID_METADATA}, ?) IS NOT NULL)",
                 (path,),
             ).fetchone()[0]
         ]
@@ -722,7 +727,7 @@ class Store:
         return [
             r[0]
             for r in self.conn.execute(
-                "SELECT DISTINCT j.key FROM documents d, json_each(d.metadata) j ORDER BY j.key"
+                f"SELECT DISTINCT j.key FROM documents d, json_each({_VALID_METADATA}) j ORDER BY j.key"
                 " LIMIT ?",
                 (limit,),
             )
@@ -813,6 +818,16 @@ class Store:
                 gaps += 1
         if gaps:
             out.append(f"{gaps} documents are not covered by their chunks")
+        invalid = [
+            r[0]
+            for r in self.conn.execute("SELECT id FROM documents WHERE NOT json_valid(metadata)")
+        ]
+        if invalid:
+            shown = ", ".join(invalid[:5]) + (", ..." if len(invalid) > 5 else "")
+            out.append(
+                f"{len(invalid)} documents have stored metadata that is not valid JSON ({shown});"
+                " facets and filters skip it: re-add them with valid metadata"
+            )
         return out
 
     def documents_missing_vectors(self, dim: int) -> list[str]:
