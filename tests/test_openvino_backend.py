@@ -72,6 +72,15 @@ def test_graph_is_quantized(ov_encoders) -> None:
     )
 
 
+def test_graph_inputs_named_by_us(ov_encoders) -> None:
+    """The saved graph's inputs carry exactly our names, in our order, whatever the converter
+    called them (with transformers 4.45 it names the mask '55', which broke quantization)."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(ov_encoders["mean"][1].path))
+    assert [sorted(p.get_names()) for p in model.inputs] == [[n] for n in openvino_backend.INPUTS]
+
+
 @pytest.mark.parametrize("pooling", ["mean", "max"])
 def test_close_to_torch_fp32(ov_encoders, pooling: str) -> None:
     ref_enc, enc = ov_encoders[pooling]

@@ -97,13 +97,18 @@ def convert(bert: Any) -> Any:
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
-            return ov.convert_model(
+            model = ov.convert_model(
                 LastHidden(bert).eval(),
                 example_input=example,
                 input=[(k, ov.PartialShape([-1, -1]), ov.Type.i64) for k in INPUTS],
             )
     finally:
         bert.train(was_training)
+    # The inputs come in INPUTS' order (forward's), but their tensor names are the converter's
+    # choice: with transformers 4.45 the mask is called '55'. Name them ourselves.
+    for port, name in zip(model.inputs, INPUTS):
+        port.get_tensor().set_names({name})
+    return model
 
 
 def calibration_items(
@@ -136,8 +141,8 @@ def quantize(model: Any, items: list[dict[str, np.ndarray]]) -> Any:
     """NNCF static int8 post-training quantization (weights and activations) of ``model``."""
     import nncf
 
-    names = [i.get_any_name() for i in model.inputs]
-    dataset = nncf.Dataset(items, lambda d: {k: d[k] for k in names})
+    # by position (``convert`` keeps INPUTS' order), not by the graph's tensor names
+    dataset = nncf.Dataset(items, lambda d: tuple(d[k] for k in INPUTS))
     return nncf.quantize(
         model,
         dataset,
@@ -241,9 +246,8 @@ class OpenVinoEncoder(CompiledEncoder):
 
     def embed_batch(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         with self._lock:
-            self._request.infer(
-                {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-            )
+            # by position: INPUTS' order, whatever names an older build gave the inputs
+            self._request.infer([ids, mask, np.zeros_like(ids)])
             hidden = np.array(self._request.get_output_tensor(0).data, dtype=np.float32)
         return pool(hidden, mask, self.pooling)
 
