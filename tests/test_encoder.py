@@ -143,3 +143,43 @@ def test_beto_vocabulary_tokenizes_spanish_without_unk(
 def test_tiny_model_uses_beto_vocabulary(beto_vocab_dir: Path, tiny_encoder: BetoEncoder) -> None:
     ids = tiny_encoder.tokenize(["¿Cuál es la capital de España? Canción, canciones, año."])[0]
     assert tiny_encoder.tokenizer.unk_token_id not in ids
+    tokens = tiny_encoder.tokenizer.convert_ids_to_tokens(ids)
+    assert "canción" in tokens and "año" in tokens  # lower-cased, accents and ñ kept
+
+
+def test_shipped_beto_vocabulary_is_betos(beto_vocab_dir: Path) -> None:
+    """The in-package copy (CC BY 4.0, attributed) is BETO's: 31,002 entries in BETO's id order."""
+    from beto_search.testing import BETO_CASED, BETO_DATA
+
+    for folder in (beto_vocab_dir, BETO_CASED):
+        vocab = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
+        assert len(vocab) == 31002
+        assert vocab[:6] == ["[MASK]", "[PAD]", "[EOS]", "[UNK]", "[CLS]", "[SEP]"]
+        assert json.loads((folder / "config.json").read_text())["vocab_size"] == 31002
+    assert "CC BY 4.0" in (BETO_DATA / "README.md").read_text(encoding="utf-8")
+    assert "Cañete" in (BETO_DATA / "LICENSE").read_text(encoding="utf-8")
+
+
+def test_corpus_words_have_no_unknown_tokens(tiny_encoder: BetoEncoder) -> None:
+    """Every word of the sample corpus tokenizes without [UNK] (4,500 distinct words), except
+    those with 'ü': BETO's published vocabulary has no 'ü' (nor '«', '%', ';'), so the real BETO
+    maps 'pingüino' to [UNK] too."""
+    import re
+
+    from .conftest import SPANISH_TEXTS, corpus_texts
+
+    words = {w for t in SPANISH_TEXTS + corpus_texts() for w in re.findall(r"[^\W\d_]+", t)}
+    plain = sorted(w for w in words if "ü" not in w.lower())
+    unk = tiny_encoder.tokenizer.unk_token_id
+    unknown = [w for w, ids in zip(plain, tiny_encoder.tokenize(plain)) if unk in ids]
+    assert len(plain) > 4000 and unknown == []
+    assert unk in tiny_encoder.tokenize(["pingüino"])[0]  # BETO's own gap, not a loading fault
+
+
+def test_cased_beto_keeps_case(tmp_path: Path) -> None:
+    from beto_search.testing import BETO_CASED, build_bert_folder
+
+    folder = build_bert_folder(tmp_path / "cased", BETO_CASED / "vocab.txt", lower_case=False)
+    enc = BetoEncoder(str(folder))
+    tokens = enc.tokenizer.tokenize("Madrid es la capital de España.")
+    assert "Madrid" in tokens and "España" in tokens and "[UNK]" not in tokens
