@@ -183,3 +183,72 @@ def test_cased_beto_keeps_case(tmp_path: Path) -> None:
     enc = BetoEncoder(str(folder))
     tokens = enc.tokenizer.tokenize("Madrid es la capital de España.")
     assert "Madrid" in tokens and "España" in tokens and "[UNK]" not in tokens
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _offline_env(tmp_path: Path) -> dict[str, str]:
+    """A network-less hub: HF_ENDPOINT on a closed local port, an empty cache, no HF_HUB_OFFLINE."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    root = str(Path(__file__).resolve().parents[1])
+    env.update(
+        HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}",
+        HF_HOME=str(tmp_path / "hf"),
+        PYTHONPATH=os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p),
+    )
+    return env
+
+
+@pytest.mark.slow
+def test_unreachable_hub_fails_fast_in_one_sentence(tmp_path: Path) -> None:
+    """Without a network: one short request, then the sentence; no minute of retry warnings."""
+    import subprocess
+    import sys
+
+    (tmp_path / "a.txt").write_text("El río y la montaña.", encoding="utf-8")
+    args = ["ingest", str(tmp_path / "a.txt"), "--index", str(tmp_path / "idx")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "beto_search.cli", *args, "--model", "nadie/no-existe"],
+        env=_offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,  # a hang guard only: the hub client's retries took 55 s on an idle machine
+    )
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: Could not load the model 'nadie/no-existe'")
+    assert "cannot be reached" in lines[0] and "not in the Hugging Face cache" in lines[0]
+    assert "Retry" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_unreachable_hub_loads_a_cached_model(tiny_model: Path, tmp_path: Path) -> None:
+    """A hub id already in the Hugging Face cache loads from there when the hub cannot be reached."""
+    import subprocess
+    import sys
+
+    env = _offline_env(tmp_path)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--alguien--beto-mini"
+    shutil.copytree(tiny_model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = (
+        "from beto_search import BetoEncoder; e = BetoEncoder('alguien/beto-mini', device='cpu'); "
+        "print(e.encode_documents(['hola']).shape, e.revision)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["(1,", "32)", commit]
+    assert "Retry" not in proc.stderr
