@@ -13,11 +13,13 @@ freed once the graph is written; compiled blobs are cached (``CACHE_DIR``) for f
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.util
 import logging
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,68 @@ def require_openvino(precision: str = "ov-int8") -> Any:
 def calibration_texts(path: Path = CALIBRATION) -> list[str]:
     """The shipped Spanish calibration texts, one per non-empty line."""
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# ----- quiet build -------------------------------------------------------------------------------
+class _Forward(logging.Handler):
+    """Passes NNCF's warnings and errors on to our logger (stderr in the CLI), drops the rest."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            log.log(record.levelno, "nncf: %s", record.getMessage())
+
+
+class _DropCudaHome(logging.Filter):
+    """torch.utils.cpp_extension says, on import, that a CPU-only torch has no CUDA runtime."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+@contextlib.contextmanager
+def quiet_build() -> Iterator[None]:
+    """Silence what converting and quantizing print that tells a user nothing, then restore it.
+
+    NNCF logs INFO to *stdout* through its own handler and draws rich progress bars there
+    ("Statistics collection ━━━ 100%"), which broke ``ingest --json``: its handlers are swapped
+    for one that forwards warnings and errors to our logger, and rich's console is muted. The
+    converter's tracing makes transformers warn about a training loss (``loss_type=None``), and
+    nncf's import of torch.utils.cpp_extension warns about CUDA on a CPU-only torch.
+    """
+    import transformers
+
+    rich: Any
+    try:
+        import rich  # NNCF's progress bars (installed with nncf; ov-bf16 needs neither)
+    except ImportError:
+        rich = None
+
+    nncf_log = logging.getLogger("nncf")
+    handlers, propagate = list(nncf_log.handlers), nncf_log.propagate
+    cuda = _DropCudaHome()
+    cpp = logging.getLogger("torch.utils.cpp_extension")
+    console = rich.get_console() if rich is not None else None
+    quiet = console.quiet if console is not None else False
+    verbosity = transformers.utils.logging.get_verbosity()
+    for h in handlers:
+        nncf_log.removeHandler(h)
+    nncf_log.addHandler(forward := _Forward())
+    nncf_log.propagate = False
+    cpp.addFilter(cuda)
+    if console is not None:
+        console.quiet = True
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.utils.logging.set_verbosity(verbosity)
+        if console is not None:
+            console.quiet = quiet
+        cpp.removeFilter(cuda)
+        nncf_log.removeHandler(forward)
+        for h in handlers:
+            nncf_log.addHandler(h)
+        nncf_log.propagate = propagate
 
 
 # ----- convert / quantize ------------------------------------------------------------------------
@@ -186,7 +250,8 @@ def build(model: str, revision: str | None, precision: str, folder: Path) -> Pat
 
     def run(tmp: Path) -> None:
         source = load_for_export(model, revision, precision)
-        graph = convert(source.transformer.model)
+        with quiet_build():
+            graph = convert(source.transformer.model)
         items = (
             calibration_items(source.tokenizer, source.max_length)
             if precision == "ov-int8"
@@ -196,7 +261,8 @@ def build(model: str, revision: str | None, precision: str, folder: Path) -> Pat
         del source
         gc.collect()
         if items is not None:
-            graph = quantize(graph, items)
+            with quiet_build():
+                graph = quantize(graph, items)
         ov.save_model(graph, str(tmp / MODEL_FILE), compress_to_fp16=False)
 
     log.info("building the %s graph of %s into %s", precision, model, folder)
