@@ -179,7 +179,14 @@ def quiet_loading() -> Iterator[None]:
         lg.addFilter(drop)
     tlog.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():
+            # transformers 4.45 announces, at every tokenizer load, a default it will change
+            warnings.filterwarnings(
+                "ignore",
+                message="`clean_up_tokenization_spaces` was not set",
+                category=FutureWarning,
+            )
+            yield
     finally:
         for lg in loggers:
             lg.removeFilter(drop)
