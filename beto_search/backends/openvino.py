@@ -16,7 +16,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib.util
+import io
 import logging
+import os
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -89,50 +92,73 @@ class _DropCudaHome(logging.Filter):
         return not str(record.msg).startswith("No CUDA runtime is found")
 
 
+def _import_nncf_quietly() -> Any:
+    """``import nncf`` without its import-time "NNCF initialized successfully" on stdout.
+
+    NNCF's logger must be created by NNCF itself (its own Logger class), so it cannot be muted
+    before the import: stdout is redirected for the import alone (NNCF's stdout handler then keeps
+    that buffer, and its later messages, outside ``quiet_build``, go nowhere).
+    """
+    if "nncf" in sys.modules:
+        return sys.modules["nncf"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        import nncf
+    return nncf
+
+
 @contextlib.contextmanager
-def quiet_build() -> Iterator[None]:
-    """Silence what converting and quantizing print that tells a user nothing, then restore it.
+def quiet_build(nncf: bool = False) -> Iterator[None]:
+    """Silence what converting (and, with ``nncf``, quantizing) prints that tells a user nothing.
 
     NNCF logs INFO to *stdout* through its own handler and draws rich progress bars there
     ("Statistics collection ━━━ 100%"), which broke ``ingest --json``: its handlers are swapped
     for one that forwards warnings and errors to our logger, and rich's console is muted. The
-    converter's tracing makes transformers warn about a training loss (``loss_type=None``), and
-    nncf's import of torch.utils.cpp_extension warns about CUDA on a CPU-only torch.
+    converter's tracing makes transformers warn about a training loss (``loss_type=None``);
+    nncf's import of torch.utils.cpp_extension warns about CUDA on a CPU-only torch. All of
+    that is put back afterwards (but TOKENIZERS_PARALLELISM: see below).
     """
     import transformers
 
-    rich: Any
-    try:
-        import rich  # NNCF's progress bars (installed with nncf; ov-bf16 needs neither)
-    except ImportError:
-        rich = None
-
-    nncf_log = logging.getLogger("nncf")
-    handlers, propagate = list(nncf_log.handlers), nncf_log.propagate
+    # OpenVINO's telemetry (openvino-telemetry) forks a sender process per event, in a background
+    # thread, after the build too; in each child the tokenizers library warns that it was forked
+    # after using threads, unless this is set. Left set for the process (unless the user chose).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cuda = _DropCudaHome()
     cpp = logging.getLogger("torch.utils.cpp_extension")
-    console = rich.get_console() if rich is not None else None
-    quiet = console.quiet if console is not None else False
-    verbosity = transformers.utils.logging.get_verbosity()
-    for h in handlers:
-        nncf_log.removeHandler(h)
-    nncf_log.addHandler(forward := _Forward())
-    nncf_log.propagate = False
     cpp.addFilter(cuda)
-    if console is not None:
-        console.quiet = True
+    verbosity = transformers.utils.logging.get_verbosity()
     transformers.utils.logging.set_verbosity_error()
+    console = None
+    nncf_log, handlers, propagate = None, [], True
+    forward = _Forward()
     try:
-        yield
-    finally:
-        transformers.utils.logging.set_verbosity(verbosity)
+        if nncf:
+            _import_nncf_quietly()
+            import rich  # NNCF's progress bars (a dependency of nncf)
+
+            console = rich.get_console()
+            nncf_log = logging.getLogger("nncf")
+            handlers, propagate = list(nncf_log.handlers), nncf_log.propagate
+            for h in handlers:
+                nncf_log.removeHandler(h)
+            nncf_log.addHandler(forward)
+            nncf_log.propagate = False
+        quiet = console.quiet if console is not None else False
         if console is not None:
-            console.quiet = quiet
+            console.quiet = True
+        try:
+            yield
+        finally:
+            if console is not None:
+                console.quiet = quiet
+    finally:
+        if nncf_log is not None:
+            nncf_log.removeHandler(forward)
+            for h in handlers:
+                nncf_log.addHandler(h)
+            nncf_log.propagate = propagate
+        transformers.utils.logging.set_verbosity(verbosity)
         cpp.removeFilter(cuda)
-        nncf_log.removeHandler(forward)
-        for h in handlers:
-            nncf_log.addHandler(h)
-        nncf_log.propagate = propagate
 
 
 # ----- convert / quantize ------------------------------------------------------------------------
@@ -261,7 +287,7 @@ def build(model: str, revision: str | None, precision: str, folder: Path) -> Pat
         del source
         gc.collect()
         if items is not None:
-            with quiet_build():
+            with quiet_build(nncf=True):
                 graph = quantize(graph, items)
         ov.save_model(graph, str(tmp / MODEL_FILE), compress_to_fp16=False)
 
