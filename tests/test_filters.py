@@ -136,7 +136,7 @@ def test_server_where_folds_and_warns(corpus_index: Path, tiny_encoder) -> None:
     from beto_search.server import ServerSettings, create_app
 
     app = create_app(ServerSettings(index=str(corpus_index), read_only=True), encoder=tiny_encoder)
-    with testclient.TestClient(app) as api:
+    with testclient.TestClient(app, base_url="http://127.0.0.1") as api:  # a host it serves
         q = {"q": "precios", "mode": "lexical"}
         got = api.get("/api/search", params={**q, "where": "categoria:ECONOMIA"}).json()
         assert got["results"] and got["warnings"] == []
