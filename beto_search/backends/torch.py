@@ -67,10 +67,11 @@ def quantize_int8(
     return model
 
 
-def load_failure(name: str, exc: Exception) -> ModelLoadError:
-    """The one-sentence error for a model that could not be loaded."""
+def load_failure(name: str, exc: Exception, how: str | None = None) -> ModelLoadError:
+    """The one-sentence error for a model that could not be loaded (``how``: what to do
+    instead, for callers other than the encoder, e.g. the reranker)."""
     offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
-    how = (
+    how = how or (
         "pass --model PATH (or BETO_SEARCH_MODEL) with a local folder, or save a copy on a connected "
         "machine with SentenceTransformer('"
         + DEFAULT_MODEL
