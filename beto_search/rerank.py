@@ -217,7 +217,7 @@ def _head(ce: Any) -> tuple[str, dict[str, np.ndarray]]:
         return t.detach().float().cpu().numpy()
 
     pooler = getattr(body, "pooler", None)
-    if pooler is not None and hasattr(cls, "weight"):  # BertForSequenceClassification
+    if pooler is not None and cls is not None and hasattr(cls, "weight"):  # BERT's head
         return "pooler", {
             "w1": arr(pooler.dense.weight),
             "b1": arr(pooler.dense.bias),
@@ -289,7 +289,8 @@ def _graph_file(precision: str) -> str:
 
 def is_built(folder: Path, precision: str) -> bool:
     return all(
-        (folder / f).is_file() for f in (_graph_file(precision), META_FILE, HEAD_FILE, TOKENIZER_FILE)
+        (folder / f).is_file()
+        for f in (_graph_file(precision), META_FILE, HEAD_FILE, TOKENIZER_FILE)
     )
 
 
@@ -301,9 +302,10 @@ def _pair_features(tokenizer: Any, pairs: list[tuple[str, str]], max_length: int
         max_length=max_length,
         return_attention_mask=False,
     )
+    ids = enc["input_ids"]
+    types = enc.get("token_type_ids") or [[0] * len(row) for row in ids]  # RoBERTa has none
     return [
-        (np.array([ids], dtype=np.int64), np.array([types], dtype=np.int64))
-        for ids, types in zip(enc["input_ids"], enc.get("token_type_ids") or enc["input_ids"])
+        (np.array([i], dtype=np.int64), np.array([t], dtype=np.int64)) for i, t in zip(ids, types)
     ]
 
 
@@ -313,6 +315,8 @@ def build(model: str, revision: str | None, precision: str, folder: Path) -> Pat
     from .backends.base import build_atomically
 
     def run(tmp: Path) -> None:
+        import torch
+
         ce = load_cross_encoder(model, "cpu", revision)
         kind, head = _head(ce)
         activation = _activation(ce)
@@ -328,10 +332,10 @@ def build(model: str, revision: str | None, precision: str, folder: Path) -> Pat
                 f"rerank precision {precision} needs a fast tokenizer (tokenizer.json); "
                 f"'{model}' has a slow one only."
             )
-        np.savez(tmp / HEAD_FILE, **head)
+        np.savez(tmp / HEAD_FILE, w1=head["w1"], b1=head["b1"], w2=head["w2"], b2=head["b2"])
         max_length = int(ce.max_length or 512)
         pairs = check_pairs()
-        with __import__("torch").inference_mode():
+        with torch.inference_mode():
             reference = np.asarray(
                 ce.predict(pairs, batch_size=16, show_progress_bar=False), dtype=np.float64
             ).reshape(-1)
@@ -341,7 +345,7 @@ def build(model: str, revision: str | None, precision: str, folder: Path) -> Pat
                 f"rerank precision {precision} needs a BERT-like model; '{model}' is a "
                 f"{type(body).__name__}."
             )
-        facts = {
+        facts: dict[str, Any] = {
             "reranker": model,
             "revision": revision,
             "precision": precision,
@@ -351,39 +355,15 @@ def build(model: str, revision: str | None, precision: str, folder: Path) -> Pat
             "pad_id": int(tok.pad_token_id if tok.pad_token_id is not None else 0),
             "token_types": "token_type_ids" in tok.model_input_names,
         }
+        features = _pair_features(tok, pairs, max_length)
+        del ce
+        gc.collect()  # the torch weights go before the runtime loads its copy
         if precision == "ov-int8":
-            import openvino as ov
-
-            from .backends import openvino as backend
-
-            graph = backend.convert(body)
-            items = [
-                {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": types}
-                for ids, types in _pair_features(tok, pairs, max_length)
-            ]
-            del ce, body
-            gc.collect()
-            graph = backend.quantize(graph, items)
-            ov.save_model(graph, str(tmp / "model.xml"), compress_to_fp16=False)
+            _build_openvino(body, features, tmp)
         else:
-            from .backends import onnx as backend
-
-            raw = backend.export_onnx(body, tmp / "raw" / "model.onnx")
-            del ce, body
-            gc.collect()
-            if precision == "onnx-int8":
-                raw = backend.quantize(
-                    raw,
-                    tmp / "raw" / "model_int8.onnx",
-                    exclude=backend.KEEP_FP32,
-                    per_channel=bool(backend.INT8_SETTINGS["per_channel"]),
-                    reduce_range=bool(backend.INT8_SETTINGS["reduce_range"]),
-                    weight_type=str(backend.INT8_SETTINGS["weight_type"]),
-                )
-            backend.optimise(raw, tmp / "model.onnx")
-            for p in sorted((tmp / "raw").iterdir()):
-                p.unlink()
-            (tmp / "raw").rmdir()
+            _build_onnx(body, precision, tmp)
+        del body
+        gc.collect()
         (tmp / META_FILE).write_text(json.dumps(facts, indent=1))
         # the quality check: the compiled scores against fp32's on the same pairs
         compiled = CompiledReranker(tmp, precision, name=model)
@@ -406,13 +386,53 @@ def build(model: str, revision: str | None, precision: str, folder: Path) -> Pat
     return build_atomically(folder, run, lambda f: is_built(f, precision))
 
 
+def _build_onnx(body: Any, precision: str, tmp: Path) -> None:
+    """The body's ONNX graph (``backends/onnx.py``: export, int8, ORT optimisation) in ``tmp``."""
+    from .backends import onnx
+
+    raw = onnx.export_onnx(body, tmp / "raw" / "model.onnx")
+    if precision == "onnx-int8":
+        raw = onnx.quantize(
+            raw,
+            tmp / "raw" / "model_int8.onnx",
+            exclude=onnx.KEEP_FP32,
+            per_channel=bool(onnx.INT8_SETTINGS["per_channel"]),
+            reduce_range=bool(onnx.INT8_SETTINGS["reduce_range"]),
+            weight_type=str(onnx.INT8_SETTINGS["weight_type"]),
+        )
+    onnx.optimise(raw, tmp / "model.onnx")
+    for p in sorted((tmp / "raw").iterdir()):
+        p.unlink()
+    (tmp / "raw").rmdir()
+
+
+def _build_openvino(body: Any, features: list[Any], tmp: Path) -> None:
+    """The body's OpenVINO static int8 graph (``backends/openvino.py``: convert, NNCF),
+    calibrated on (query, passage) pairs with their token types, in ``tmp``."""
+    import openvino as ov
+
+    from .backends import openvino
+
+    graph = openvino.convert(body)
+    items = [
+        {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": types}
+        for ids, types in features
+    ]
+    graph = openvino.quantize(graph, items)
+    ov.save_model(graph, str(tmp / "model.xml"), compress_to_fp16=False)
+
+
 def agreement(reference: np.ndarray, scores: np.ndarray, top: int = 10) -> dict[str, float]:
     """How closely ``scores`` follow ``reference`` (fp32's): Spearman correlation, the overlap
     of their top ``top`` items, and the largest absolute difference."""
     ref = np.asarray(reference, dtype=np.float64).reshape(-1)
     got = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(ref) < 2:
-        return {"spearman": 1.0, "top_overlap": 1.0, "max_abs_diff": float(np.abs(ref - got).max(initial=0))}
+        return {
+            "spearman": 1.0,
+            "top_overlap": 1.0,
+            "max_abs_diff": float(np.abs(ref - got).max(initial=0)),
+        }
 
     def ranks(x: np.ndarray) -> np.ndarray:
         out = np.empty(len(x))

@@ -136,7 +136,7 @@ def build_cross_encoder_folder(
         n_vocab = sum(1 for _ in fh)
     (raw / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG))
     torch.manual_seed(seed)
-    config = BertConfig(
+    config = BertConfig(  # type: ignore[call-arg]  # num_labels: a PretrainedConfig kwarg
         vocab_size=n_vocab,
         hidden_size=hidden,
         num_hidden_layers=layers,

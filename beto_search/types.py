@@ -44,6 +44,7 @@ class Hit:
     chunk_id: int = 0
     dense_score: float | None = None
     lexical_score: float | None = None
+    rerank_score: float | None = None  # the cross-encoder's score (reranked hits only)
     snippet: str = ""
     snippet_start: int = 0
     snippet_end: int = 0
@@ -51,7 +52,8 @@ class Hit:
     highlight_spans: list[tuple[int, int]] = field(default_factory=list)
 
     def to_dict(self, explain: bool = True) -> dict[str, Any]:
-        """The JSON shape of a hit (with its dense, lexical and fused scores unless explain=False)."""
+        """The JSON shape of a hit (with its dense, lexical and fused scores unless explain=False;
+        ``score`` is the fused score, ``rerank_score`` the cross-encoder's or None)."""
         out: dict[str, Any] = {
             "rank": self.rank,
             "score": self.score,
@@ -65,11 +67,13 @@ class Hit:
             "snippet": {"text": self.snippet, "start": self.snippet_start, "end": self.snippet_end},
             "highlight": self.highlight,
             "highlight_spans": [list(span) for span in self.highlight_spans],
+            "rerank_score": self.rerank_score,
         }
         if explain:
             out["explain"] = {
                 "dense_score": self.dense_score,
                 "lexical_score": self.lexical_score,
                 "fused_score": self.score,
+                "rerank_score": self.rerank_score,
             }
         return out
