@@ -74,6 +74,11 @@ class ServerSettings:
     write_wait: float = 5.0  # seconds a write waits for the one-writer lock before 409
     batch_window_ms: float = 2.0
     max_batch: int = 32
+    # rerank (issue 20): the server's one cross-encoder, loaded at start-up; clients may turn it
+    # on or off per query (rerank=true/false) but never name a model (no paths from the network)
+    rerank: str | None = None
+    rerank_depth: int = 30
+    rerank_precision: str = "auto"
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -255,6 +260,12 @@ class Service:
         self.batcher = QueryBatcher(
             self._encode, settings.batch_window_ms / 1000, settings.max_batch
         )
+        # rerank (issue 20): loaded (its graph built) now, so a bad model stops the start
+        self.reranker = (
+            self.engine.reranker(settings.rerank, settings.rerank_precision)
+            if settings.rerank
+            else None
+        )
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         # the light query encoder (no torch when the index allows it; the given encoder if any)
@@ -420,9 +431,14 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
         where: dict[str, str],
         source: str | None,
         request: Request,
+        rerank: bool | None = None,
     ) -> dict[str, Any]:
         allowed(request, write=False)
         check_query(q, k, offset, mode)
+        # rerank (issue 20): default on when the server has a reranker
+        rerank = svc.reranker is not None if rerank is None else rerank
+        if rerank and svc.reranker is None:
+            raise ApiError(400, "This server has no reranker; start it with --rerank MODEL.")
         if source and not source.startswith(("/", "*")):
             source = "*/" + source  # stored sources are absolute; the API speaks relative ones
         kwargs: dict[str, Any] = {"k": offset + k, "mode": mode, "where": where, "source": source}
@@ -430,6 +446,8 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
             kwargs["fusion"] = fusion
         if alpha is not None:
             kwargs["alpha"] = alpha
+        if rerank:
+            kwargs["rerank"], kwargs["rerank_depth"] = svc.reranker, settings.rerank_depth
         if mode != "lexical" and svc.engine.manifest is not None:
             # concurrent queries share one encoder call; the search itself then skips the encoder
             kwargs["query_vector"] = await svc.batcher.encode(q)
@@ -445,6 +463,7 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
             "alpha": alpha,
             "k": k,
             "offset": offset,
+            "rerank": bool(rerank),
             "results": results[offset:],
         }
 
@@ -467,9 +486,13 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
             list[str] | None, Query(description="metadata filter key:value, repeatable")
         ] = None,
         source: Annotated[str | None, Query(description="glob over the relative source")] = None,
+        rerank: Annotated[
+            bool | None,
+            Query(description="rerank with the server's cross-encoder (default: on if it has one)"),
+        ] = None,
     ) -> dict[str, Any]:
         return await do_search(
-            q, k, offset, mode, fusion, alpha, parse_where(where), source, request
+            q, k, offset, mode, fusion, alpha, parse_where(where), source, request, rerank
         )
 
     @app.post("/api/search", summary="Search (JSON body)")
@@ -486,6 +509,8 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
             alpha = None if body.get("alpha") is None else float(body["alpha"])
         except (TypeError, ValueError):
             raise ApiError(400, "'k', 'offset' and 'alpha' must be numbers.") from None
+        if body.get("rerank") is not None and not isinstance(body["rerank"], bool):
+            raise ApiError(400, "'rerank' must be true or false.")
         return await do_search(
             str(body.get("q", body.get("query"))),
             k,
@@ -496,6 +521,7 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
             parse_where(where),
             body.get("source"),
             request,
+            body.get("rerank"),
         )
 
     # ----- documents -----
