@@ -179,7 +179,7 @@ class TorchReranker:
         self.name, self.precision, self.device = model, precision, dev
         self.batch_size = batch_size
         self.model = load_cross_encoder(model, dev, revision)
-        self.max_length = int(self.model.max_length or 512)
+        self.max_length = int(self.model.max_seq_length or 512)
         self.precision_note: str | None = None
 
     def _autocast(self) -> Any:
@@ -333,7 +333,7 @@ def build(model: str, revision: str | None, precision: str, folder: Path) -> Pat
                 f"'{model}' has a slow one only."
             )
         np.savez(tmp / HEAD_FILE, w1=head["w1"], b1=head["b1"], w2=head["w2"], b2=head["b2"])
-        max_length = int(ce.max_length or 512)
+        max_length = int(ce.max_seq_length or 512)
         pairs = check_pairs()
         with torch.inference_mode():
             reference = np.asarray(
