@@ -264,3 +264,64 @@ def test_auto_picks_like_the_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BETO_SEARCH_PRECISION", "int8")  # the encoder's torch int8: no rerank
     chosen, why = choose_precision("cpu")
     assert chosen == "fp32" and "no int8" in why
+
+
+# ----- the server: a start-up reranker, on/off per query, never a client-named model ----------
+@pytest.fixture
+def rerank_api(index_copy: Path, tiny_encoder, cross_encoder: Path):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from beto_search.server import ServerSettings, create_app
+
+    settings = ServerSettings(
+        index=str(index_copy), rerank=str(cross_encoder), rerank_precision="fp32", rerank_depth=10
+    )
+    with TestClient(create_app(settings, encoder=tiny_encoder)) as c:
+        yield c
+
+
+def test_server_reranks_by_default_and_on_request_only(
+    rerank_api, index_copy: Path, tiny_encoder, cross_encoder: Path
+) -> None:
+    with SearchEngine.open(index_copy, encoder=tiny_encoder, create=False) as e:
+        want = [h.doc_id for h in e.search(QUERY, k=10, rerank=str(cross_encoder), rerank_depth=10)]
+        plain = [h.doc_id for h in e.search(QUERY, k=10)]
+    body = rerank_api.get("/api/search", params={"q": QUERY, "k": 10}).json()
+    assert body["rerank"] is True and [r["doc_id"] for r in body["results"]] == want
+    assert all(r["rerank_score"] is not None for r in body["results"])
+    page2 = rerank_api.get("/api/search", params={"q": QUERY, "k": 5, "offset": 5}).json()
+    assert [r["doc_id"] for r in page2["results"]] == want[5:]
+    off = rerank_api.get("/api/search", params={"q": QUERY, "k": 10, "rerank": "false"}).json()
+    assert off["rerank"] is False and [r["doc_id"] for r in off["results"]] == plain
+    posted = rerank_api.post("/api/search", json={"q": QUERY, "k": 10, "rerank": False}).json()
+    assert [r["doc_id"] for r in posted["results"]] == plain
+    bad = rerank_api.post("/api/search", json={"q": QUERY, "rerank": "/etc/model"})
+    assert bad.status_code == 400 and bad.json() == {"error": "'rerank' must be true or false."}
+
+
+def test_server_without_reranker_refuses_rerank(index_copy: Path, tiny_encoder) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from beto_search.server import ServerSettings, create_app
+
+    with TestClient(create_app(ServerSettings(index=str(index_copy)), encoder=tiny_encoder)) as c:
+        r = c.get("/api/search", params={"q": QUERY, "rerank": "true"})
+        assert r.status_code == 400 and "no reranker" in r.json()["error"]
+        ok = c.get("/api/search", params={"q": QUERY}).json()
+        assert ok["rerank"] is False and all(h["rerank_score"] is None for h in ok["results"])
+
+
+def test_serve_with_a_bad_reranker_stops_in_one_sentence(
+    corpus_index: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("fastapi")
+    result = CliRunner().invoke(
+        cli, ["serve", "--index", str(corpus_index), "--rerank", str(tmp_path / "nowhere")]
+    )
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "does not exist" in lines[0], lines
