@@ -134,6 +134,13 @@ def load_cross_encoder(model: str, device: str = "cpu", revision: str | None = N
     return ce
 
 
+def _max_length(ce: Any) -> int:
+    """The CrossEncoder's token window (``max_seq_length`` since sentence-transformers 6,
+    ``max_length`` before)."""
+    n = ce.max_seq_length if hasattr(type(ce), "max_seq_length") else ce.max_length
+    return int(n or 512)
+
+
 def _activation(ce: Any) -> str:
     """'sigmoid' or 'identity': the CrossEncoder's activation on its logits."""
     import torch
@@ -179,7 +186,7 @@ class TorchReranker:
         self.name, self.precision, self.device = model, precision, dev
         self.batch_size = batch_size
         self.model = load_cross_encoder(model, dev, revision)
-        self.max_length = int(self.model.max_seq_length or 512)
+        self.max_length = _max_length(self.model)
         self.precision_note: str | None = None
 
     def _autocast(self) -> Any:
@@ -333,7 +340,7 @@ def build(model: str, revision: str | None, precision: str, folder: Path) -> Pat
                 f"'{model}' has a slow one only."
             )
         np.savez(tmp / HEAD_FILE, w1=head["w1"], b1=head["b1"], w2=head["w2"], b2=head["b2"])
-        max_length = int(ce.max_seq_length or 512)
+        max_length = _max_length(ce)
         pairs = check_pairs()
         with torch.inference_mode():
             reference = np.asarray(

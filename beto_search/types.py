@@ -74,6 +74,7 @@ class Hit:
                 "dense_score": self.dense_score,
                 "lexical_score": self.lexical_score,
                 "fused_score": self.score,
-                "rerank_score": self.rerank_score,
             }
+            if self.rerank_score is not None:  # beside the others when a cross-encoder ranked it
+                out["explain"]["rerank_score"] = self.rerank_score
         return out

@@ -209,16 +209,26 @@ def test_cli_eval_with_rerank(
     plain = CliRunner().invoke(cli, [*args, "--json"])
     result = CliRunner().invoke(
         cli,
-        [*args, "--json", "--rerank", str(cross_encoder), "--rerank-depth", "10", "--run", str(run)],
+        [
+            *args,
+            "--json",
+            "--rerank",
+            str(cross_encoder),
+            "--rerank-depth",
+            "10",
+            "--run",
+            str(run),
+        ],
     )
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     assert body["rerank"] == str(cross_encoder) and body["rerank_depth"] == 10
     assert 0.0 <= body["modes"]["lexical"]["ndcg@10"] <= 1.0
     # the same documents per query (depth = k): recall@10 is unchanged, the order is not
-    assert body["modes"]["lexical"]["recall@10"] == json.loads(plain.stdout)["modes"]["lexical"][
-        "recall@10"
-    ]
+    assert (
+        body["modes"]["lexical"]["recall@10"]
+        == json.loads(plain.stdout)["modes"]["lexical"]["recall@10"]
+    )
     rows = [line.split() for line in run.read_text().splitlines()]
     assert rows and all(r[5] == "beto-search-lexical+rerank" for r in rows)
     first = [r for r in rows if r[0] == rows[0][0]]
