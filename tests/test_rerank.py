@@ -138,7 +138,7 @@ def test_bad_models_are_one_sentence(engine, tiny_model: Path, tmp_path: Path) -
     with pytest.raises(ModelLoadError, match="not a cross-encoder"):
         engine.search(QUERY, rerank=str(tiny_model))  # a bi-encoder (BertModel) folder
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
         engine.search(QUERY, rerank=str(tmp_path / "empty"))
     broken = tmp_path / "broken"
     broken.mkdir()
