@@ -110,33 +110,41 @@ def main() -> int:
         rerankers[p].score(queries[0], passages[:8])  # warm-up (first-call allocations)
         print(f"{p}: ready in {builds[p]}s (built or loaded)", flush=True)
 
-    reference = rerankers["fp32"].score(queries[1], passages) if "fp32" in rerankers else None
     times: dict[str, dict[int, list[float]]] = {p: {d: [] for d in depths} for p in precisions}
-    for q in queries[1:]:
+    deepest: dict[str, np.ndarray] = {}  # the first timed query's scores at the largest depth
+    for n, q in enumerate(queries[1:]):
         for d in depths:
             for p in precisions:
                 t = time.perf_counter()
-                rerankers[p].score(q, passages[:d])
+                scores = rerankers[p].score(q, passages[:d])
                 times[p][d].append(time.perf_counter() - t)
-        print(f"round done; load {loadavg()}", flush=True)
+                print(f"  {p} depth {d}: {times[p][d][-1]:.3f}s", flush=True)
+                if n == 0 and d == max(depths):
+                    deepest[p] = scores
+        print(f"round {n + 1} done; load {loadavg()}", flush=True)
+        _table(precisions, depths, times)  # so far: a cut-short run still says something
 
     result: dict[str, object] = {"depths": depths, "queries": args.queries, "load": loadavg()}
     table = {}
-    head = "precision".ljust(11) + "".join(f"depth {d} (s)".rjust(16) for d in depths)
-    print(head)
     for p in precisions:
-        med = {d: float(np.median(times[p][d])) for d in depths}
-        row = {f"depth_{d}_s": round(med[d], 3) for d in depths}
-        if reference is not None:
-            row["agreement_fp32"] = agreement(reference, rerankers[p].score(queries[1], passages))
+        row: dict[str, object] = {
+            f"depth_{d}_s": round(float(np.median(times[p][d])), 3) for d in depths
+        }
+        if "fp32" in deepest:  # the same pairs as fp32 scored: how far the ranking moved
+            row["agreement_fp32"] = agreement(deepest["fp32"], deepest[p])
         row["build_agreement"] = getattr(rerankers[p], "agreement", None)
         row["ready_s"] = builds[p]
         table[p] = row
-        print(p.ljust(11) + "".join(f"{med[d]:16.3f}" for d in depths))
     result["precisions"] = table
     print(f"load after: {loadavg()}")
     emit(result)
     return 0
+
+
+def _table(precisions: list[str], depths: list[int], times: dict) -> None:
+    print("precision".ljust(11) + "".join(f"depth {d} (s)".rjust(16) for d in depths))
+    for p in precisions:
+        print(p.ljust(11) + "".join(f"{np.median(times[p][d]):16.3f}" for d in depths), flush=True)
 
 
 def _cpu() -> str:
