@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from .indexer import Embedder
     from .manifest import Manifest
     from .reembed import ReembedResult
+    from .rerank import Reranker
     from .store import StoredChunk
     from .tuning import TuneResult
     from .vector_index import IndexSpec
@@ -708,6 +709,10 @@ class ShardedEngine:
         for g in global_ids:
             out.setdefault(g % self.count, []).append(g // self.count)
         return sorted(out.items())
+
+    def reranker(self, model: str | os.PathLike[str], precision: str | None = None) -> Reranker:
+        """The cross-encoder, loaded once (kept by the first shard's engine: one per index)."""
+        return self.shards[0].reranker(model, precision)
 
     def similar(self, doc_id: str, k: int = 10) -> list[Hit]:
         """Documents closest to a stored one, from its stored vectors, across the shards."""
