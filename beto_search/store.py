@@ -73,6 +73,16 @@ DOCUMENT_COLUMNS = {
     "updated_at": str,
 }
 
+# The number of terms in a ``chunks_fts.terms`` value (the analyzer's terms, one space between
+# them, none empty): as SQL, and as Python in ``term_count``.
+_TERM_COUNT = "(length(terms) - length(replace(terms, ' ', '')) + (terms != ''))"
+
+
+def term_count(terms: str) -> int:
+    """The number of terms in an analyzed ``terms`` value (FTS5's row length in tokens)."""
+    return terms.count(" ") + 1 if terms else 0
+
+
 _KEY_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
@@ -364,6 +374,11 @@ class Store:
         if not ids:
             return 0
         q = ",".join("?" * len(ids))
+        rows, terms = self.conn.execute(
+            f"SELECT count(*), coalesce(sum({_TERM_COUNT}), 0) FROM chunks_fts WHERE rowid IN ({q})",
+            ids,
+        ).fetchone()
+        self._add_lexical_totals(-int(rows), -int(terms))
         self.conn.execute(f"DELETE FROM embeddings WHERE chunk_id IN ({q})", ids)
         self.conn.execute(f"DELETE FROM chunks_fts WHERE rowid IN ({q})", ids)
         self.conn.execute(f"DELETE FROM chunks WHERE id IN ({q})", ids)
@@ -374,6 +389,7 @@ class Store:
 
     def put_documents(self, docs: list[PreparedDocument]) -> None:
         """Insert or replace documents with their chunks, vectors and terms (caller's transaction)."""
+        self._start_lexical_totals()
         stamp = now()
         created = self._created_at([p.doc.id for p in docs])
         for p in docs:
@@ -415,6 +431,7 @@ class Store:
         conn.executemany("INSERT INTO embeddings(chunk_id, vector) VALUES (?, ?)", emb)
         conn.executemany("INSERT INTO chunks_fts(rowid, terms) VALUES (?, ?)", fts)
         conn.executemany("INSERT INTO changes(op, chunk_id) VALUES ('add', ?)", log)
+        self._add_lexical_totals(len(fts), sum(term_count(t) for _, t in fts))
 
     def _created_at(self, ids: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -431,6 +448,7 @@ class Store:
     def delete_documents(self, ids: Iterable[str]) -> list[str]:
         """Delete documents and everything of theirs (caller's transaction); the ids found."""
         found = []
+        self._start_lexical_totals()
         table = self.db.table("documents")
         for doc_id in ids:
             if table.count_where("id = ?", [doc_id]):
@@ -625,6 +643,74 @@ class Store:
             )
             args = [match, limit]
         return [(int(r[0]), float(r[1])) for r in self.conn.execute(sql, args)]
+
+    # ----- global term statistics (sharded indexes score bm25 with them) -------------------
+    # FTS5's bm25() reads the row count and the total number of tokens from its own internals;
+    # the same two figures are kept in ``meta`` (``lexical_rows``, ``lexical_terms``), updated
+    # in every write transaction that changes ``chunks_fts``, so that reading them is O(1).
+    def _scan_lexical_totals(self) -> tuple[int, int]:
+        row = self.conn.execute(
+            f"SELECT count(*), coalesce(sum({_TERM_COUNT}), 0) FROM chunks_fts"
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def _start_lexical_totals(self) -> None:
+        """Record the totals before a write changes them (an index made before they were kept:
+        counted once, in the writer's transaction)."""
+        have = self.conn.execute(
+            "SELECT count(*) FROM meta WHERE key IN ('lexical_rows', 'lexical_terms')"
+        ).fetchone()[0]
+        if have != 2:
+            rows, terms = self._scan_lexical_totals()
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                [("lexical_rows", rows), ("lexical_terms", terms)],
+            )
+
+    def _add_lexical_totals(self, rows: int, terms: int) -> None:
+        self.conn.executemany(
+            "UPDATE meta SET value = value + ? WHERE key = ?",
+            [(rows, "lexical_rows"), (terms, "lexical_terms")],
+        )
+
+    def lexical_totals(self) -> tuple[int, int]:
+        """(rows, tokens) of the lexical index: what FTS5's bm25() takes N and avgdl from
+        (counted from the rows when the index predates the kept totals)."""
+        got = dict(
+            self.conn.execute(
+                "SELECT key, value FROM meta WHERE key IN ('lexical_rows', 'lexical_terms')"
+            ).fetchall()
+        )
+        if len(got) != 2:
+            return self._scan_lexical_totals()
+        return int(got["lexical_rows"]), int(got["lexical_terms"])
+
+    def doc_frequencies(self, terms: list[str]) -> dict[str, int]:
+        """How many rows hold each analyzed term: FTS5's own count for a quoted one-term phrase,
+        which is what its bm25() takes a phrase's idf from."""
+        out: dict[str, int] = {}
+        for term in terms:
+            phrase = '"' + term.replace('"', '""') + '"'
+            out[term] = int(
+                self.conn.execute(
+                    "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (phrase,)
+                ).fetchone()[0]
+            )
+        return out
+
+    def lexical_terms(self, ids: list[int]) -> dict[int, str]:
+        """The analyzed terms stored for each of the given chunks (space-separated)."""
+        out: dict[int, str] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            q = ",".join("?" * len(part))
+            out.update(
+                (int(r[0]), str(r[1]))
+                for r in self.conn.execute(
+                    f"SELECT rowid, terms FROM chunks_fts WHERE rowid IN ({q})", part
+                )
+            )
+        return out
 
     # ----- facts and checks ----------------------------------------------------------------
     def counts(self) -> dict[str, int]:
