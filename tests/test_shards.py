@@ -167,6 +167,30 @@ def test_single_index_lexical_scores_unchanged(qa_pair: tuple[Path, Path]) -> No
             assert [h.lexical_score for h in hits] == pytest.approx([s for _, s in want], abs=1e-6)
 
 
+def test_shards_dig_deeper_when_their_own_ranking_hides_the_global_best(tmp_path: Path) -> None:
+    """A term in most of one shard's rows has no weight there (idf clamped), but is rare across
+    the index: that shard's own top 50 for "alfa beta" are its long "beta" rows, while one index
+    ranks the short "alfa alfa" row first. The shard is asked again, deeper, until no row it
+    left out could reach the merged top; the result is one index's."""
+    home = [f"d{n}" for n in range(2000) if shard_of(f"d{n}", 2) == 0][:130]
+    away = [f"d{n}" for n in range(2000) if shard_of(f"d{n}", 2) == 1][:400]
+    filler = " ".join(f"relleno{n}" for n in range(30))
+    docs = [{"id": home[0], "text": "alfa alfa gato"}]
+    docs += [{"id": d, "text": f"alfa perro {filler}"} for d in home[1:70]]
+    docs += [{"id": d, "text": f"beta {filler}"} for d in home[70:]]
+    docs += [{"id": d, "text": f"casa{n} árbol {filler}"} for n, d in enumerate(away)]
+    tops = []
+    for name, shards in (("one", None), ("two", 2)):
+        with SearchEngine.open(
+            tmp_path / name, HashEncoder(), index_type="flat", shards=shards
+        ) as engine:
+            engine.add(docs)
+            tops.append(lexical_top(engine, "alfa beta"))
+    want, got = tops
+    assert next(iter(want)) == home[0] and next(iter(got)) == home[0]
+    assert sorted(got.values()) == pytest.approx(sorted(want.values()), abs=1e-6)
+
+
 def test_lexical_totals_follow_every_write(tmp_path: Path) -> None:
     """The rows and terms bm25 needs, kept at write time, equal a fresh index's after deletes
     and replacements; an index made before they were kept counts them, and its next write
