@@ -689,13 +689,16 @@ class Store:
         """How many rows hold each analyzed term: FTS5's own count for a quoted one-term phrase,
         which is what its bm25() takes a phrase's idf from."""
         out: dict[str, int] = {}
-        for term in terms:
-            phrase = '"' + term.replace('"', '""') + '"'
-            out[term] = int(
-                self.conn.execute(
-                    "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (phrase,)
-                ).fetchone()[0]
-            )
+        for i in range(0, len(terms), 100):  # one statement per 100 terms
+            part = terms[i : i + 100]
+            counts = self.conn.execute(
+                "SELECT "
+                + ", ".join(
+                    ["(SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?)"] * len(part)
+                ),
+                ['"' + t.replace('"', '""') + '"' for t in part],
+            ).fetchone()
+            out.update(zip(part, (int(n) for n in counts), strict=True))
         return out
 
     def lexical_terms(self, ids: list[int]) -> dict[int, str]:
