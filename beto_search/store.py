@@ -378,13 +378,13 @@ class Store:
             f"SELECT count(*), coalesce(sum({_TERM_COUNT}), 0) FROM chunks_fts WHERE rowid IN ({q})",
             ids,
         ).fetchone()
-        self._add_lexical_totals(-int(rows), -int(terms))
         self.conn.execute(f"DELETE FROM embeddings WHERE chunk_id IN ({q})", ids)
         self.conn.execute(f"DELETE FROM chunks_fts WHERE rowid IN ({q})", ids)
         self.conn.execute(f"DELETE FROM chunks WHERE id IN ({q})", ids)
         self.conn.executemany(
             "INSERT INTO changes(op, chunk_id) VALUES ('del', ?)", [(i,) for i in ids]
         )
+        self._add_lexical_totals(-int(rows), -int(terms))
         return len(ids)
 
     def put_documents(self, docs: list[PreparedDocument]) -> None:
@@ -648,6 +648,22 @@ class Store:
     # FTS5's bm25() reads the row count and the total number of tokens from its own internals;
     # the same two figures are kept in ``meta`` (``lexical_rows``, ``lexical_terms``), updated
     # in every write transaction that changes ``chunks_fts``, so that reading them is O(1).
+    # ``lexical_seq`` is the change sequence they were last brought to: a writer that did not
+    # keep them (an older version) moves the sequence past it, and they are counted again.
+    _TOTAL_KEYS = ("lexical_rows", "lexical_terms", "lexical_seq")
+
+    def _kept_lexical_totals(self) -> tuple[int, int] | None:
+        """The kept totals, None when missing or left behind by the change sequence."""
+        rows = self.conn.execute(
+            "SELECT key, value FROM meta WHERE key IN (?, ?, ?)"
+            " UNION ALL SELECT 'seq', seq FROM sqlite_sequence WHERE name = 'changes'",
+            self._TOTAL_KEYS,
+        ).fetchall()
+        got = {str(k): int(v) for k, v in rows}
+        if len(got) < 3 or got.get("lexical_seq") != got.get("seq", 0):
+            return None
+        return got["lexical_rows"], got["lexical_terms"]
+
     def _scan_lexical_totals(self) -> tuple[int, int]:
         row = self.conn.execute(
             f"SELECT count(*), coalesce(sum({_TERM_COUNT}), 0) FROM chunks_fts"
@@ -655,35 +671,33 @@ class Store:
         return int(row[0]), int(row[1])
 
     def _start_lexical_totals(self) -> None:
-        """Record the totals before a write changes them (an index made before they were kept:
-        counted once, in the writer's transaction)."""
-        have = self.conn.execute(
-            "SELECT count(*) FROM meta WHERE key IN ('lexical_rows', 'lexical_terms')"
-        ).fetchone()[0]
-        if have != 2:
+        """Have the totals right before a write changes them (an index made before they were
+        kept, or last written by a version that did not keep them: counted, in the writer's
+        transaction)."""
+        if self._kept_lexical_totals() is None:
             rows, terms = self._scan_lexical_totals()
             self.conn.executemany(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                [("lexical_rows", rows), ("lexical_terms", terms)],
+                [("lexical_rows", rows), ("lexical_terms", terms), ("lexical_seq", self.seq())],
             )
 
     def _add_lexical_totals(self, rows: int, terms: int) -> None:
+        """Move the totals by a write's rows and terms (caller's transaction, after its change
+        rows: the totals are then as of the new sequence)."""
         self.conn.executemany(
             "UPDATE meta SET value = value + ? WHERE key = ?",
             [(rows, "lexical_rows"), (terms, "lexical_terms")],
         )
+        self._keep_lexical_seq()
+
+    def _keep_lexical_seq(self) -> None:
+        self.conn.execute("UPDATE meta SET value = ? WHERE key = 'lexical_seq'", (self.seq(),))
 
     def lexical_totals(self) -> tuple[int, int]:
         """(rows, tokens) of the lexical index: what FTS5's bm25() takes N and avgdl from
-        (counted from the rows when the index predates the kept totals)."""
-        got = dict(
-            self.conn.execute(
-                "SELECT key, value FROM meta WHERE key IN ('lexical_rows', 'lexical_terms')"
-            ).fetchall()
-        )
-        if len(got) != 2:
-            return self._scan_lexical_totals()
-        return int(got["lexical_rows"]), int(got["lexical_terms"])
+        (counted from the rows when none are kept for the index's current state)."""
+        kept = self._kept_lexical_totals()
+        return kept if kept is not None else self._scan_lexical_totals()
 
     def doc_frequencies(self, terms: list[str]) -> dict[str, int]:
         """How many rows hold each analyzed term: FTS5's own count for a quoted one-term phrase,
@@ -861,6 +875,7 @@ class Store:
         """THE switch (caller's write transaction): the side vectors replace ``embeddings``,
         the manifest takes the new model's keys, the side tables empty, a marker is logged and
         the change log dropped (no cache of the old vectors is ever caught up again)."""
+        self._start_lexical_totals()
         self.conn.execute("DELETE FROM embeddings")
         self.conn.execute(
             "INSERT INTO embeddings(chunk_id, vector) SELECT n.chunk_id, n.vector FROM"
@@ -870,6 +885,7 @@ class Store:
         self.conn.execute("DELETE FROM reembed_state")
         self.write_manifest(manifest)
         self.conn.execute("INSERT INTO changes(op, chunk_id) VALUES ('reembed', 0)")
+        self._keep_lexical_seq()  # the terms did not change
         self.drop_history()
 
     def vacuum(self) -> None:

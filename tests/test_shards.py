@@ -210,7 +210,7 @@ def test_lexical_totals_follow_every_write(tmp_path: Path) -> None:
         assert b.store.doc_frequencies(["zzzz"]) == {"zzzz": 0}
     # an index from before the totals were kept: no meta rows for them
     with sqlite3.connect(tmp_path / "a" / "index.db") as db:
-        db.execute("DELETE FROM meta WHERE key IN ('lexical_rows', 'lexical_terms')")
+        db.execute("DELETE FROM meta WHERE key LIKE 'lexical_%'")
     with SearchEngine.open(tmp_path / "a", HashEncoder(), create=False) as a:
         assert a.store.lexical_totals() == totals  # counted
         a.delete([records[20]["id"]])
@@ -221,9 +221,25 @@ def test_lexical_totals_follow_every_write(tmp_path: Path) -> None:
         b.add([records[55]])
         with sqlite3.connect(tmp_path / "a" / "index.db") as db:
             kept = db.execute("SELECT count(*) FROM meta WHERE key LIKE 'lexical_%'").fetchone()
-        assert kept == (2,)
+        assert kept == (3,)
         with SearchEngine.open(tmp_path / "a", HashEncoder(), create=False) as a:
             assert a.store.lexical_totals() == b.store.lexical_totals()
+            rows, terms = a.store.lexical_totals()
+    # a writer that does not keep the totals (an older version): they are counted again
+    with sqlite3.connect(tmp_path / "a" / "index.db") as db:
+        db.execute("INSERT INTO chunks_fts(rowid, terms) VALUES (999999, 'uno dos tres')")
+        db.execute("INSERT INTO changes(op, chunk_id) VALUES ('add', 999999)")
+    with (
+        SearchEngine.open(tmp_path / "a", HashEncoder(), create=False) as a,
+        SearchEngine.open(tmp_path / "b", HashEncoder(), create=False) as b,
+    ):
+        assert a.store.lexical_totals() == (rows + 1, terms + 3)
+        a.delete([records[21]["id"]])  # counted again by this writer, then kept
+        b.delete([records[21]["id"]])
+        assert a.store.lexical_totals() == (
+            b.store.lexical_totals()[0] + 1,
+            b.store.lexical_totals()[1] + 3,
+        )
 
 
 def test_filters_explain_similar_and_documents(qa_pair: tuple[Path, Path]) -> None:
