@@ -13,10 +13,11 @@ only routes writes and merges reads, through ``SearchEngine``'s public methods a
 ``Searcher.search_candidates``.
 
 Searches merge BEFORE fusion: every shard returns its dense (cosine: comparable across shards)
-and lexical candidates with raw scores, the lexical ones re-scored with bm25 under the GLOBAL term
-statistics (the shards' summed row counts, lengths and document frequencies: Elasticsearch's
-dfs_query_then_fetch, see ``ShardedEngine._gather``), so both sides score as one index would; the
-merged top ``depth`` of each side is then fused, aggregated per document and snippeted once. The query is encoded once, not once per shard.
+and lexical candidates with raw scores, the lexical ones re-scored with bm25 under the GLOBAL
+term statistics (the shards' summed row counts, lengths and document frequencies:
+Elasticsearch's dfs_query_then_fetch, see ``ShardedEngine._gather``), so both sides score as one
+index would; the merged top ``depth`` of each side is then fused, aggregated per document and
+snippeted once. The query is encoded once, not once per shard.
 Chunk ids seen from outside are global: ``local id * N + shard``.
 """
 
