@@ -530,11 +530,14 @@ class ShardedEngine:
         paths: Iterable[str | os.PathLike[str]],
         reader: ReaderOptions | None = None,
         prune: bool = False,
-        progress: bool = False,
+        progress: bool | str = False,
         embedder: Embedder | None = None,
+        progress_every: float = 5.0,
         writers: str = "threads",
     ) -> IngestSummary:
-        """Read files and folders once, routing each document to its shard's writer."""
+        """Read files and folders once, routing each document to its shard's writer
+        (``progress``: a bar of files read unless False or "none"; ``progress_every`` is accepted
+        for ``SearchEngine.ingest``'s signature: the shards' writers report no chunk lines)."""
         import time
 
         from tqdm import tqdm
@@ -550,7 +553,7 @@ class ShardedEngine:
 
         def documents() -> Iterator[Document]:
             for path, root in tqdm(
-                files, desc="files", unit="file", disable=not progress, leave=False
+                files, desc="files", unit="file", disable=progress in (False, "none"), leave=False
             ):
                 source, skips = _resolved(path), len(report.skips)
                 for doc in read_file(path, root, reader, report):
@@ -905,6 +908,7 @@ class ShardedEngine:
             "documents": counts["documents"],
             "chunks": counts["chunks"],
             "seq": sum(f["seq"] for f in per),
+            "staged": [d for f in per for d in f.get("staged", [])],
             "bytes_on_disk": sum(files.values()),
             "shards": self.count,
             "routing": ROUTING,
@@ -955,6 +959,7 @@ class ShardedEngine:
         return {
             "bytes_before": sum(o["bytes_before"] for o in out),
             "bytes_after": sum(o["bytes_after"] for o in out),
+            "staged_chunks_dropped": sum(o.get("staged_chunks_dropped", 0) for o in out),
         }
 
     # ----- tuning, re-embedding, training ----------------------------------------------------

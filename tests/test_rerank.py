@@ -70,6 +70,9 @@ def test_order_follows_the_cross_encoders_scores(engine, cross_encoder, own_scor
         assert (h.score, h.chunk_id) == (by_doc[h.doc_id].score, by_doc[h.doc_id].chunk_id)
 
 
+LOCAL = "http://127.0.0.1"  # a Host the server answers to (the Host check)
+
+
 def test_depth_below_k_reranks_the_top_and_keeps_the_rest(
     engine, cross_encoder, own_scores
 ) -> None:
@@ -288,7 +291,7 @@ def rerank_api(index_copy: Path, tiny_encoder, cross_encoder: Path):
     settings = ServerSettings(
         index=str(index_copy), rerank=str(cross_encoder), rerank_precision="fp32", rerank_depth=10
     )
-    with TestClient(create_app(settings, encoder=tiny_encoder)) as c:
+    with TestClient(create_app(settings, encoder=tiny_encoder), base_url=LOCAL) as c:
         yield c
 
 
@@ -308,7 +311,7 @@ def test_server_reranks_by_default_and_on_request_only(
     posted = rerank_api.post("/api/search", json={"q": QUERY, "k": 10, "rerank": False}).json()
     assert [r["doc_id"] for r in posted["results"]] == plain
     bad = rerank_api.post("/api/search", json={"q": QUERY, "rerank": "/etc/model"})
-    assert bad.status_code == 400 and bad.json() == {"error": "'rerank' must be true or false."}
+    assert bad.status_code == 400 and "rerank" in bad.json()["error"]
 
 
 def test_server_without_reranker_refuses_rerank(index_copy: Path, tiny_encoder) -> None:
@@ -318,7 +321,8 @@ def test_server_without_reranker_refuses_rerank(index_copy: Path, tiny_encoder) 
 
     from beto_search.server import ServerSettings, create_app
 
-    with TestClient(create_app(ServerSettings(index=str(index_copy)), encoder=tiny_encoder)) as c:
+    app = create_app(ServerSettings(index=str(index_copy)), encoder=tiny_encoder)
+    with TestClient(app, base_url=LOCAL) as c:
         r = c.get("/api/search", params={"q": QUERY, "rerank": "true"})
         assert r.status_code == 400 and "no reranker" in r.json()["error"]
         ok = c.get("/api/search", params={"q": QUERY}).json()

@@ -440,7 +440,7 @@ def test_every_command_on_a_sharded_index(cli_run, tmp_path: Path) -> None:
     out = cli_run("delete", "p001", "p002", "--index", idx)
     assert out.exit_code == 0 and "deleted 2 documents" in out.output
     out = cli_run("delete", "p001", "--index", idx)
-    assert out.exit_code == 1 and "no such documents: p001" in out.output
+    assert out.exit_code == 1 and "no such document: p001" in out.output
     out = cli_run("compact", "--index", idx)
     assert out.exit_code == 0 and "compacted:" in out.output
     qa = ["--queries", QA / "queries.jsonl", "--qrels", QA / "qrels" / "test.tsv"]
