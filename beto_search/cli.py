@@ -18,6 +18,8 @@ from .encoder import DEFAULT_MODEL, DEVICES, POOLINGS, PRECISIONS
 from .errors import BetoSearchError
 from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS, resolve
 from .progress import MODES as PROGRESS_MODES
+from .rerank import DEFAULT_DEPTH
+from .rerank import PRECISIONS as RERANK_PRECISIONS
 from .searcher import MODES
 from .types import Hit
 from .vector_index import INDEX_TYPES
@@ -79,6 +81,48 @@ def _encoder_options(func: F) -> F:
     for opt in reversed(opts):
         func = opt(func)
     return func
+
+
+def _rerank_options(func: F) -> F:
+    """--rerank [MODEL], --rerank-depth, --rerank-precision: shared by query, eval and serve."""
+    opts = [
+        click.option(
+            "--rerank",
+            "rerank",
+            default=None,
+            is_flag=False,
+            flag_value="",
+            metavar="[MODEL]",
+            help="Rescore the top documents with a cross-encoder (hub id or folder; alone: env "
+            "BETO_SEARCH_RERANKER).",
+        ),
+        click.option(
+            "--rerank-depth",
+            type=click.IntRange(min=1),
+            default=DEFAULT_DEPTH,
+            show_default=True,
+            help="How many of the top documents the cross-encoder rescores.",
+        ),
+        click.option(
+            "--rerank-precision",
+            type=click.Choice(RERANK_PRECISIONS),
+            default="auto",
+            show_default=True,
+            help="Cross-encoder arithmetic (auto: chosen for this machine, as for the encoder).",
+        ),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def _rerank_model(rerank: str | None) -> str | None:
+    """None (no rerank), or the model a given --rerank names (a bare one: the env's)."""
+    if rerank is None:
+        return None
+    from .rerank import rerank_model
+
+    return rerank_model(rerank or None)
 
 
 def _open(index: Path, create: bool = False, wait: float = 0.0, **enc: Any) -> Any:
@@ -394,14 +438,16 @@ def _print_hits(hits: list[Hit], explain: bool) -> None:
         click.echo("No results.")
     for h in hits:
         where = _where_in_document(h.location)
+        shown = h.score if h.rerank_score is None else h.rerank_score  # what the order follows
         click.echo(
-            f"{h.rank:>3}. {h.score:.4f}  {click.style(h.doc_id, fg='cyan')}  {h.title}"
+            f"{h.rank:>3}. {shown:.4f}  {click.style(h.doc_id, fg='cyan')}  {h.title}"
             + (f"  ({where})" if where else "")
         )
         if explain:
             dense = "-" if h.dense_score is None else f"{h.dense_score:.4f}"
             lex = "-" if h.lexical_score is None else f"{h.lexical_score:.4f}"
-            click.echo(f"     dense {dense}  lexical {lex}  fused {h.score:.4f}")
+            rr = "" if h.rerank_score is None else f"  rerank {h.rerank_score:.4f}"
+            click.echo(f"     dense {dense}  lexical {lex}  fused {h.score:.4f}{rr}")
         from .snippets import Snippet
 
         snippet = Snippet(h.snippet, h.snippet_start, h.snippet_end, h.highlight_spans)
@@ -442,8 +488,9 @@ def _print_hits(hits: list[Hit], explain: bool) -> None:
 )
 @click.option("--ef-search", type=click.IntRange(min=1), default=None, help="HNSW search depth.")
 @click.option("--nprobe", type=click.IntRange(min=1), default=None, help="IVF lists to visit.")
-@click.option("--explain", is_flag=True, help="Show dense, lexical and fused scores.")
+@click.option("--explain", is_flag=True, help="Show dense, lexical, fused (and rerank) scores.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_rerank_options
 @_errors
 def query(
     text: str,
@@ -458,10 +505,14 @@ def query(
     nprobe: int | None,
     explain: bool,
     as_json: bool,
+    rerank: str | None,
+    rerank_depth: int,
+    rerank_precision: str,
     **enc: Any,
 ) -> None:
     """Search the index for TEXT; prints ranked documents with snippets."""
     filters = _where(where)
+    reranker = _rerank_model(rerank)
     with _open(index, **enc) as engine:
         _require_documents(engine, index)
         hits = engine.search(
@@ -474,6 +525,9 @@ def query(
             source=source_glob,
             ef_search=ef_search,
             nprobe=nprobe,
+            rerank=reranker,
+            rerank_depth=rerank_depth,
+            rerank_precision=rerank_precision,
         )
         used = resolve(engine.manifest, fusion, alpha)  # what the search used
         why = None
@@ -488,6 +542,8 @@ def query(
             "mode": mode,
             "fusion": used.method,
             "alpha": used.alpha,
+            "rerank": reranker,
+            "rerank_depth": rerank_depth if reranker else None,
             "results": [h.to_dict() for h in hits],
         }
         if why is not None:
@@ -704,6 +760,7 @@ def compact(index: Path, wait: float) -> None:
     help="Write a TREC run file (qid Q0 docid rank score tag); with --mode all, one file "
     "per mode named STEM.MODE.SUFFIX.",
 )
+@_rerank_options
 @_errors
 def eval_(
     index: Path,
@@ -716,14 +773,30 @@ def eval_(
     as_json: bool,
     per_query: Path | None,
     run_file: Path | None,
+    rerank: str | None,
+    rerank_depth: int,
+    rerank_precision: str,
     **enc: Any,
 ) -> None:
     """Score the index on a judged query set: nDCG@10, MRR@10, R@1, R@10, R@100, MAP@100."""
     from .evaluation import load_eval_set, run_evaluation
 
+    reranker = _rerank_model(rerank)
     eval_set = load_eval_set(queries, qrels)
     with _open(index, **enc) as engine:
-        report = run_evaluation(engine, eval_set, mode, k, fusion, alpha, per_query, run_file)
+        report = run_evaluation(
+            engine,
+            eval_set,
+            mode,
+            k,
+            fusion,
+            alpha,
+            per_query,
+            run_file,
+            rerank=reranker,
+            rerank_depth=rerank_depth,
+            rerank_precision=rerank_precision,
+        )
     if as_json:
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
         return
@@ -901,6 +974,7 @@ def main() -> None:
     help="Query encoder arithmetic (default: the index's).",
 )
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@_rerank_options
 @_errors
 def serve(
     index: Path,
@@ -915,6 +989,9 @@ def serve(
     model: str | None,
     precision: str | None,
     device: str,
+    rerank: str | None,
+    rerank_depth: int,
+    rerank_precision: str,
 ) -> None:
     """Serve the index over HTTP: a JSON API and a search page at http://HOST:PORT/."""
     try:
@@ -934,6 +1011,10 @@ def serve(
         model=model,
         precision=precision,
         device=device,
+        # the server's reranker (a client may switch it off, never name another model)
+        rerank=_rerank_model(rerank),
+        rerank_depth=rerank_depth,
+        rerank_precision=rerank_precision,
     )
     run_server(settings, host=host, port=port, workers=workers)
 

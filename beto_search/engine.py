@@ -24,6 +24,7 @@ from .locking import WriteLock
 from .maintenance import Maintenance
 from .manifest import FORMAT_VERSION, IndexOptions, Manifest  # noqa: F401  (re-exported)
 from .readers import ReaderOptions
+from .rerank import DEFAULT_DEPTH, Reranker
 from .searcher import MODES, Searcher  # noqa: F401  (re-exported)
 from .store import Store, StoredChunk
 from .types import Document, Hit, SearchResults
@@ -82,6 +83,8 @@ class SearchEngine:
         self._manifest: Manifest | None = None
         self._stamp: tuple[str | None, str | None] | None = None  # see refresh
         self._encoder_generation: int | None = None  # the generation the encoders fit
+        self._rerankers: dict[tuple[str, str], Reranker] = {}  # (model, precision) -> loaded
+        self._rerank_lock = threading.Lock()
         self.cache = VectorCache(
             folder, store, lambda reload: self.reload_manifest() if reload else self.manifest
         )
@@ -380,10 +383,42 @@ class SearchEngine:
         nprobe: int | None = None,
         snippets: bool = True,
         query_vector: np.ndarray | None = None,
+        rerank: str | os.PathLike[str] | Reranker | bool | None = None,
+        rerank_depth: int = DEFAULT_DEPTH,
+        rerank_precision: str | None = None,
     ) -> SearchResults:
         return Searcher(self).search(
-            query, k, mode, fusion, alpha, where, source, ef_search, nprobe, snippets, query_vector
+            query,
+            k,
+            mode,
+            fusion,
+            alpha,
+            where,
+            source,
+            ef_search,
+            nprobe,
+            snippets,
+            query_vector,
+            rerank,
+            rerank_depth,
+            rerank_precision,
         )
+
+    def reranker(self, model: str | os.PathLike[str], precision: str | None = None) -> Reranker:
+        """The cross-encoder ``model`` at ``precision`` (default auto), loaded once per engine
+        and kept (a server reranks every query with the one it loaded at start-up)."""
+        from .rerank import open_reranker
+
+        key = (os.fspath(model), precision or "auto")
+        with self._rerank_lock:  # one load per key even when many threads ask at once
+            if key not in self._rerankers:
+                self._rerankers[key] = open_reranker(
+                    key[0],
+                    key[1],
+                    device=self.options.device,
+                    batch_size=self.options.batch_size,
+                )
+            return self._rerankers[key]
 
     def similar(self, doc_id: str, k: int = 10) -> list[Hit]:
         return Searcher(self).similar(doc_id, k)

@@ -78,6 +78,8 @@ class EvalReport:
     fusion: str
     alpha: float
     files: list[str] = field(default_factory=list)
+    rerank: str | None = None  # the cross-encoder that reranked every mode's top documents
+    rerank_depth: int | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -100,11 +102,13 @@ class EvalReport:
             "k": self.k,
             "fusion": self.fusion,
             "alpha": self.alpha,
+            "rerank": self.rerank,
+            "rerank_depth": self.rerank_depth,
         }
 
     def table(self) -> str:
         """Metrics as rows, modes side by side as columns."""
-        heads = [_mode_label(m, self.fusion, self.alpha) for m in self.modes]
+        heads = [_mode_label(m, self.fusion, self.alpha, self.rerank) for m in self.modes]
         width = max([9] + [len(h) for h in heads])
         lines = ["metric".ljust(9) + "".join(h.rjust(width + 2) for h in heads)]
         for key, (_, name) in MEASURES.items():
@@ -379,8 +383,12 @@ def evaluate(
     k: int = 100,
     fusion: str | None = None,
     alpha: float | None = None,
+    rerank: str | None = None,
+    rerank_depth: int = 30,
+    rerank_precision: str | None = None,
 ) -> EvalReport:
-    """Search every query in each mode (document-level hits) and score the runs."""
+    """Search every query in each mode (document-level hits) and score the runs; ``rerank``:
+    a cross-encoder rescoring each query's top ``rerank_depth`` documents (see ``search``)."""
     modes = modes_for(mode)
     if not isinstance(k, int) or k < 1:
         raise InputError("the number of results (k) must be a whole number of at least 1.")
@@ -396,18 +404,38 @@ def evaluate(
     for m in modes:
         run = {}
         for qid, q in eval_set.queries.items():
-            hits = engine.search(q.text, k=k, mode=m, fusion=fusion, alpha=alpha, snippets=False)
-            run[qid] = [(h.doc_id, float(h.score)) for h in hits]
+            options = (
+                {
+                    "rerank": rerank,
+                    "rerank_depth": rerank_depth,
+                    "rerank_precision": rerank_precision,
+                }
+                if rerank
+                else {}
+            )
+            hits = engine.search(
+                q.text, k=k, mode=m, fusion=fusion, alpha=alpha, snippets=False, **options
+            )
+            # reranked: the order is the cross-encoder's over the top and the fusion's below it,
+            # so the run's score column is the rank's (n, n-1, ...), which run readers sort by
+            run[qid] = [
+                (h.doc_id, float(len(hits) - i) if rerank else float(h.score))
+                for i, h in enumerate(hits)
+            ]
         runs[m] = run
         means[m], per_query[m] = score_run(eval_set, run)
-    return EvalReport(means, per_query, runs, eval_set, missing, k, used.method, used.alpha)
+    report = EvalReport(means, per_query, runs, eval_set, missing, k, used.method, used.alpha)
+    if rerank:
+        report.rerank, report.rerank_depth = rerank, rerank_depth
+    return report
 
 
 # ----- writing ---------------------------------------------------------------------------------
-def _mode_label(mode: str, fusion: str, alpha: float) -> str:
-    if mode != "hybrid":
-        return mode
-    return f"hybrid-{fusion}" if fusion == "rrf" else f"hybrid-convex-{alpha:g}"
+def _mode_label(mode: str, fusion: str, alpha: float, rerank: str | None = None) -> str:
+    label = mode
+    if mode == "hybrid":
+        label = f"hybrid-{fusion}" if fusion == "rrf" else f"hybrid-convex-{alpha:g}"
+    return label + "+rerank" if rerank else label
 
 
 def _mode_path(path: Path, mode: str, several: bool) -> Path:
@@ -425,11 +453,12 @@ def _write(path: Path, what: str, rows: Iterable[str]) -> None:
 
 def write_runs(report: EvalReport, path: Path) -> list[Path]:
     """TREC run files (``qid Q0 docid rank score tag``); with several modes, one file per mode
-    named ``STEM.MODE.SUFFIX``. The score column is the engine's score."""
+    named ``STEM.MODE.SUFFIX``. The score column is the engine's score (n, n-1, ... under a
+    rerank, whose order mixes two scales)."""
     several = len(report.runs) > 1
     written = []
     for mode, run in report.runs.items():
-        tag = "beto-search-" + _mode_label(mode, report.fusion, report.alpha)
+        tag = "beto-search-" + _mode_label(mode, report.fusion, report.alpha, report.rerank)
         target = _mode_path(Path(path), mode, several)
 
         def rows(run: dict[str, list[tuple[str, float]]] = run, tag: str = tag) -> Iterator[str]:
@@ -491,9 +520,14 @@ def run_evaluation(
     alpha: float | None = None,
     per_query: Path | None = None,
     run: Path | None = None,
+    rerank: str | None = None,
+    rerank_depth: int = 30,
+    rerank_precision: str | None = None,
 ) -> EvalReport:
     """``evaluate`` plus the optional per-query and TREC run files (their paths in ``files``)."""
-    report = evaluate(engine, eval_set, mode, k, fusion, alpha)
+    report = evaluate(
+        engine, eval_set, mode, k, fusion, alpha, rerank, rerank_depth, rerank_precision
+    )
     if run is not None:
         report.files += [str(p) for p in write_runs(report, run)]
     if per_query is not None:

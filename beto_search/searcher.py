@@ -6,6 +6,7 @@ snapshot (``VectorCache.pinned``), so results never mix two states of the index.
 from __future__ import annotations
 
 import html
+import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from .encoder import normalize_rows
 from .errors import InputError
 from .fusion import FUSIONS, FusionConfig, fuse, resolve
 from .readers import EXTENSIONS, clean_text
+from .rerank import DEFAULT_DEPTH, Reranker
 from .snippets import make_snippet
 from .store import Filter, StoredChunk
 from .types import Hit, SearchResults, locate
@@ -51,10 +53,24 @@ class Searcher:
         nprobe: int | None = None,
         snippets: bool = True,
         query_vector: np.ndarray | None = None,
+        rerank: str | os.PathLike[str] | Reranker | bool | None = None,
+        rerank_depth: int = DEFAULT_DEPTH,
+        rerank_precision: str | None = None,
     ) -> SearchResults:
         """The k best documents for ``query``, best first (snippets=False skips highlighting);
-        ``.warnings`` names filter fields that no document has."""
+        ``.warnings`` names filter fields that no document has.
+
+        ``rerank``: a cross-encoder (hub id, folder, a ``Reranker``, or True for
+        ``$BETO_SEARCH_RERANKER``) that rescores the best passage of each of the top
+        ``rerank_depth`` documents after fusion; they come first, in its order (``rerank_score``),
+        the rest keep the fused order. The top ``rerank_depth`` do not depend on ``k``, so pages
+        of one query stay consistent.
+        """
         check_search(query, k, mode, fusion, alpha)
+        reranker = self.reranker_for(
+            rerank, rerank_depth, rerank_precision
+        )  # fails before searching
+        want = max(k, rerank_depth) if reranker is not None else k
         manifest = self.engine.refresh()  # another process may have re-embedded or re-tuned
         config = self.fusion_config(fusion, alpha)
         if manifest is None:
@@ -84,17 +100,19 @@ class Searcher:
             allowed = self.store.filtered_chunk_ids(flt) if flt else None
             if allowed is not None and not len(allowed):
                 return SearchResults([], warnings)
-            depth = max(4 * k, 50)
+            depth = max(4 * want, 50)
             while True:
                 lexical = self._lexical(query, depth, flt) if mode != "semantic" else {}
                 if pending is not None:
                     qvec, pending = pending.result(), None
                 dense = self._dense(vi, qvec, depth, allowed, params) if qvec is not None else {}
                 fused = self._fuse(mode, config, dense, lexical)
-                hits = self._to_hits(fused, dense, lexical, k)
-                if len(hits) >= k or depth >= self._reach(allowed):
+                hits = self._to_hits(fused, dense, lexical, want)
+                if len(hits) >= want or depth >= self._reach(allowed):
                     break
                 depth *= 4
+            if reranker is not None:
+                hits = rerank_hits(reranker, query, hits, rerank_depth)[:k]
             self._finish_hits(hits, query, qvec, snippets)
         return SearchResults(hits, warnings)
 
@@ -113,6 +131,19 @@ class Searcher:
         else:
             hint += " (the ids that 'query' prints)"
         return f"there is no document '{doc_id}' in the index; {hint}."
+
+    def reranker_for(self, rerank: Any, depth: int, precision: str | None) -> Reranker | None:
+        """The reranker ``search(rerank=...)`` asks for (loaded once per engine), or None."""
+        if rerank is None or rerank is False:
+            return None
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise InputError("the rerank depth must be a whole number of at least 1.")
+        if isinstance(rerank, Reranker) and not isinstance(rerank, str | os.PathLike):
+            return rerank
+        from .rerank import rerank_model
+
+        model = rerank_model(None if rerank is True else os.fspath(rerank))
+        return self.engine.reranker(model, precision)
 
     def _reach(self, allowed: np.ndarray | None) -> int:
         """How many chunks a search can reach (counted only when a search must widen)."""
@@ -486,3 +517,24 @@ def _top(ids: np.ndarray, scores: np.ndarray, n: int) -> dict[int, float]:
         return {}
     order = np.argsort(-scores)[:n]
     return {int(ids[i]): float(scores[i]) for i in order}
+
+
+def rerank_hits(reranker: Reranker, query: str, hits: list[Hit], depth: int) -> list[Hit]:
+    """The top ``depth`` hits in ``reranker``'s order of (query, best passage) scores (ties keep
+    the fused order), then the rest as they were; ranks renumbered."""
+    head, tail = hits[:depth], hits[depth:]
+    if not head:
+        return hits
+    scores = np.asarray(reranker.score(query, [h.text for h in head]), dtype=np.float64)
+    if scores.shape != (len(head),):
+        raise InputError(
+            f"the reranker '{reranker.name}' gave {scores.size} scores for {len(head)} passages."
+        )
+    scores = np.nan_to_num(scores, nan=-np.inf)
+    order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
+    for i in order:
+        head[i].rerank_score = float(scores[i])
+    out = [head[i] for i in order] + tail
+    for rank, h in enumerate(out, start=1):
+        h.rank = rank
+    return out

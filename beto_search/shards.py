@@ -13,9 +13,11 @@ only routes writes and merges reads, through ``SearchEngine``'s public methods a
 ``Searcher.search_candidates``.
 
 Searches merge BEFORE fusion: every shard returns its dense (cosine: comparable across shards)
-and lexical (bm25 under the shard's own term statistics, as Elasticsearch does by default)
-candidates with raw scores; the merged top ``depth`` of each side is then fused, aggregated per
-document and snippeted once, as one index would. The query is encoded once, not once per shard.
+and lexical candidates with raw scores, the lexical ones re-scored with bm25 under the GLOBAL
+term statistics (the shards' summed row counts, lengths and document frequencies:
+Elasticsearch's dfs_query_then_fetch, see ``ShardedEngine._gather``), so both sides score as one
+index would; the merged top ``depth`` of each side is then fused, aggregated per document and
+snippeted once. The query is encoded once, not once per shard.
 Chunk ids seen from outside are global: ``local id * N + shard``.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import queue
 import sys
@@ -30,7 +33,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -41,6 +44,7 @@ from .errors import IndexNotFoundError, InputError, ManifestMismatchError
 from .fusion import FusionConfig, resolve
 from .ingest import IngestSummary, as_document
 from .readers import ReaderOptions, ReadReport, clean_text, iter_files, read_file
+from .rerank import DEFAULT_DEPTH, Reranker
 from .searcher import (
     Candidates,
     Searcher,
@@ -51,6 +55,7 @@ from .searcher import (
     hits_from_rows,
     make_filter,
     plain_snippets,
+    rerank_hits,
 )
 from .types import Document, Hit, SearchResults
 
@@ -525,11 +530,14 @@ class ShardedEngine:
         paths: Iterable[str | os.PathLike[str]],
         reader: ReaderOptions | None = None,
         prune: bool = False,
-        progress: bool = False,
+        progress: bool | str = False,
         embedder: Embedder | None = None,
+        progress_every: float = 5.0,
         writers: str = "threads",
     ) -> IngestSummary:
-        """Read files and folders once, routing each document to its shard's writer."""
+        """Read files and folders once, routing each document to its shard's writer
+        (``progress``: a bar of files read unless False or "none"; ``progress_every`` is accepted
+        for ``SearchEngine.ingest``'s signature: the shards' writers report no chunk lines)."""
         import time
 
         from tqdm import tqdm
@@ -545,7 +553,7 @@ class ShardedEngine:
 
         def documents() -> Iterator[Document]:
             for path, root in tqdm(
-                files, desc="files", unit="file", disable=not progress, leave=False
+                files, desc="files", unit="file", disable=progress in (False, "none"), leave=False
             ):
                 source, skips = _resolved(path), len(report.skips)
                 for doc in read_file(path, root, reader, report):
@@ -642,6 +650,74 @@ class ShardedEngine:
             _best(dense, depth), _best(lexical, depth), rows, sum(c.reach for c in parts)
         )
 
+    def _gather(
+        self,
+        query: str,
+        mode: str,
+        depth: int,
+        call: Callable[[int, SearchEngine, int], Candidates],
+    ) -> Candidates:
+        """Every shard's candidates (``call(i, shard, depth)``), merged and cut to ``depth``, with
+        the lexical side scored under the GLOBAL term statistics (Elasticsearch's
+        dfs_query_then_fetch): each shard also reports its rows, their total length in terms and
+        its document frequency of each query term; their sums give the idf and average length
+        that one index of all the shards' rows would use, and each shard's lexical candidates
+        are re-scored with FTS5's bm25 formula under them (``bm25``: one index's own figures give
+        its own scores, so the sharded scores equal one index's).
+
+        A shard returns its best rows by ITS bm25, which may rank differently: a shard whose
+        list was cut is asked again for 4x as many until no row it left out can reach the
+        merged top ``depth`` (``_unseen_bound``), so the merged lexical list is the one index's
+        top ``depth``, at worst at the cost of reading the shard's matches whole."""
+        terms = list(dict.fromkeys(self.analyzer.terms(query))) if mode != "semantic" else []
+        if not terms:
+            return self._merge(self._map(lambda i, s: call(i, s, depth)), depth)
+        want = [depth] * self.count
+        parts: list[Candidates | None] = [None] * self.count
+        local: list[TermStats | None] = [None] * self.count
+        floor = [0.0] * self.count
+        todo = set(range(self.count))
+        while True:
+
+            def one(
+                i: int, s: SearchEngine, todo: set[int] = todo
+            ) -> tuple[TermStats | None, Candidates, dict[int, str]] | None:
+                if i not in todo:
+                    return None
+                stats = None
+                if local[i] is None:  # the statistics once, with the first candidates
+                    rows, tokens = s.store.lexical_totals()
+                    stats = TermStats(rows, tokens, s.store.doc_frequencies(terms))
+                c = call(i, s, want[i])
+                return stats, c, s.store.lexical_terms(list(c.lexical))
+
+            fetched = self._map(one)
+            for i, got in enumerate(fetched):
+                if got is not None:
+                    local[i] = got[0] or local[i]
+            glob = TermStats.total([cast(TermStats, st) for st in local])
+            for i, got in enumerate(fetched):
+                if got is None:
+                    continue
+                _, c, stored = got
+                floor[i] = min(c.lexical.values(), default=0.0)
+                rescored = {cid: bm25(terms, stored.get(cid, ""), glob) for cid in c.lexical}
+                parts[i] = replace(c, lexical=rescored)
+            scores = sorted((v for p in parts if p for v in p.lexical.values()), reverse=True)
+            kth = scores[depth - 1] if len(scores) >= depth else -math.inf
+            todo = {
+                i
+                for i, p in enumerate(parts)
+                if p is not None
+                and len(p.lexical) >= want[i]
+                and _unseen_bound(terms, cast(TermStats, local[i]), glob, floor[i]) > kth
+            }
+            if not todo:
+                break
+            for i in todo:
+                want[i] *= 4
+        return self._merge([cast(Candidates, p) for p in parts], depth)
+
     def search(
         self,
         query: str,
@@ -655,10 +731,16 @@ class ShardedEngine:
         nprobe: int | None = None,
         snippets: bool = True,
         query_vector: np.ndarray | None = None,
+        rerank: str | os.PathLike[str] | Reranker | bool | None = None,
+        rerank_depth: int = DEFAULT_DEPTH,
+        rerank_precision: str | None = None,
     ) -> SearchResults:
-        """The k best documents across the shards: candidates merged, then fused once;
-        ``.warnings`` names filter fields that no shard's documents have."""
+        """The k best documents across the shards: candidates merged, then fused once (and
+        reranked once, as ``SearchEngine.search``); ``.warnings`` names filter fields that no
+        shard's documents have."""
         check_search(query, k, mode, fusion, alpha)
+        reranker = Searcher(self.shards[0]).reranker_for(rerank, rerank_depth, rerank_precision)
+        want = max(k, rerank_depth) if reranker is not None else k
         manifest = self.refresh()
         config = self.fusion_config(fusion, alpha)
         if manifest is None:
@@ -671,20 +753,22 @@ class ShardedEngine:
         qvec = None
         if mode != "lexical":
             qvec = self._query_vector(query, query_vector, manifest.dimension)
-        depth = max(4 * k, 50)
+        depth = max(4 * want, 50)
         while True:
 
-            def one(i: int, s: SearchEngine, depth: int = depth) -> Candidates:
+            def one(i: int, s: SearchEngine, depth: int) -> Candidates:
                 return Searcher(s).search_candidates(
                     query, depth, mode, where, source, ef_search, nprobe, qvec
                 )
 
-            merged = self._merge(self._map(one), depth)
+            merged = self._gather(query, mode, depth, one)
             fused = fuse_mode(mode, config, merged.dense, merged.lexical)
-            hits = hits_from_rows(fused, merged.dense, merged.lexical, merged.rows, k)
-            if len(hits) >= k or depth >= merged.reach:
+            hits = hits_from_rows(fused, merged.dense, merged.lexical, merged.rows, want)
+            if len(hits) >= want or depth >= merged.reach:
                 break
             depth *= 4
+        if reranker is not None:
+            hits = rerank_hits(reranker, query, hits, rerank_depth)[:k]
         if qvec is not None:  # exact dense scores for the explanation of lexical-only hits
             for i, cids in self._by_shard([h.chunk_id for h in hits if h.dense_score is None]):
                 exact = Searcher(self.shards[i]).dense_scores(cids, qvec)
@@ -708,6 +792,10 @@ class ShardedEngine:
         for g in global_ids:
             out.setdefault(g % self.count, []).append(g // self.count)
         return sorted(out.items())
+
+    def reranker(self, model: str | os.PathLike[str], precision: str | None = None) -> Reranker:
+        """The cross-encoder, loaded once (kept by the first shard's engine: one per index)."""
+        return self.shards[0].reranker(model, precision)
 
     def similar(self, doc_id: str, k: int = 10) -> list[Hit]:
         """Documents closest to a stored one, from its stored vectors, across the shards."""
@@ -756,10 +844,12 @@ class ShardedEngine:
         doc_of: dict[int, str] = {}
         for text, qvec in zip(texts, qvecs, strict=True):
 
-            def one(i: int, s: SearchEngine, text: str = text, qvec: np.ndarray = qvec) -> Any:
+            def one(
+                i: int, s: SearchEngine, depth: int, text: str = text, qvec: np.ndarray = qvec
+            ) -> Candidates:
                 return Searcher(s).search_candidates(text, depth, "hybrid", query_vector=qvec)
 
-            merged = self._merge(self._map(one), depth)
+            merged = self._gather(text, "hybrid", depth, one)
             dense.append(merged.dense)
             lexical.append(merged.lexical)
             doc_of.update((g, r.doc_id) for g, r in merged.rows.items())
@@ -818,6 +908,7 @@ class ShardedEngine:
             "documents": counts["documents"],
             "chunks": counts["chunks"],
             "seq": sum(f["seq"] for f in per),
+            "staged": [d for f in per for d in f.get("staged", [])],
             "bytes_on_disk": sum(files.values()),
             "shards": self.count,
             "routing": ROUTING,
@@ -868,6 +959,7 @@ class ShardedEngine:
         return {
             "bytes_before": sum(o["bytes_before"] for o in out),
             "bytes_after": sum(o["bytes_after"] for o in out),
+            "staged_chunks_dropped": sum(o.get("staged_chunks_dropped", 0) for o in out),
         }
 
     # ----- tuning, re-embedding, training ----------------------------------------------------
@@ -983,6 +1075,79 @@ def _best(scores: dict[int, float], depth: int) -> dict[int, float]:
     if len(scores) <= depth:
         return scores
     return dict(sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:depth])
+
+
+# FTS5's bm25() (SQLite's fts5_aux.c): k1 = 1.2, b = 0.75, a phrase's
+# idf = log((N - n + 0.5) / (n + 0.5)), clamped to 1e-6 where it is not positive
+BM25_K1 = 1.2
+BM25_B = 0.75
+
+
+@dataclass(frozen=True)
+class TermStats:
+    """What bm25 takes from an index for one query: its rows, their total length in terms and
+    how many rows hold each query term (one shard's, or every shard's summed)."""
+
+    rows: int
+    tokens: int
+    df: dict[str, int]
+
+    @staticmethod
+    def total(parts: list[TermStats]) -> TermStats:
+        df: dict[str, int] = {}
+        for p in parts:
+            for t, n in p.df.items():
+                df[t] = df.get(t, 0) + n
+        return TermStats(sum(p.rows for p in parts), sum(p.tokens for p in parts), df)
+
+    def idf(self, term: str) -> float:
+        n = self.df.get(term, 0)
+        idf = math.log((self.rows - n + 0.5) / (n + 0.5))
+        return idf if idf > 0.0 else 1e-6
+
+    @property
+    def avgdl(self) -> float:
+        return self.tokens / self.rows if self.rows else 1.0
+
+
+def bm25(terms: list[str], stored: str, stats: TermStats) -> float:
+    """FTS5's bm25 score (higher is better) of a row whose analyzed terms are ``stored``, for a
+    query of the distinct ``terms`` (each a one-term phrase), under ``stats``: the same
+    arithmetic in the same order, so one index's own figures give its own scores."""
+    words = stored.split(" ") if stored else []
+    length = float(len(words))
+    counts: dict[str, int] = {}
+    for w in words:
+        counts[w] = counts.get(w, 0) + 1
+    score = 0.0
+    for t in terms:
+        f = float(counts.get(t, 0))
+        score += stats.idf(t) * (
+            (f * (BM25_K1 + 1.0)) / (f + BM25_K1 * (1 - BM25_B + BM25_B * length / stats.avgdl))
+        )
+    return score
+
+
+def _unseen_bound(terms: list[str], local: TermStats, glob: TermStats, floor: float) -> float:
+    """The highest global bm25 a row that a shard left out of its list could have: its local
+    score is at most ``floor`` (the list's last). Per term, the local score is idf_local * T and
+    the global one idf_global * T', with T' <= c * T (c = max(1, global avgdl / local avgdl):
+    the length factor moves by at most that ratio) and T < k1 + 1; the best split of ``floor``
+    over the terms (a fractional knapsack, most global score per local score first) bounds
+    the sum."""
+    items = [(glob.idf(t), local.idf(t)) for t in terms if local.df.get(t)]
+    if not items:
+        return 0.0
+    c = max(1.0, glob.avgdl / local.avgdl) if local.tokens else 1.0
+    items.sort(key=lambda gl: -gl[0] / gl[1])
+    left, bound = floor, 0.0
+    for g, loc in items:
+        take = min(BM25_K1 + 1.0, left / loc)
+        bound += c * g * take
+        left -= loc * take
+        if left <= 0.0:
+            break
+    return bound
 
 
 def _merge_summaries(parts: list[IngestSummary]) -> IngestSummary:

@@ -79,6 +79,17 @@ DOCUMENT_COLUMNS = {
 # metadata read by SQLite's JSON functions: a row that is not valid JSON (written before the
 # checks of validation.py, or by hand) counts as {} instead of failing the whole query
 _VALID_METADATA = "CASE WHEN json_valid(d.metadata) THEN d.metadata ELSE '{}' END"
+
+# The number of terms in a ``chunks_fts.terms`` value (the analyzer's terms, one space between
+# them, none empty): as SQL, and as Python in ``term_count``.
+_TERM_COUNT = "(length(terms) - length(replace(terms, ' ', '')) + (terms != ''))"
+
+
+def term_count(terms: str) -> int:
+    """The number of terms in an analyzed ``terms`` value (FTS5's row length in tokens)."""
+    return terms.count(" ") + 1 if terms else 0
+
+
 _KEY_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
@@ -451,16 +462,22 @@ class Store:
         if not ids:
             return 0
         q = ",".join("?" * len(ids))
+        rows, terms = self.conn.execute(
+            f"SELECT count(*), coalesce(sum({_TERM_COUNT}), 0) FROM chunks_fts WHERE rowid IN ({q})",
+            ids,
+        ).fetchone()
         self.conn.execute(f"DELETE FROM embeddings WHERE chunk_id IN ({q})", ids)
         self.conn.execute(f"DELETE FROM chunks_fts WHERE rowid IN ({q})", ids)
         self.conn.execute(f"DELETE FROM chunks WHERE id IN ({q})", ids)
         self.conn.executemany(
             "INSERT INTO changes(op, chunk_id) VALUES ('del', ?)", [(i,) for i in ids]
         )
+        self._add_lexical_totals(-int(rows), -int(terms))
         return len(ids)
 
     def put_documents(self, docs: list[PreparedDocument]) -> None:
         """Insert or replace documents with their chunks, vectors and terms (caller's transaction)."""
+        self._start_lexical_totals()
         stamp = now()
         created = self._created_at([p.doc.id for p in docs])
         for p in docs:
@@ -492,6 +509,7 @@ class Store:
         conn.executemany("INSERT INTO embeddings(chunk_id, vector) VALUES (?, ?)", emb)
         conn.executemany("INSERT INTO chunks_fts(rowid, terms) VALUES (?, ?)", fts)
         conn.executemany("INSERT INTO changes(op, chunk_id) VALUES ('add', ?)", log)
+        self._add_lexical_totals(len(fts), sum(term_count(t) for _, t in fts))
 
     def _created_at(self, ids: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -508,6 +526,7 @@ class Store:
     def delete_documents(self, ids: Iterable[str]) -> list[str]:
         """Delete documents and everything of theirs (caller's transaction); the ids found."""
         found = []
+        self._start_lexical_totals()
         table = self.db.table("documents")
         for doc_id in ids:
             if table.count_where("id = ?", [doc_id]):
@@ -759,6 +778,91 @@ class Store:
             args = [match, limit]
         return [(int(r[0]), float(r[1])) for r in self.conn.execute(sql, args)]
 
+    # ----- global term statistics (sharded indexes score bm25 with them) -------------------
+    # FTS5's bm25() reads the row count and the total number of tokens from its own internals;
+    # the same two figures are kept in ``meta`` (``lexical_rows``, ``lexical_terms``), updated
+    # in every write transaction that changes ``chunks_fts``, so that reading them is O(1).
+    # ``lexical_seq`` is the change sequence they were last brought to: a writer that did not
+    # keep them (an older version) moves the sequence past it, and they are counted again.
+    _TOTAL_KEYS = ("lexical_rows", "lexical_terms", "lexical_seq")
+
+    def _kept_lexical_totals(self) -> tuple[int, int] | None:
+        """The kept totals, None when missing or left behind by the change sequence."""
+        rows = self.conn.execute(
+            "SELECT key, value FROM meta WHERE key IN (?, ?, ?)"
+            " UNION ALL SELECT 'seq', seq FROM sqlite_sequence WHERE name = 'changes'",
+            self._TOTAL_KEYS,
+        ).fetchall()
+        got = {str(k): int(v) for k, v in rows}
+        if len(got) < 3 or got.get("lexical_seq") != got.get("seq", 0):
+            return None
+        return got["lexical_rows"], got["lexical_terms"]
+
+    def _scan_lexical_totals(self) -> tuple[int, int]:
+        row = self.conn.execute(
+            f"SELECT count(*), coalesce(sum({_TERM_COUNT}), 0) FROM chunks_fts"
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def _start_lexical_totals(self) -> None:
+        """Have the totals right before a write changes them (an index made before they were
+        kept, or last written by a version that did not keep them: counted, in the writer's
+        transaction)."""
+        if self._kept_lexical_totals() is None:
+            rows, terms = self._scan_lexical_totals()
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                [("lexical_rows", rows), ("lexical_terms", terms), ("lexical_seq", self.seq())],
+            )
+
+    def _add_lexical_totals(self, rows: int, terms: int) -> None:
+        """Move the totals by a write's rows and terms (caller's transaction, after its change
+        rows: the totals are then as of the new sequence)."""
+        self.conn.executemany(
+            "UPDATE meta SET value = value + ? WHERE key = ?",
+            [(rows, "lexical_rows"), (terms, "lexical_terms")],
+        )
+        self._keep_lexical_seq()
+
+    def _keep_lexical_seq(self) -> None:
+        self.conn.execute("UPDATE meta SET value = ? WHERE key = 'lexical_seq'", (self.seq(),))
+
+    def lexical_totals(self) -> tuple[int, int]:
+        """(rows, tokens) of the lexical index: what FTS5's bm25() takes N and avgdl from
+        (counted from the rows when none are kept for the index's current state)."""
+        kept = self._kept_lexical_totals()
+        return kept if kept is not None else self._scan_lexical_totals()
+
+    def doc_frequencies(self, terms: list[str]) -> dict[str, int]:
+        """How many rows hold each analyzed term: FTS5's own count for a quoted one-term phrase,
+        which is what its bm25() takes a phrase's idf from."""
+        out: dict[str, int] = {}
+        for i in range(0, len(terms), 100):  # one statement per 100 terms
+            part = terms[i : i + 100]
+            counts = self.conn.execute(
+                "SELECT "
+                + ", ".join(
+                    ["(SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?)"] * len(part)
+                ),
+                ['"' + t.replace('"', '""') + '"' for t in part],
+            ).fetchone()
+            out.update(zip(part, (int(n) for n in counts), strict=True))
+        return out
+
+    def lexical_terms(self, ids: list[int]) -> dict[int, str]:
+        """The analyzed terms stored for each of the given chunks (space-separated)."""
+        out: dict[int, str] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            q = ",".join("?" * len(part))
+            out.update(
+                (int(r[0]), str(r[1]))
+                for r in self.conn.execute(
+                    f"SELECT rowid, terms FROM chunks_fts WHERE rowid IN ({q})", part
+                )
+            )
+        return out
+
     # ----- facts and checks ----------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         """Row counts in one query (one snapshot even outside a transaction)."""
@@ -934,6 +1038,7 @@ class Store:
         """THE switch (caller's write transaction): the side vectors replace ``embeddings``,
         the manifest takes the new model's keys, the side tables empty, a marker is logged and
         the change log dropped (no cache of the old vectors is ever caught up again)."""
+        self._start_lexical_totals()
         self.conn.execute("DELETE FROM embeddings")
         self.conn.execute(
             "INSERT INTO embeddings(chunk_id, vector) SELECT n.chunk_id, n.vector FROM"
@@ -943,6 +1048,7 @@ class Store:
         self.conn.execute("DELETE FROM reembed_state")
         self.write_manifest(manifest)
         self.conn.execute("INSERT INTO changes(op, chunk_id) VALUES ('reembed', 0)")
+        self._keep_lexical_seq()  # the terms did not change
         self.drop_history()
 
     # ----- staging: streamed documents being written (indexer.py) ----------------------------

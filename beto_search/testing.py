@@ -130,3 +130,48 @@ def build_full_beto(
         seed=seed,
         lower_case=lower_case,
     )
+
+
+def build_cross_encoder_folder(
+    folder: Path,
+    vocab: Path,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    intermediate: int = 64,
+    max_positions: int = 512,
+    seed: int = 0,
+    initializer_range: float = 0.02,
+) -> Path:
+    """Write a random-weight BERT cross-encoder (``BertForSequenceClassification``, one label)
+    with BETO's tokenizer settings, saved as a sentence-transformers ``CrossEncoder`` folder.
+
+    A wider ``initializer_range`` than BERT's 0.02 makes a tiny model's scores depend on its
+    input (at 0.02 a 2-layer, 32-wide model gives nearly the same score to every pair).
+    """
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import BertConfig, BertForSequenceClassification
+
+    raw = folder.parent / (folder.name + ".raw")
+    raw.mkdir(parents=True, exist_ok=True)
+    shutil.copy(vocab, raw / "vocab.txt")
+    with (raw / "vocab.txt").open(encoding="utf-8") as fh:
+        n_vocab = sum(1 for _ in fh)
+    (raw / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG))
+    torch.manual_seed(seed)
+    config = BertConfig(  # type: ignore[call-arg]  # num_labels: a PretrainedConfig kwarg
+        vocab_size=n_vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_positions,
+        pad_token_id=BETO_PAD_ID,
+        num_labels=1,
+        initializer_range=initializer_range,
+    )
+    BertForSequenceClassification(config).save_pretrained(raw)
+    CrossEncoder(str(raw), device="cpu", trust_remote_code=False).save(str(folder))
+    shutil.rmtree(raw, ignore_errors=True)
+    return folder

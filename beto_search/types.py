@@ -54,6 +54,7 @@ class Hit:
     chunk_id: int = 0
     dense_score: float | None = None
     lexical_score: float | None = None
+    rerank_score: float | None = None  # the cross-encoder's score (reranked hits only)
     snippet: str = ""
     snippet_start: int = 0
     snippet_end: int = 0
@@ -63,7 +64,8 @@ class Hit:
     location: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self, explain: bool = True) -> dict[str, Any]:
-        """The JSON shape of a hit (with its dense, lexical and fused scores unless explain=False)."""
+        """The JSON shape of a hit (with its dense, lexical and fused scores unless explain=False;
+        ``score`` is the fused score, ``rerank_score`` the cross-encoder's or None)."""
         out: dict[str, Any] = {
             "rank": self.rank,
             "score": self.score,
@@ -78,6 +80,7 @@ class Hit:
             "highlight": self.highlight,
             "highlight_spans": [list(span) for span in self.highlight_spans],
             **self.location,
+            "rerank_score": self.rerank_score,
         }
         if explain:
             out["explain"] = {
@@ -85,6 +88,8 @@ class Hit:
                 "lexical_score": self.lexical_score,
                 "fused_score": self.score,
             }
+            if self.rerank_score is not None:  # beside the others when a cross-encoder ranked it
+                out["explain"]["rerank_score"] = self.rerank_score
         return out
 
 

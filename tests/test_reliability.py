@@ -358,7 +358,7 @@ def test_verify_fails_on_a_chunk_without_embedding(index_copy: Path, cli_run) ->
     assert res.stderr.strip().splitlines()[-1].startswith("Error: ")
     # repair re-encodes the broken document from its stored text and rebuilds the FAISS file
     res = cli_run("repair", "--index", index_copy)
-    assert res.exit_code == 0 and "re-encoded 1 documents" in res.output
+    assert res.exit_code == 0 and "re-encoded 1 document whose" in res.output
     res = cli_run("verify", "--index", index_copy)
     assert res.exit_code == 0, res.output
     con = sqlite3.connect(index_copy / "index.db")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -90,14 +91,17 @@ def test_dense_results_identical_with_flat_indexes(qa_pair: tuple[Path, Path]) -
         assert exact >= 0.95 * len(queries())
 
 
-@pytest.mark.parametrize(("mode", "shards"), [("lexical", 2), ("hybrid", 2), ("hybrid", 4)])
+@pytest.mark.parametrize(
+    ("mode", "shards"),
+    [("lexical", 2), ("lexical", 4), ("lexical", 8), ("hybrid", 2), ("hybrid", 4)],
+)
 def test_quality_matches_one_index(
     qa_pair: tuple[Path, Path], tmp_path: Path, mode: str, shards: int
 ) -> None:
-    """bm25 runs on each shard's own term statistics (as Elasticsearch by default): the smaller
-    the shards, the noisier their idf. es-qa has 240 documents: 2 shards of ~120 keep lexical
-    within 0.01; at 4 shards of ~60 lexical drifts to ~0.014 (docs/scale.md), hybrid stays
-    within 0.01."""
+    """bm25 runs on the shards' summed term statistics (Elasticsearch's dfs_query_then_fetch),
+    so lexical scores are one index's and nDCG@10 matches it at any shard count (with each
+    shard's own statistics, es-qa's 240 documents drifted by 0.014 at 4 shards and 0.021 at 8);
+    the issue asks for 0.01, the scores give 0 (docs/scale.md)."""
     one, four = qa_pair
     if shards == 4:
         path = four
@@ -112,7 +116,130 @@ def test_quality_matches_one_index(
             scores[name] = evaluate(engine, eval_set, mode, k=10).modes[mode]["ndcg@10"]
     print(f"{mode} nDCG@10: one index {scores['one']:.4f}, {shards} shards {scores['sharded']:.4f}")
     assert scores["one"] > 0.5  # the hashing encoder and bm25 give real signal here
-    assert abs(scores["one"] - scores["sharded"]) <= 0.01
+    assert abs(scores["one"] - scores["sharded"]) <= 0.001
+
+
+def lexical_top(engine: SearchEngine | ShardedEngine, q: str) -> dict[str, float]:
+    hits = engine.search(q, k=10, mode="lexical", snippets=False)
+    return {h.doc_id: float(h.lexical_score or 0.0) for h in hits}
+
+
+def test_sharded_lexical_scores_are_one_index_scores(qa_pair: tuple[Path, Path]) -> None:
+    """Every query's top-10 lexical scores equal one index's (same documents, same bm25 within
+    1e-6; documents may only swap places between equal scores), with filters too."""
+    one, four = qa_pair
+    with (
+        SearchEngine.open(one, HashEncoder(), create=False) as a,
+        SearchEngine.open(four, HashEncoder(), create=False) as b,
+    ):
+        for q in queries():
+            want, got = lexical_top(a, q), lexical_top(b, q)
+            assert sorted(got.values()) == pytest.approx(sorted(want.values()), abs=1e-6), q
+            for doc_id in want.keys() & got.keys():
+                assert got[doc_id] == pytest.approx(want[doc_id], abs=1e-6), (q, doc_id)
+            assert len(want.keys() & got.keys()) >= len(want) - 2, q  # ties only
+        where = {"title": qa_records()[3]["title"]}
+        for q in queries()[:20]:
+            want = {h.doc_id: h.lexical_score for h in a.search(q, 5, "lexical", where=where)}
+            got = {h.doc_id: h.lexical_score for h in b.search(q, 5, "lexical", where=where)}
+            assert got.keys() == want.keys()
+            assert all(got[d] == pytest.approx(want[d], abs=1e-6) for d in want)
+
+
+# top-3 lexical (document, bm25) of one index, from the code before global statistics existed:
+# the single-index path (FTS5's own bm25) must keep giving exactly these
+ONE_INDEX_LEXICAL = {
+    0: [("p001", 8.219196973), ("p018", 7.913571673), ("p036", 6.900644816)],
+    7: [("p008", 7.213367075), ("p009", 6.495332304), ("p187", 4.205444577)],
+    42: [("p043", 15.769435833), ("p046", 7.141183965), ("p057", 5.372244015)],
+    123: [("p124", 11.6476242), ("p131", 8.246542173), ("p013", 5.854994188)],
+    200: [("p201", 19.494491876), ("p208", 14.740716881), ("p207", 13.295201934)],
+}
+
+
+def test_single_index_lexical_scores_unchanged(qa_pair: tuple[Path, Path]) -> None:
+    one, _ = qa_pair
+    qs = queries()
+    with SearchEngine.open(one, HashEncoder(), create=False) as engine:
+        for n, want in ONE_INDEX_LEXICAL.items():
+            hits = engine.search(qs[n], k=3, mode="lexical", snippets=False)
+            assert [h.doc_id for h in hits] == [d for d, _ in want]
+            assert [h.lexical_score for h in hits] == pytest.approx([s for _, s in want], abs=1e-6)
+
+
+def test_shards_dig_deeper_when_their_own_ranking_hides_the_global_best(tmp_path: Path) -> None:
+    """A term in most of one shard's rows has no weight there (idf clamped), but is rare across
+    the index: that shard's own top 50 for "alfa beta" are its long "beta" rows, while one index
+    ranks the short "alfa alfa" row first. The shard is asked again, deeper, until no row it
+    left out could reach the merged top; the result is one index's."""
+    home = [f"d{n}" for n in range(2000) if shard_of(f"d{n}", 2) == 0][:130]
+    away = [f"d{n}" for n in range(2000) if shard_of(f"d{n}", 2) == 1][:400]
+    filler = " ".join(f"relleno{n}" for n in range(30))
+    docs = [{"id": home[0], "text": "alfa alfa gato"}]
+    docs += [{"id": d, "text": f"alfa perro {filler}"} for d in home[1:70]]
+    docs += [{"id": d, "text": f"beta {filler}"} for d in home[70:]]
+    docs += [{"id": d, "text": f"casa{n} árbol {filler}"} for n, d in enumerate(away)]
+    tops = []
+    for name, shards in (("one", None), ("two", 2)):
+        with SearchEngine.open(
+            tmp_path / name, HashEncoder(), index_type="flat", shards=shards
+        ) as engine:
+            engine.add(docs)
+            tops.append(lexical_top(engine, "alfa beta"))
+    want, got = tops
+    assert next(iter(want)) == home[0] and next(iter(got)) == home[0]
+    assert sorted(got.values()) == pytest.approx(sorted(want.values()), abs=1e-6)
+
+
+def test_lexical_totals_follow_every_write(tmp_path: Path) -> None:
+    """The rows and terms bm25 needs, kept at write time, equal a fresh index's after deletes
+    and replacements; an index made before they were kept counts them, and its next write
+    keeps them from then on."""
+    records = qa_records()[:60]
+    changed = [{**r, "text": r["text"] + " y además otra frase más"} for r in records[:10]]
+    with SearchEngine.open(tmp_path / "a", HashEncoder(), index_type="flat") as a:
+        a.add(records)
+        a.delete([r["id"] for r in records[50:]])
+        a.add(changed)
+        totals = a.store.lexical_totals()
+    final = changed + records[10:50]
+    with SearchEngine.open(tmp_path / "b", HashEncoder(), index_type="flat") as b:
+        b.add(final)
+        assert b.store.lexical_totals() == totals
+        assert totals[0] == 50 and totals[1] > 50 * 5
+        assert b.store.doc_frequencies(["zzzz"]) == {"zzzz": 0}
+    # an index from before the totals were kept: no meta rows for them
+    with sqlite3.connect(tmp_path / "a" / "index.db") as db:
+        db.execute("DELETE FROM meta WHERE key LIKE 'lexical_%'")
+    with SearchEngine.open(tmp_path / "a", HashEncoder(), create=False) as a:
+        assert a.store.lexical_totals() == totals  # counted
+        a.delete([records[20]["id"]])
+        a.add([records[55]])
+        assert a.store.lexical_totals()[0] == 50
+    with SearchEngine.open(tmp_path / "b", HashEncoder(), create=False) as b:
+        b.delete([records[20]["id"]])
+        b.add([records[55]])
+        with sqlite3.connect(tmp_path / "a" / "index.db") as db:
+            kept = db.execute("SELECT count(*) FROM meta WHERE key LIKE 'lexical_%'").fetchone()
+        assert kept == (3,)
+        with SearchEngine.open(tmp_path / "a", HashEncoder(), create=False) as a:
+            assert a.store.lexical_totals() == b.store.lexical_totals()
+            rows, terms = a.store.lexical_totals()
+    # a writer that does not keep the totals (an older version): they are counted again
+    with sqlite3.connect(tmp_path / "a" / "index.db") as db:
+        db.execute("INSERT INTO chunks_fts(rowid, terms) VALUES (999999, 'uno dos tres')")
+        db.execute("INSERT INTO changes(op, chunk_id) VALUES ('add', 999999)")
+    with (
+        SearchEngine.open(tmp_path / "a", HashEncoder(), create=False) as a,
+        SearchEngine.open(tmp_path / "b", HashEncoder(), create=False) as b,
+    ):
+        assert a.store.lexical_totals() == (rows + 1, terms + 3)
+        a.delete([records[21]["id"]])  # counted again by this writer, then kept
+        b.delete([records[21]["id"]])
+        assert a.store.lexical_totals() == (
+            b.store.lexical_totals()[0] + 1,
+            b.store.lexical_totals()[1] + 3,
+        )
 
 
 def test_filters_explain_similar_and_documents(qa_pair: tuple[Path, Path]) -> None:
@@ -313,7 +440,7 @@ def test_every_command_on_a_sharded_index(cli_run, tmp_path: Path) -> None:
     out = cli_run("delete", "p001", "p002", "--index", idx)
     assert out.exit_code == 0 and "deleted 2 documents" in out.output
     out = cli_run("delete", "p001", "--index", idx)
-    assert out.exit_code == 1 and "no such documents: p001" in out.output
+    assert out.exit_code == 1 and "no such document: p001" in out.output
     out = cli_run("compact", "--index", idx)
     assert out.exit_code == 0 and "compacted:" in out.output
     qa = ["--queries", QA / "queries.jsonl", "--qrels", QA / "qrels" / "test.tsv"]

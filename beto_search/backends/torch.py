@@ -68,11 +68,13 @@ def quantize_int8(
     return model
 
 
-def load_failure(name: str, exc: Exception, why: str | None = None) -> ModelLoadError:
+def load_failure(
+    name: str, exc: Exception, why: str | None = None, how: str | None = None
+) -> ModelLoadError:
     """The one-sentence error for a model that could not be loaded (``why``: said instead of
-    ``exc``)."""
+    ``exc``; ``how``: what to do instead, for callers other than the encoder, e.g. the reranker)."""
     offline = hub_offline()
-    how = (
+    how = how or (
         "pass --model PATH (or BETO_SEARCH_MODEL) with a local folder, or save a copy on a connected "
         "machine with SentenceTransformer('"
         + DEFAULT_MODEL

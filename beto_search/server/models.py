@@ -14,7 +14,15 @@ from typing import Annotated, Any
 import pydantic_core
 from fastapi import Request
 from fastapi.routing import APIRoute
-from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+)
 from starlette.responses import Response
 
 from ..errors import InputError
@@ -62,6 +70,9 @@ class SearchBody(BaseModel):
         None, description='metadata filters: {"key": "value"} or ["key:value"]'
     )
     source: Text | None = Field(None, description="glob over the relative source")
+    rerank: StrictBool | None = Field(
+        None, description="rerank with the server's cross-encoder (default: on if it has one)"
+    )
 
 
 class DocumentIn(BaseModel):

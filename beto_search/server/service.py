@@ -73,6 +73,12 @@ class Service:
         self.batcher = QueryBatcher(
             self._encode, settings.batch_window_ms / 1000, settings.max_batch
         )
+        # loaded (its graph built) now, so a bad model stops the start
+        self.reranker = (
+            self.engine.reranker(settings.rerank, settings.rerank_precision)
+            if settings.rerank
+            else None
+        )
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         # the light query encoder (no torch when the index allows it; the given encoder if any)

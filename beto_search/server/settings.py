@@ -38,6 +38,11 @@ class ServerSettings:
     write_wait: float = 5.0  # seconds a write waits for the one-writer lock before 409
     batch_window_ms: float = 2.0
     max_batch: int = 32
+    # the server's one cross-encoder, loaded at start-up; clients may turn it on or off per query
+    # (rerank=true/false) but never name a model (no paths from the network)
+    rerank: str | None = None
+    rerank_depth: int = 30
+    rerank_precision: str = "auto"
     host: str = "127.0.0.1"  # the bound address: a Host header naming it is always accepted
     allowed_hosts: list[str] = field(default_factory=list)  # more Host names (--allowed-host)
     read_timeout: float = 10.0  # seconds to send a whole request (headers and body)

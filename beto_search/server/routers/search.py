@@ -36,6 +36,10 @@ async def search_get(
         list[Text] | None, Query(description="metadata filter key:value, repeatable")
     ] = None,
     source: Annotated[Text | None, Query(description="glob over the relative source")] = None,
+    rerank: Annotated[
+        bool | None,
+        Query(description="rerank with the server's cross-encoder (default: on if it has one)"),
+    ] = None,
 ) -> dict[str, Any]:
     return await run_search(
         svc,
@@ -48,6 +52,7 @@ async def search_get(
             alpha=alpha,
             where=where,
             source=source,
+            rerank=rerank,
         ),
     )
 
@@ -108,6 +113,12 @@ async def run_search(svc: Service, body: SearchBody) -> dict[str, Any]:
         kwargs["fusion"] = body.fusion
     if body.alpha is not None:
         kwargs["alpha"] = body.alpha
+    # the server's cross-encoder: on by default when it has one
+    rerank = svc.reranker is not None if body.rerank is None else body.rerank
+    if rerank and svc.reranker is None:
+        raise ApiError(400, "This server has no reranker; start it with --rerank MODEL.")
+    if rerank:
+        kwargs["rerank"], kwargs["rerank_depth"] = svc.reranker, settings.rerank_depth
     if mode != "lexical" and svc.engine.manifest is not None:
         # concurrent queries share one encoder call; the search itself then skips the encoder
         kwargs["query_vector"] = await svc.batcher.encode(clean_text(q))
@@ -134,6 +145,7 @@ async def run_search(svc: Service, body: SearchBody) -> dict[str, Any]:
         "mode": mode,
         "fusion": used.method,  # what the search used: the index's default unless given
         "alpha": used.alpha,
+        "rerank": bool(rerank),
         "k": k,
         "offset": offset,
         "results": results[offset:],
