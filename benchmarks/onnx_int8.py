@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from beto_search import onnx_backend
+from beto_search.backends import onnx as onnx_backend
 from beto_search.encoder import BetoEncoder, normalize_rows
 
 from common import (

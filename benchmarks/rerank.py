@@ -2,7 +2,7 @@
 
 A full-size cross-encoder with RANDOM weights (BETO's shapes and real vocabulary: 12 layers,
 768 hidden, a one-label classification head; built once with
-``beto_search.testing.build_cross_encoder_folder`` from ../shared/beto/uncased) stands in for a
+``beto_search.testing.build_cross_encoder_folder`` from the shipped beto_search/data/beto/uncased) stands in for a
 real multilingual reranker, which cannot be downloaded here: the latency is representative of a
 BERT-base cross-encoder, the scores are not. Each query reranks ``depth`` Spanish paragraphs of
 corpora/es (the best passages a search would hand over), through ``beto_search.rerank``'s
@@ -13,7 +13,7 @@ time and its agreement with fp32 (Spearman / top-10 overlap on the build's Spani
 and on this run's own pairs), the CPU model and the load.
 
     python benchmarks/rerank.py [--queries 3] [--depths 10,30,100] [--precisions fp32,...]
-                                [--beto ../shared/beto/uncased]
+                                [--beto beto_search/data/beto/uncased]
 
 The last line printed is one JSON object with the figures.
 """
@@ -31,7 +31,7 @@ import numpy as np
 from beto_search.encoder import cpu_supports_bf16
 from beto_search.rerank import agreement, open_reranker
 
-from common import SHARED_BETO, emit, loadavg, paragraphs, pick, queries_from
+from common import BETO_DIR, emit, loadavg, paragraphs, pick, queries_from
 
 
 def full_cross_encoder(folder: Path, source: Path | None = None) -> Path:
@@ -42,7 +42,7 @@ def full_cross_encoder(folder: Path, source: Path | None = None) -> Path:
 
     if (folder / "config.json").exists():
         return folder
-    beto = source or SHARED_BETO / "uncased"
+    beto = source or BETO_DIR / "uncased"
     cfg = json.loads((beto / "config.json").read_text())
     t = time.perf_counter()
     build_cross_encoder_folder(
@@ -86,8 +86,8 @@ def main() -> int:
     ap.add_argument("--words", type=int, default=120, help="passages cut to this many words")
     ap.add_argument(
         "--beto",
-        default=str(SHARED_BETO / "uncased"),
-        help="folder with BETO's config.json and vocab.txt (default ../shared/beto/uncased)",
+        default=str(BETO_DIR / "uncased"),
+        help="folder with BETO's config.json and vocab.txt (default: the copy shipped in beto_search/data/beto/uncased)",
     )
     args = ap.parse_args()
 

@@ -27,29 +27,11 @@ from hypothesis import strategies as st
 from beto_search import SearchEngine
 from beto_search.chunking import Chunker
 from beto_search.readers import ReaderOptions, clean_text, decode_bytes, iter_text_blocks
+from beto_search.testing import SPANISH_WORDS
 from beto_search.types import Document
 from tests.encoders import SmallHashEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = [
-    "el",
-    "río",
-    "la",
-    "montaña",
-    "ciudad",
-    "historia",
-    "ciencia",
-    "cocina",
-    "fútbol",
-    "ley",
-    "música",
-    "salud",
-    "año",
-    "niño",
-    "canción",
-    "pingüino",
-    "España",
-]
 
 
 def big_text(n_sentences: int, seed: int = 0, marker: str = "") -> str:
@@ -57,7 +39,7 @@ def big_text(n_sentences: int, seed: int = 0, marker: str = "") -> str:
     rng = random.Random(seed)
     out = ["Un título grande\n\n"]
     for _i in range(n_sentences):
-        out.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 30))))
+        out.append(" ".join(rng.choice(SPANISH_WORDS) for _ in range(rng.randint(4, 30))))
         out.append(rng.choice([". ", "? ", "! ", ".\n\n", "… "]))
     out.append(f"Al final aparece {marker} y nada más.\n" if marker else "Fin.\n")
     return "".join(out)

@@ -312,7 +312,7 @@ class OnnxEncoder(CompiledEncoder):
         self._inputs = input_positions([i.name for i in self.session.get_inputs()])
 
     def _feed(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-        """The session's inputs under the names ``export_onnx`` gave them explicitly (an input
+        """The ONNX Runtime inputs under the names ``export_onnx`` gave them explicitly (an input
         the exporter dropped as unused is simply not fed)."""
         values = [ids, mask, np.zeros_like(ids)]
         return {name: values[i] for name, i in self._inputs}
