@@ -14,8 +14,8 @@ import argparse
 import random
 import tracemalloc
 
-from beto_search.adapt import ADAPT_CHUNKS_MAX, _examples
-from beto_search.store import StoredChunk
+from beto_search.index.store import StoredChunk
+from beto_search.quality.adapt import ADAPT_CHUNKS_MAX, _examples
 
 from common import CORPUS, emit
 

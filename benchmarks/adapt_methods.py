@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from beto_search import SearchEngine
-from beto_search.evaluation import EvalSet, evaluate, load_eval_set
+from beto_search.quality.evaluation import EvalSet, evaluate, load_eval_set
 
 from common import ROOT, emit, loadavg, minilm_path
 

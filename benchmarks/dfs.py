@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from beto_search.analyzer import SpanishAnalyzer
-from beto_search.store import RAW_SCHEMA
+from beto_search.index.store import RAW_SCHEMA
 
 QA = Path(__file__).resolve().parents[1] / "corpora" / "es-qa"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from beto_search import SearchEngine
-from beto_search.store import Filter
+from beto_search.index.store import Filter
 
 from common import cpu_description, emit, loadavg
 

@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 
 from beto_search import SearchEngine
-from beto_search.evaluation import load_eval_set, score_run
 from beto_search.fusion import FusionConfig
-from beto_search.pseudoqueries import sentences
-from beto_search.tuning import candidate_lists, measure, tune
+from beto_search.quality.evaluation import load_eval_set, score_run
+from beto_search.quality.pseudoqueries import sentences
+from beto_search.quality.tuning import candidate_lists, measure, tune
 
 from common import CORPUS, ROOT, cpu_description, emit, minilm_path
 
@@ -199,7 +199,7 @@ def doc_key(name: str) -> Callable[[str], str]:
 
 def held_out(engine: SearchEngine, name: str, queries: dict, qrels: dict) -> dict[str, Any]:
     """nDCG@10 of dense, lexical and the hybrid under the index's (tuned) default, per split."""
-    from beto_search.evaluation import EvalSet, Query
+    from beto_search.quality.evaluation import EvalSet, Query
 
     key = doc_key(name)
     engine.query_encoder.encode_queries(list(queries.values()))  # one batch (the cache keeps it)

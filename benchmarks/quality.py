@@ -28,7 +28,7 @@ import numpy as np
 from beto_search import SearchEngine
 from beto_search.backends import open_encoder
 from beto_search.encoder import BetoEncoder, cpu_supports_bf16, quantize_int8
-from beto_search.evaluation import evaluate, load_eval_set
+from beto_search.quality.evaluation import evaluate, load_eval_set
 
 from common import CORPUS, ROOT, emit, minilm_path, paragraphs, queries_from
 

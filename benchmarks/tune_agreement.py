@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from beto_search import SearchEngine
-from beto_search.evaluation import load_eval_set
-from beto_search.pseudoqueries import sentences
-from beto_search.tuning import STYLES, tune
+from beto_search.quality.evaluation import load_eval_set
+from beto_search.quality.pseudoqueries import sentences
+from beto_search.quality.tuning import STYLES, tune
 
 from common import CORPUS, ROOT, cpu_description, emit, minilm_path
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .encoder import DEFAULT_MODEL, Encoder
 from .engine import SearchEngine
 from .errors import BetoSearchError

@@ -13,14 +13,14 @@ from typing import Any, TypeVar
 
 import click
 
-from .adapt import ADAPT_CHUNKS_MAX, DEFAULT_METHOD, METHODS
 from .encoder import DEFAULT_MODEL, DEVICES, POOLINGS, PRECISIONS
 from .errors import BetoSearchError
 from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS, resolve
+from .index.searcher import MODES
 from .progress import MODES as PROGRESS_MODES
+from .quality.adapt import ADAPT_CHUNKS_MAX, DEFAULT_METHOD, METHODS
 from .rerank import DEFAULT_DEPTH
 from .rerank import PRECISIONS as RERANK_PRECISIONS
-from .searcher import MODES
 from .types import Hit
 from .vector_index import INDEX_TYPES
 
@@ -532,7 +532,7 @@ def query(
         used = resolve(engine.manifest, fusion, alpha)  # what the search used
         why = None
         if explain and mode == "hybrid":
-            from .tuning import describe
+            from .quality.tuning import describe
 
             m = engine.manifest
             why = describe(m.to_dict() if m is not None else None, fusion, alpha)
@@ -779,7 +779,7 @@ def eval_(
     **enc: Any,
 ) -> None:
     """Score the index on a judged query set: nDCG@10, MRR@10, R@1, R@10, R@100, MAP@100."""
-    from .evaluation import load_eval_set, run_evaluation
+    from .quality.evaluation import load_eval_set, run_evaluation
 
     reranker = _rerank_model(rerank)
     eval_set = load_eval_set(queries, qrels)
@@ -835,7 +835,7 @@ def tune(index: Path, queries: Path | None, qrels: Path | None, wait: float, as_
         raise click.UsageError("give both --queries and --qrels, or neither.")
     q = r = None
     if queries is not None and qrels is not None:
-        from .evaluation import load_eval_set
+        from .quality.evaluation import load_eval_set
 
         eval_set = load_eval_set(queries, qrels)
         q = {qid: x.text for qid, x in eval_set.queries.items()}

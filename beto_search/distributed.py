@@ -1,5 +1,5 @@
 """Encoding on a Ray cluster: an embedder for the indexer's hook (``ingest``/``add``/re-embedding
-with ``embedder=...``; see beto_search/indexer.py).
+with ``embedder=...``; see beto_search/index/indexer.py).
 
 The driver (the process running ``beto-search ingest``) keeps reading, chunking and writing: ids,
 chunks, transactions and content hashes are exactly those of a local ingest. Only the encoding

@@ -18,24 +18,24 @@ from .analyzer import SpanishAnalyzer
 from .backends import open_encoder as _open_encoder  # THE one place encoders are built
 from .encoder import DEFAULT_MODEL, Encoder
 from .errors import BetoSearchError, IndexNotFoundError, InputError, ManifestMismatchError
-from .indexer import Embedder, Indexer
+from .index.indexer import Embedder, Indexer
+from .index.locking import WriteLock
+from .index.maintenance import Maintenance
+from .index.manifest import FORMAT_VERSION, IndexOptions, Manifest  # noqa: F401  (re-exported)
+from .index.searcher import MODES, Searcher  # noqa: F401  (re-exported)
+from .index.store import Store, StoredChunk
+from .index.vector_cache import VectorCache
 from .ingest import IngestSummary
-from .locking import WriteLock
-from .maintenance import Maintenance
-from .manifest import FORMAT_VERSION, IndexOptions, Manifest  # noqa: F401  (re-exported)
 from .readers import ReaderOptions
 from .rerank import DEFAULT_DEPTH, Reranker
-from .searcher import MODES, Searcher  # noqa: F401  (re-exported)
-from .store import Store, StoredChunk
 from .types import Document, Hit, SearchResults
-from .vector_cache import VectorCache
 from .vector_index import IndexSpec, VectorIndex
 
 if TYPE_CHECKING:
-    from .adapt import TrainReport
-    from .reembed import ReembedResult
+    from .index.reembed import ReembedResult
+    from .quality.adapt import TrainReport
+    from .quality.tuning import TuneResult
     from .shards import ShardedEngine
-    from .tuning import TuneResult
 
 DB_NAME = "index.db"
 
@@ -328,7 +328,7 @@ class SearchEngine:
         (a bar on a terminal, else a line every ``progress_every`` seconds), "bar", "log",
         "json" or "none" (on stderr; ``progress.Progress``)."""
         summary = Indexer(self).ingest(paths, reader, prune, progress, embedder, progress_every)
-        from .tuning import maybe_autotune
+        from .quality.tuning import maybe_autotune
 
         maybe_autotune(self)  # choose the fusion once the index is big enough to tell
         self.prepare_query_graph()
@@ -479,7 +479,7 @@ class SearchEngine:
     def open_target(self, model: str | os.PathLike[str], precision: str | None = None) -> Encoder:
         """The encoder ``reembed(model, precision)`` would build (a folder resolved to an absolute
         path, so readers elsewhere find it): to hand to a distributed embedder first."""
-        from .reembed import open_target
+        from .index.reembed import open_target
 
         return open_target(self, model, precision)
 
@@ -490,7 +490,7 @@ class SearchEngine:
         **options: Any,
     ) -> TuneResult:
         """Choose and store the index's default fusion (pseudo-queries, or labels if given)."""
-        from .tuning import tune
+        from .quality.tuning import tune
 
         return tune(self, queries, qrels, **options)
 
@@ -503,7 +503,7 @@ class SearchEngine:
         **options: Any,
     ) -> ReembedResult:
         """Re-encode every stored chunk with another model and switch to it atomically."""
-        from .reembed import reembed
+        from .index.reembed import reembed
 
         result = reembed(self, model, precision, progress, embedder, **options)
         if isinstance(model, str | os.PathLike):  # an Encoder object: nothing to export from
@@ -514,7 +514,7 @@ class SearchEngine:
     def adapt(self, out: str | os.PathLike[str], **options: Any) -> TrainReport:
         """Adapt the index's model to its own chunks without labels; writes a sentence-
         transformers folder to ``out`` (options: ``adapt.TrainOptions``'s fields)."""
-        from .adapt import adapt
+        from .quality.adapt import adapt
 
         return adapt(self, out, **options)
 
@@ -528,6 +528,6 @@ class SearchEngine:
     ) -> TrainReport:
         """Fine-tune the index's model on labelled queries + qrels (BEIR/TREC files) or pairs
         (JSONL/TSV); writes a sentence-transformers folder to ``out``."""
-        from .training import train
+        from .quality.training import train
 
         return train(self, out, queries, qrels, pairs, **options)

@@ -1,7 +1,7 @@
 """Fusing dense and lexical rankings: reciprocal rank fusion and a convex combination.
 
 A ``FusionConfig`` names one way to fuse (method, dense weight ``alpha``, score normalisation,
-RRF's ``k``). The index's default is the manifest's tuned one (``beto_search.tuning``) when there
+RRF's ``k``). The index's default is the manifest's tuned one (``beto_search.quality.tuning``) when there
 is one, else ``DEFAULT_CONFIG``; ``resolve`` turns a search's arguments into the config to use.
 """
 

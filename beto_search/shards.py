@@ -42,10 +42,7 @@ import numpy as np
 from .encoder import Encoder, normalize_rows
 from .errors import IndexNotFoundError, InputError, ManifestMismatchError
 from .fusion import FusionConfig, resolve
-from .ingest import IngestSummary, as_document
-from .readers import ReaderOptions, ReadReport, clean_text, iter_files, read_file
-from .rerank import DEFAULT_DEPTH, Reranker
-from .searcher import (
+from .index.searcher import (
     Candidates,
     Searcher,
     add_snippets,
@@ -57,17 +54,20 @@ from .searcher import (
     plain_snippets,
     rerank_hits,
 )
+from .ingest import IngestSummary, as_document
+from .readers import ReaderOptions, ReadReport, clean_text, iter_files, read_file
+from .rerank import DEFAULT_DEPTH, Reranker
 from .types import Document, Hit, SearchResults
 
 if TYPE_CHECKING:
-    from .adapt import TrainReport
     from .analyzer import SpanishAnalyzer
     from .engine import SearchEngine
-    from .indexer import Embedder
-    from .manifest import Manifest
-    from .reembed import ReembedResult
-    from .store import StoredChunk
-    from .tuning import TuneResult
+    from .index.indexer import Embedder
+    from .index.manifest import Manifest
+    from .index.reembed import ReembedResult
+    from .index.store import StoredChunk
+    from .quality.adapt import TrainReport
+    from .quality.tuning import TuneResult
     from .vector_index import IndexSpec
 
 MANIFEST_NAME = "shards.json"
@@ -570,7 +570,7 @@ class ShardedEngine:
         summary.files = report.files
         summary.skipped = report.skips + summary.skipped
         summary.seconds = time.perf_counter() - started
-        from .tuning import maybe_autotune
+        from .quality.tuning import maybe_autotune
 
         maybe_autotune(cast("SearchEngine", self))  # duck-typed: the same methods
         self.prepare_query_graph()
@@ -971,7 +971,7 @@ class ShardedEngine:
     ) -> TuneResult:
         """Choose the fusion on the merged candidates (as searches fuse them); every shard
         records it."""
-        from .tuning import tune
+        from .quality.tuning import tune
 
         return tune(cast("SearchEngine", self), queries, qrels, **options)
 
@@ -991,8 +991,8 @@ class ShardedEngine:
     ) -> ReembedResult:
         """Re-embed every shard with one model (loaded once), shard after shard; each shard
         switches atomically, and searches refuse to mix models until the last one has."""
-        from .reembed import ReembedResult
-        from .tuning import maybe_autotune
+        from .index.reembed import ReembedResult
+        from .quality.tuning import maybe_autotune
 
         if embedder is not None:
             raise InputError(
@@ -1022,7 +1022,7 @@ class ShardedEngine:
 
     def adapt(self, out: str | os.PathLike[str], **options: Any) -> TrainReport:
         """Adapt the index's model on every shard's chunks (one model for the index)."""
-        from .adapt import adapt
+        from .quality.adapt import adapt
 
         return adapt(cast("SearchEngine", self), out, **options)
 
@@ -1034,7 +1034,7 @@ class ShardedEngine:
         pairs: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> TrainReport:
-        from .training import train
+        from .quality.training import train
 
         return train(cast("SearchEngine", self), out, queries, qrels, pairs, **options)
 

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from beto_search import BetoEncoder, SearchEngine
-from beto_search.adapt import WorseModelError
+from beto_search.quality.adapt import WorseModelError
 from beto_search.testing import build_bert_folder, train_vocab
 
 work = Path(tempfile.mkdtemp(prefix="beto-search-example-"))

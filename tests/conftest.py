@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.encoders import HashEncoder
-
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT / "corpora" / "es"
+from tests.paths import CORPUS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network in tests
 os.environ.pop("BETO_SEARCH_MODEL", None)

@@ -13,8 +13,7 @@ import sqlite_utils
 
 from beto_search import SearchEngine
 from beto_search.errors import IndexNotFoundError, InputError, ManifestMismatchError
-
-from .conftest import CORPUS
+from tests.paths import CORPUS
 
 
 def test_corpus_is_ingested(corpus_index: Path) -> None:

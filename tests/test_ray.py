@@ -30,6 +30,7 @@ from beto_search import SearchEngine
 from beto_search.cli import cli
 from beto_search.distributed import RayEmbedder  # imports ray lazily
 from beto_search.testing import SPANISH_WORDS
+from tests.paths import CORPUS, ROOT
 
 
 def _ray():
@@ -38,8 +39,6 @@ def _ray():
     )
 
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT / "corpora" / "es"
 RAY = Path(sys.executable).parent / "ray"
 ACTOR_TITLE = "MapBatches(_ChunkEncoder)"  # in the process title of each encoding actor
 
@@ -261,7 +260,7 @@ def _local_index(tmp_path: Path, model: Path, docs: Path) -> Path:
 def test_local_path_never_imports_ray() -> None:
     code = (
         "import sys; import beto_search, beto_search.cli, beto_search.engine, "
-        "beto_search.indexer, beto_search.distributed; print('ray' in sys.modules)"
+        "beto_search.index.indexer, beto_search.distributed; print('ray' in sys.modules)"
     )
     res = subprocess.run(
         [sys.executable, "-c", code],

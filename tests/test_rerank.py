@@ -19,9 +19,8 @@ from beto_search import SearchEngine
 from beto_search.cli import cli
 from beto_search.errors import InputError, ModelLoadError
 from beto_search.rerank import agreement, open_reranker
+from tests.paths import DEV
 
-ROOT = Path(__file__).resolve().parents[1]
-DEV = ROOT / "corpora" / "es-dev"
 QUERY = "precios de la economía y los tipos de interés"
 
 

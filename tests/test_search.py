@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from beto_search import SearchEngine
+from tests.paths import CORPUS
 
 DOCS = [
     {
@@ -114,7 +115,6 @@ def test_filter_values_cannot_inject_sql(small: SearchEngine) -> None:
 
 
 def test_source_glob(tmp_path: Path, tiny_encoder) -> None:
-    from .conftest import CORPUS
 
     with SearchEngine.open(tmp_path / "g", encoder=tiny_encoder) as engine:
         engine.ingest([CORPUS])

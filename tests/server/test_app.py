@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from beto_search import SearchEngine
-from beto_search.locking import WriteLock
+from beto_search.index.locking import WriteLock
+from tests.paths import ROOT
 
 pytest.importorskip("fastapi", reason="the server extra (fastapi) is not installed")
 httpx = pytest.importorskip("httpx", reason="httpx is needed to call the server")
@@ -25,7 +26,6 @@ server = pytest.importorskip("beto_search.server")
 ServeError, ServerSettings = server.ServeError, server.ServerSettings
 check_bind, create_app = server.check_bind, server.create_app
 
-ROOT = Path(__file__).resolve().parents[2]
 KEY = "s3cr3t-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CLI = [sys.executable, "-m", "beto_search.cli"]

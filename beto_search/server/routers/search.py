@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
 from ...fusion import resolve
+from ...index.searcher import check_search
 from ...readers import clean_text
-from ...searcher import check_search
 from ..auth import ServiceDep, read_access
 from ..errors import ApiError
 from ..models import FilterValue, JsonRoute, SearchBody, Text

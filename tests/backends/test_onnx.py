@@ -1,0 +1,214 @@
+"""precision="onnx-int8": the ONNX Runtime int8 backend of BetoEncoder (beto_search/onnx_backend.py)."""
+
+from __future__ import annotations
+
+import builtins
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from beto_search import SearchEngine
+from beto_search.backends import onnx as onnx_backend
+from beto_search.encoder import PRECISIONS, BetoEncoder
+from beto_search.errors import InputError
+from tests.conftest import SPANISH_TEXTS, encoder_pairs
+
+TEXTS = SPANISH_TEXTS
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(autouse=True)
+def _cache_env(monkeypatch: pytest.MonkeyPatch, onnx_cache: Path) -> None:
+    monkeypatch.setenv("BETO_SEARCH_CACHE", str(onnx_cache))
+
+
+@pytest.fixture(scope="module")
+def onnx_encoders(tiny_model: Path, onnx_cache: Path):
+    """(torch fp32, onnx-int8) encoder pairs per pooling, built with the module's cache."""
+    yield from encoder_pairs(tiny_model, onnx_cache, "onnx-int8", ("mean", "max", "cls"))
+
+
+def test_precision_listed_and_described(onnx_encoders) -> None:
+    assert "onnx-int8" in PRECISIONS
+    enc = onnx_encoders["mean"][1]
+    assert enc.describe()["precision"] == "onnx-int8"
+    assert enc.device == "cpu"
+
+
+def test_cli_offers_every_precision() -> None:
+    from beto_search.cli import ingest
+
+    choices = next(p.type.choices for p in ingest.params if p.name == "precision")
+    assert list(choices) == list(PRECISIONS)
+
+
+def test_shape_dtype_normalised(onnx_encoders) -> None:
+    enc = onnx_encoders["mean"][1]
+    vecs = enc.encode_documents(TEXTS)
+    assert vecs.shape == (len(TEXTS), enc.dimension)
+    assert vecs.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    assert enc.encode_token_ids([]).shape == (0, enc.dimension)
+
+
+def test_graph_is_quantized_with_ffn_output_fp32(onnx_encoders) -> None:
+    import onnx
+
+    model = onnx.load(str(onnx_encoders["mean"][1].path))
+    ops = [n.op_type for n in model.graph.node]
+    layers = 2  # the tiny model: q, k, v, attention output, FFN input quantized per layer
+    # (ORT's saved optimisation fuses MatMulInteger with its quantize / scale nodes)
+    int8 = ("MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
+    assert sum(ops.count(op) for op in int8) == 5 * layers
+    kept = [
+        n.name for n in model.graph.node if n.op_type == "MatMul" and "/output/dense/" in n.name
+    ]
+    assert kept == [f"/encoder/layer.{i}/output/dense/MatMul" for i in range(layers)]
+
+
+def test_graph_inputs_named_by_us(onnx_encoders) -> None:
+    """The graph's inputs carry the names the export gave them, never a converter's choice."""
+    import onnx
+
+    model = onnx.load(str(onnx_encoders["mean"][1].path), load_external_data=False)
+    assert [i.name for i in model.graph.input] == onnx_backend.INPUTS
+
+
+def test_foreign_graph_refused_clearly() -> None:
+    with pytest.raises(InputError, match="unexpected inputs \\(55\\)"):
+        onnx_backend.input_positions(["input_ids", "55", "token_type_ids"])
+    assert onnx_backend.input_positions(["input_ids", "attention_mask"]) == [
+        ("input_ids", 0),
+        ("attention_mask", 1),
+    ]
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "cls"])
+def test_close_to_torch_fp32(onnx_encoders, pooling: str) -> None:
+    ref_enc, enc = onnx_encoders[pooling]
+    ref, got = ref_enc.encode_documents(TEXTS), enc.encode_documents(TEXTS)
+    cos = np.sum(ref * got, axis=1)
+    # the tiny random model measures 1 - cos < 1e-6 (int8 noise is tiny next to its embeddings);
+    # pooling over the padding as well (a masking bug) gives 0.88-0.99 here for mean and max, and
+    # different texts are 0.86-0.92 apart. Its cls vector is the same for every text, so cls is
+    # checked for real by test_pool_semantics.
+    assert cos.min() > 0.999, cos
+    assert not np.array_equal(ref, got)  # really a different (quantized) path
+
+
+def test_pool_semantics() -> None:
+    """numpy pooling = sentence-transformers' Pooling: padded positions never count."""
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    rng = np.random.default_rng(0)
+    hidden = rng.standard_normal((3, 6, 4)).astype(np.float32)
+    hidden[:, 4:] += 100.0  # padding that would win a max or drag a mean
+    mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=np.int64)
+    for mode in ("mean", "max", "cls"):
+        ref = Pooling(4, pooling_mode=mode)(
+            {"token_embeddings": torch.from_numpy(hidden), "attention_mask": torch.from_numpy(mask)}
+        )["sentence_embedding"].numpy()
+        np.testing.assert_allclose(onnx_backend.pool(hidden, mask, mode), ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(InputError, match="supports pooling"):
+        onnx_backend.pool(hidden, mask, "lasttoken")
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "cls"])
+def test_padding_invariance(onnx_encoders, pooling: str) -> None:
+    enc = onnx_encoders[pooling][1]
+    batch = enc.encode_documents(TEXTS)
+    alone = np.vstack([enc.encode_documents([t]) for t in TEXTS])
+    np.testing.assert_allclose(batch, alone, atol=1e-3)
+    assert np.min(np.sum(batch * alone, axis=1)) > 0.9999
+
+
+def test_cache_built_once_and_reused(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BETO_SEARCH_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real_export = onnx_backend.export_onnx
+
+    def counting_export(*a, **k):
+        calls.append(1)
+        return real_export(*a, **k)
+
+    monkeypatch.setattr(onnx_backend, "export_onnx", counting_export)
+    first = BetoEncoder(str(tiny_model), precision="onnx-int8")
+    path = first.path
+    assert path.name == "model.onnx" and path.is_file()
+    assert path.parent.parent == tmp_path / "cache" / "onnx"
+    assert [p.name for p in path.parent.parent.iterdir()] == [path.parent.name]  # no temp folders
+    assert {"model.onnx", "model.onnx.data", "tokenizer.json", "encoder.json"} <= {
+        p.name for p in path.parent.iterdir()
+    }
+    assert not (path.parent / "raw").exists()  # the unoptimised export is not kept
+    mtime = path.stat().st_mtime_ns
+    second = BetoEncoder(str(tiny_model), pooling="max", precision="onnx-int8")
+    assert calls == [1]
+    assert second.path == path and path.stat().st_mtime_ns == mtime
+
+
+def test_cache_key_follows_the_weights(tiny_model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model, copy)
+    key = onnx_backend.cache_folder(str(copy), "local", "onnx-int8")
+    assert onnx_backend.cache_folder(str(copy), "local", "onnx-int8") == key
+    assert onnx_backend.cache_folder(str(copy), "local", "onnx-fp32") != key
+    weights = next(p for p in copy.iterdir() if p.suffix in (".safetensors", ".bin"))
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    assert onnx_backend.cache_folder(str(copy), "local", "onnx-int8") != key
+
+
+def test_engine_end_to_end(tiny_model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "idx"
+    docs = [
+        {"id": "gabo", "text": TEXTS[1]},
+        {"id": "economia", "text": TEXTS[3]},
+        {"id": "madrid", "text": TEXTS[4]},
+    ]
+    with SearchEngine.open(folder, model=str(tiny_model), precision="onnx-int8") as engine:
+        engine.add(docs)
+        assert engine.search("García Márquez Aracataca", k=3, mode="semantic")
+        assert engine.manifest["precision"] == "onnx-int8"
+    # reopened without a precision: the index's own (onnx-int8) is used
+    with SearchEngine.open(folder, create=False) as engine:
+        hits = engine.search("capital de España", k=3, mode="semantic")
+        assert {h.doc_id for h in hits} <= {"gabo", "economia", "madrid"} and hits
+        assert engine.encoder.precision == "onnx-int8"
+        assert engine.manifest["precision"] == "onnx-int8"
+
+
+def test_missing_onnxruntime(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "onnxruntime" or name.startswith("onnxruntime."):
+            raise ImportError("No module named 'onnxruntime'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(InputError) as info:
+        BetoEncoder(str(tiny_model), precision="onnx-int8")
+    assert str(info.value) == (
+        "precision onnx-int8 needs onnxruntime: pip install 'beto-search[onnx]'"
+    )
+
+
+def test_refuses_cuda(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(InputError, match="CPU only"):
+        BetoEncoder(str(tiny_model), precision="onnx-int8", device="cuda")

@@ -1,0 +1,1 @@
+"""Tests of beto_search.quality."""
