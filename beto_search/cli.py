@@ -790,6 +790,23 @@ def main() -> None:
     help="Query encoder arithmetic (default: the index's).",
 )
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Serve on Ray Serve: one deployment per shard, alone a local Ray instance, 'auto' the "
+    "cluster this machine is part of, or a cluster address (needs beto-search[ray]).",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="With --ray: replicas of each shard.",
+)
 @_errors
 def serve(
     index: Path,
@@ -803,6 +820,8 @@ def serve(
     model: str | None,
     precision: str | None,
     device: str,
+    ray_address: str | None,
+    replicas: int,
 ) -> None:
     """Serve the index over HTTP: a JSON API and a search page at http://HOST:PORT/."""
     try:
@@ -822,6 +841,14 @@ def serve(
         precision=precision,
         device=device,
     )
+    if ray_address is not None:
+        from .server.ray_serve import serve_on_ray  # Ray only on this path
+
+        settings.index = str(index.resolve())  # every replica opens the same absolute folder
+        serve_on_ray(settings, ray_address, host=host, port=port, replicas=replicas)
+        return
+    if replicas != 1:
+        raise click.UsageError("--replicas needs --ray.")
     run_server(settings, host=host, port=port, workers=workers)
 
 

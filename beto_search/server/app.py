@@ -235,12 +235,16 @@ class Service:
     lock. Writes go through ``write`` (one at a time here, the flock across processes).
     """
 
-    def __init__(self, settings: ServerSettings, encoder: Encoder | None = None) -> None:
+    def __init__(
+        self, settings: ServerSettings, encoder: Encoder | None = None, engine: Any = None
+    ) -> None:
         from ..engine import SearchEngine
 
         self.settings = settings
         self.folder = Path(settings.index)
-        self.engine = SearchEngine.open(
+        # ``engine``: an engine-like object with SearchEngine's serving methods (the Ray Serve
+        # ingress passes one whose shard calls go to deployment handles: server/ray_serve.py)
+        self.engine = engine or SearchEngine.open(
             self.folder,
             encoder=encoder,
             model=settings.model,
@@ -303,9 +307,12 @@ class Service:
             self.engine.close()
 
 
-def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> FastAPI:
-    """The FastAPI application for ``settings`` (the index must exist)."""
-    svc = Service(settings, encoder)
+def create_app(
+    settings: ServerSettings, encoder: Encoder | None = None, engine: Any = None
+) -> FastAPI:
+    """The FastAPI application for ``settings`` (the index must exist); ``engine``: an
+    engine-like object to serve instead of opening ``settings.index`` here."""
+    svc = Service(settings, encoder, engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
@@ -434,11 +441,13 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
             # concurrent queries share one encoder call; the search itself then skips the encoder
             kwargs["query_vector"] = await svc.batcher.encode(q)
 
-        def search() -> list[Any]:
-            return [svc.hit(h) for h in svc.engine.search(q, **kwargs)]
+        def search() -> tuple[list[Any], Any]:
+            hits = svc.engine.search(q, **kwargs)
+            # an engine over remote shards says which shards did not answer (``failed_shards``)
+            return [svc.hit(h) for h in hits], getattr(hits, "failed_shards", None)
 
-        results = await run(search)
-        return {
+        results, failed = await run(search)
+        out = {
             "query": q,
             "mode": mode,
             "fusion": fusion,
@@ -447,6 +456,10 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
             "offset": offset,
             "results": results[offset:],
         }
+        if failed is not None:  # as Elasticsearch's _shards.failed: results without them
+            out["partial"] = bool(failed)
+            out["failed_shards"] = list(failed)
+        return out
 
     @app.get("/api/search", summary="Search (query parameters)")
     async def search_get(
