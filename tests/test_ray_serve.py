@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -214,23 +213,33 @@ def served(cluster: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFact
 
 
 def _shard_replicas(address: str) -> list[dict[str, Any]]:
-    """Alive shard replicas as {pid, node, name}, from a short-lived driver in a subprocess."""
+    """Live shard replicas as {pid, node, name}: asked through the shards' own handles (many
+    calls, spread over the replicas by Ray Serve's router) by a short-lived driver."""
     code = (
-        "import json, ray; from ray.util.state import list_actors; "
+        "import json, ray; from ray import serve; "
         f"ray.init(address={address!r}, logging_level='ERROR'); "
-        "print(json.dumps([{'pid': a.pid, 'node': a.node_id, 'name': a.class_name} for a in "
-        "list_actors(filters=[('state', '=', 'ALIVE')], limit=1000) "
-        "if 'shard-' in (a.class_name or '')]))"
+        "seen = {}\n"
+        "for name in ('shard-0', 'shard-1'):\n"
+        "    h = serve.get_deployment_handle(name, app_name='beto-search')\n"
+        "    for _ in range(24):\n"
+        "        try:\n"
+        "            w = h.where.remote().result(timeout_s=10)\n"
+        "        except Exception:\n"
+        "            continue\n"
+        "        seen[w['pid']] = dict(w, name=name)\n"
+        "print(json.dumps(list(seen.values())))"
     )
     res = subprocess.run(
         [sys.executable, "-c", code],
         env=_cluster_env(),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=False,
     )
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    lines = res.stdout.strip().splitlines()
+    assert lines, res.stderr[-2000:]
+    return json.loads(lines[-1])
 
 
 @pytest.mark.slow

@@ -490,18 +490,12 @@ class _ShardDown(Exception):
 
 # ----- the ingress -------------------------------------------------------------------------------
 class Ingress:
-    """The ingress replica: ``create_app`` (the API and page of ``beto-search serve``) over a
-    ``RayEngine`` on the shard handles (``__serve_build_asgi_app__``: Ray Serve calls it on the
-    replica, after this constructor)."""
+    """The ingress replica: the FastAPI app of ``beto-search serve`` (built on the replica by
+    ``build_app``'s builder; the shard deployments are bound here so that they are deployed with
+    it, and reached through their handles by name)."""
 
-    def __init__(self, settings: dict[str, Any], timeout: float, *handles: Any) -> None:
-        self.settings = ServerSettings(**settings)
-        self.engine = RayEngine(list(handles), self.settings, timeout)
-
-    def __serve_build_asgi_app__(self) -> Any:
-        from .app import create_app
-
-        return create_app(self.settings, engine=self.engine)
+    def __init__(self, *shards: Any) -> None:
+        self.shards = shards
 
 
 def build_app(
@@ -517,6 +511,20 @@ def build_app(
     serve = require_serve()
     folders = shard_folders(Path(settings.index))
     options = asdict(settings)
+    count = len(folders)
+
+    def asgi_app() -> Any:
+        """Run on the ingress replica: ``create_app`` over a ``RayEngine`` on the shards."""
+        from ray import serve
+
+        from .app import create_app
+
+        here = ServerSettings(**options)
+        handles = [
+            serve.get_deployment_handle(deployment_name(i), app_name=APP_NAME) for i in range(count)
+        ]
+        return create_app(here, engine=RayEngine(handles, here, timeout))
+
     shards = [
         serve.deployment(
             ShardReplica,
@@ -534,14 +542,14 @@ def build_app(
     if gpus:  # the ingress encodes the queries: the GPU, when the cluster has one, is its
         actor["num_gpus"] = gpus
     ingress = serve.deployment(
-        serve.ingress()(Ingress),
+        serve.ingress(asgi_app)(Ingress),
         name="ingress",
         num_replicas=1,
         ray_actor_options=actor,
         max_ongoing_requests=256,
         graceful_shutdown_timeout_s=30,
     )
-    return ingress.bind(options, timeout, *shards)
+    return ingress.bind(*shards)
 
 
 def serve_on_ray(
