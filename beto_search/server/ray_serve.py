@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 APP_NAME = "beto-search"
 SHARD_TIMEOUT = 5.0  # seconds a shard call may take before the search goes on without it
+WRITE_TIMEOUT = 120.0  # seconds a write to a shard may take (encoding a batch of documents)
 MANIFEST_TTL = 1.0  # seconds the ingress trusts its copy of the index's manifest
 
 
@@ -99,6 +100,10 @@ class ShardReplica:
             device=settings.get("device", "auto"),
             batch_size=int(settings.get("batch_size", 16)),
         )
+        writes = settings.get("api_key") and not settings.get("read_only")
+        if writes and self.engine.manifest is not None:
+            # the full encoder now (seconds), not in the time of the first write routed here
+            self.engine.encoder  # noqa: B018
 
     def manifest(self) -> dict[str, Any] | None:
         m = self.engine.refresh()
@@ -190,11 +195,14 @@ class RayEngine:
     def _start(self, i: int, method: str, *args: Any) -> Any:
         return getattr(self.handles[i], method).remote(*args)
 
-    def _result(self, i: int, method: str, response: Any, *args: Any) -> Any:
+    def _result(
+        self, i: int, method: str, response: Any, *args: Any, timeout: float | None = None
+    ) -> Any:
         """A shard call's result; a library error passes through, anything else (a dead
-        replica, a timeout) is retried once on another replica within the timeout."""
-        deadline = time.monotonic() + self.timeout
-        for attempt in range(2):
+        replica, a timeout) is retried once on another replica within the timeout (writes,
+        given their own ``timeout``, are not retried: the first may still be running)."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        for attempt in range(1 if timeout else 2):
             try:
                 left = max(0.1, deadline - time.monotonic())
                 return response.result(timeout_s=left)
@@ -205,7 +213,7 @@ class RayEngine:
                 if isinstance(cause, BetoSearchError):
                     raise cause from None
                 log.warning("%s %s failed (%s)", deployment_name(i), method, type(exc).__name__)
-                if attempt or time.monotonic() >= deadline:
+                if attempt or timeout or time.monotonic() >= deadline:
                     raise _ShardDown(i) from None
                 response = self._start(i, method, *args)
         raise _ShardDown(i)
@@ -225,10 +233,10 @@ class RayEngine:
                 failed.append(deployment_name(i))
         return out, failed
 
-    def _must(self, i: int, method: str, *args: Any) -> Any:
+    def _must(self, i: int, method: str, *args: Any, timeout: float | None = None) -> Any:
         """A call that has no partial answer (a document, a write): 503 if the shard is down."""
         try:
-            return self._call(i, method, *args)
+            return self._result(i, method, self._start(i, method, *args), *args, timeout=timeout)
         except _ShardDown:
             raise StorageError(
                 f"{deployment_name(i)} of the index is not answering; try again in a moment."
@@ -468,13 +476,19 @@ class RayEngine:
         routed: dict[int, list[dict[str, Any]]] = {}
         for r in records:
             routed.setdefault(shard_of(as_document(r).id, self.count), []).append(r)
-        return _merge_summaries([self._must(i, "add", part) for i, part in routed.items()])
+        return _merge_summaries(
+            [self._must(i, "add", part, timeout=WRITE_TIMEOUT) for i, part in routed.items()]
+        )
 
     def delete(self, ids: list[str]) -> list[str]:
         routed: dict[int, list[str]] = {}
         for doc_id in ids:
             routed.setdefault(shard_of(doc_id, self.count), []).append(doc_id)
-        return [d for i, part in routed.items() for d in self._must(i, "delete", part)]
+        return [
+            d
+            for i, part in routed.items()
+            for d in self._must(i, "delete", part, timeout=WRITE_TIMEOUT)
+        ]
 
     def close(self) -> None:
         """Nothing to release here: the shard replicas own their folders."""
