@@ -303,3 +303,14 @@ def test_serve_on_ray(served: Any, tiny_model: Path) -> None:
     assert proc.wait(timeout=90) == 0
     with pytest.raises((urllib.error.URLError, OSError)):
         _search(base, "río")
+
+
+def test_serve_ray_refuses_an_exposed_keyless_server_before_starting_ray(
+    cli_run, sharded: Path
+) -> None:
+    res = cli_run("serve", "--index", sharded, "--ray", "--host", "0.0.0.0")
+    assert res.exit_code == 1
+    assert "without an API key" in res.stderr and "Traceback" not in res.output + res.stderr
+    assert res.stderr.count("\n") == 1
+    res = cli_run("serve", "--index", sharded, "--replicas", "2")
+    assert res.exit_code == 2 and "--replicas needs --ray" in res.stderr
