@@ -257,7 +257,10 @@ def test_serve_on_ray(served: Any, tiny_model: Path) -> None:
         assert b"<html" in res.read().lower()
 
     # two deployments of two replicas, spread over both nodes
-    replicas = _shard_replicas(address)
+    deadline = time.monotonic() + 180  # each replica answers once it has started
+    while len(replicas := _shard_replicas(address)) < 4:
+        assert time.monotonic() < deadline, replicas
+        time.sleep(2)
     assert len(replicas) == 4, replicas
     assert len({r["node"] for r in replicas}) == 2, replicas
 
