@@ -89,7 +89,7 @@ def _ray_engine(index: Path, timeout: float = 1.0) -> tuple[Any, list[_Handle]]:
 
     settings = ServerSettings(index=str(index))
     handles = [_Handle(ShardReplica(str(f), {})) for f in shard_folders(index)]
-    return RayEngine(handles, settings, timeout=timeout), handles
+    return RayEngine(handles, settings, timeout=timeout, write_timeout=timeout), handles
 
 
 def test_ray_engine_matches_the_sharded_engine(sharded: Path) -> None:
@@ -102,7 +102,9 @@ def test_ray_engine_matches_the_sharded_engine(sharded: Path) -> None:
             assert [(h.doc_id, round(h.score, 6)) for h in got] == [
                 (h.doc_id, round(h.score, 6)) for h in want
             ]
-            assert [h.snippet for h in got] == [h.snippet for h in want]
+            assert [(h.snippet, h.location, h.dense_score) for h in got] == [
+                (h.snippet, h.location, h.dense_score) for h in want
+            ]
             assert got.failed_shards == []
         assert [h.doc_id for h in engine.similar("d3", 5)] == [
             h.doc_id for h in local.similar("d3", 5)

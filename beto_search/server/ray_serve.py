@@ -40,7 +40,7 @@ from ..searcher import (
     plain_snippets,
 )
 from ..shards import MANIFEST_NAME, _best, _merge_summaries, _sort_key, read_layout, shard_of
-from ..types import Hit
+from ..types import Hit, locate
 from .app import ServerSettings, check_bind
 
 log = logging.getLogger(__name__)
@@ -118,12 +118,16 @@ class ShardReplica:
         source: str | None,
         query_vector: np.ndarray | None,
         exclude: set[int] | None = None,
-    ) -> Candidates:
+    ) -> tuple[Candidates, dict[str, Any]]:
+        """The shard's raw candidates, and where pages or sections start in their documents
+        (so that the ingress places its hits without a second call)."""
         from ..searcher import Searcher
 
-        return Searcher(self.engine).search_candidates(
+        found = Searcher(self.engine).search_candidates(
             query, depth, mode, where, source, None, None, query_vector, exclude
         )
+        docs = sorted({r.doc_id for r in found.rows.values()})
+        return found, self.engine.store.locations(docs)
 
     def dense_scores(self, chunk_ids: list[int], query_vector: np.ndarray) -> dict[int, float]:
         from ..searcher import Searcher
@@ -177,11 +181,16 @@ class RayEngine:
     here, candidates merged before fusion, shards that fail or time out left out and named."""
 
     def __init__(
-        self, handles: list[Any], settings: ServerSettings, timeout: float = SHARD_TIMEOUT
+        self,
+        handles: list[Any],
+        settings: ServerSettings,
+        timeout: float = SHARD_TIMEOUT,
+        write_timeout: float = WRITE_TIMEOUT,
     ) -> None:
         from ..analyzer import SpanishAnalyzer
 
         self.handles, self.settings, self.timeout = handles, settings, timeout
+        self.write_timeout = write_timeout
         self.count = len(handles)
         self._manifest: Manifest | None = None
         self._manifest_at = 0.0
@@ -301,16 +310,24 @@ class RayEngine:
     def global_id(self, shard: int, chunk_id: int) -> int:
         return chunk_id * self.count + shard
 
-    def _merge(self, parts: dict[int, Candidates], depth: int) -> Candidates:
+    def _merge(
+        self, answers: dict[int, tuple[Candidates, dict[str, Any]]], depth: int
+    ) -> tuple[Candidates, dict[str, Any]]:
+        """The shards' candidates under global ids, each side cut to the best ``depth``, and
+        their documents' locations."""
         dense: dict[int, float] = {}
         lexical: dict[int, float] = {}
         rows: dict[int, Any] = {}
+        located: dict[str, Any] = {}
+        parts = {i: a[0] for i, a in answers.items()}
+        for a in answers.values():
+            located.update(a[1])
         for i, c in parts.items():
             dense.update((self.global_id(i, k), v) for k, v in c.dense.items())
             lexical.update((self.global_id(i, k), v) for k, v in c.lexical.items())
             rows.update((self.global_id(i, k), r) for k, r in c.rows.items())
         reach = sum(c.reach for c in parts.values())
-        return Candidates(_best(dense, depth), _best(lexical, depth), rows, reach)
+        return Candidates(_best(dense, depth), _best(lexical, depth), rows, reach), located
 
     def _query_vector(self, query: str, given: np.ndarray | None, dim: int) -> np.ndarray:
         if given is None:
@@ -349,7 +366,7 @@ class RayEngine:
             parts, failed = self._fan_out(
                 "candidates", lambda i, d=depth: (query, d, mode, where, source, qvec)
             )
-            merged = self._merge(parts, depth)
+            merged, located = self._merge(parts, depth)
             fused = fuse_mode(mode, config, merged.dense, merged.lexical)
             hits = hits_from_rows(fused, merged.dense, merged.lexical, merged.rows, k)
             if len(hits) >= k or depth >= merged.reach:
@@ -369,26 +386,10 @@ class RayEngine:
                         h.dense_score = exact.get(h.chunk_id // self.count)
         if snippets:
             add_snippets(hits, query, self.analyzer)
-        down |= self._locate(hits)
+        _locate(hits, located)
         out.extend(hits)
         out.failed_shards = sorted(down, key=lambda n: int(n.rsplit("-", 1)[1]))
         return out
-
-    def _locate(self, hits: list[Hit]) -> set[str]:
-        """Each hit's page or section from its shard (a shard down: left as it is)."""
-        down: set[str] = set()
-        for i in range(self.count):
-            mine = [h for h in hits if h.chunk_id % self.count == i]
-            if not mine:
-                continue
-            try:
-                located = self._call(i, "locate", mine)
-            except _ShardDown:
-                down.add(deployment_name(i))
-                continue
-            for h, got in zip(mine, located, strict=True):
-                h.__dict__.update(got.__dict__)
-        return down
 
     def similar(self, doc_id: str, k: int = 10) -> PartialHits:
         """Documents closest to a stored one, across the live shards."""
@@ -413,15 +414,15 @@ class RayEngine:
                     set(own) if i == home else None,
                 ),
             )
-            merged = self._merge(parts, depth)
+            merged, located = self._merge(parts, depth)
             hits = hits_from_rows(merged.dense, merged.dense, {}, merged.rows, k)
             if len(hits) >= k or depth >= merged.reach:
                 break
             depth *= 4
         plain_snippets(hits)
-        down = set(failed) | self._locate(hits)
+        _locate(hits, located)
         out = PartialHits(hits)
-        out.failed_shards = sorted(down)
+        out.failed_shards = failed
         return out
 
     def get_document(self, doc_id: str) -> dict[str, Any] | None:
@@ -477,7 +478,7 @@ class RayEngine:
         for r in records:
             routed.setdefault(shard_of(as_document(r).id, self.count), []).append(r)
         return _merge_summaries(
-            [self._must(i, "add", part, timeout=WRITE_TIMEOUT) for i, part in routed.items()]
+            [self._must(i, "add", part, timeout=self.write_timeout) for i, part in routed.items()]
         )
 
     def delete(self, ids: list[str]) -> list[str]:
@@ -487,11 +488,24 @@ class RayEngine:
         return [
             d
             for i, part in routed.items()
-            for d in self._must(i, "delete", part, timeout=WRITE_TIMEOUT)
+            for d in self._must(i, "delete", part, timeout=self.write_timeout)
         ]
 
     def close(self) -> None:
         """Nothing to release here: the shard replicas own their folders."""
+
+
+def _locate(hits: list[Hit], located: dict[str, Any]) -> None:
+    """Each hit's page or section (``Searcher.locate``, from the locations the shards sent)."""
+    for h in hits:
+        if h.doc_id in located:
+            if h.highlight_spans:
+                span = (min(a for a, _ in h.highlight_spans), max(b for _, b in h.highlight_spans))
+            elif h.snippet:
+                span = (h.snippet_start, h.snippet_end)
+            else:
+                span = (h.start, h.end)
+            h.location = locate(located[h.doc_id], *span)
 
 
 class _ShardDown(Exception):
