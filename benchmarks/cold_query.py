@@ -1,6 +1,6 @@
 """A cold ``beto-search query`` (a new process, caches warm) against ``python -c "import torch"``.
 
-Builds (or reuses, with --model) a full-size BETO with random weights from ../shared/beto/uncased,
+Builds (or reuses, with --model) a full-size BETO with random weights shipped in beto_search/data/beto/uncased,
 ingests corpora/ into an index of a few hundred chunks, runs one semantic query so that the
 query graph is exported and cached, then times, in interleaved rounds (so machine load hits every
 command alike):

@@ -23,7 +23,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "corpora" / "es"
-SHARED_BETO = ROOT.parent / "shared" / "beto"  # BETO's real vocab/config (no weights)
+BETO_DIR = ROOT / "beto_search" / "data" / "beto"  # BETO's real vocab/config, shipped (no weights)
 CPU_FLAGS = (
     "avx2",
     "avx512f",
@@ -41,14 +41,14 @@ def full_beto(folder: Path, source: Path | None = None, seed: int = 0) -> Path:
     """A full-size BETO with random weights in ``folder`` (built once, reused after).
 
     BETO's real vocabulary and shapes (12 layers, 768 hidden) from ``source`` (default
-    ../shared/beto/uncased): the speed is representative, the vectors are not (see
+    the shipped beto_search/data/beto/uncased): the speed is representative, the vectors are not (see
     beto_search.testing).
     """
     if not (folder / "config.json").exists():
         from beto_search.testing import build_full_beto
 
         t = time.perf_counter()
-        build_full_beto(folder, source or SHARED_BETO / "uncased", seed=seed)
+        build_full_beto(folder, source or BETO_DIR / "uncased", seed=seed)
         print(
             f"built a full-size random BETO in {folder} ({time.perf_counter() - t:.1f}s)",
             flush=True,

@@ -1,7 +1,7 @@
 """GPU ingest throughput: tokens/s of a BETO-size encoder on CUDA at fp16 / bf16, large batches.
 
 Builds a full-size BETO with random weights (BETO's shapes: 12 layers, 768 hidden; its real
-vocabulary from ../shared/beto/uncased), then for each precision encodes a fixed set of chunks
+vocabulary shipped in beto_search/data/beto/uncased), then for each precision encodes a fixed set of chunks
 (corpora/es paragraphs cut to --tokens tokens, repeated to --chunks) through the library's
 encoder (``open_encoder(..., device="cuda")``: length-sorted padded batches under a token budget)
 and reports tokens/s (best of --repeats, after a warm-up), plus the mean / min cosine of each

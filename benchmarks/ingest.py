@@ -1,6 +1,6 @@
 """End-to-end ingest vs raw sentence-transformers ``model.encode``, per precision.
 
-A full-size BETO (12 layers, 768 hidden, BETO's real vocabulary from ../shared/beto/uncased) with
+A full-size BETO (12 layers, 768 hidden, BETO's real vocabulary shipped in beto_search/data/beto/uncased) with
 random weights is built once; for each precision (fp32, int8; bf16 only where the CPU has native
 bf16) it measures, in the same process and on the same model object:
 

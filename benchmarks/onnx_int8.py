@@ -33,8 +33,8 @@ from beto_search import onnx_backend
 from beto_search.encoder import BetoEncoder, normalize_rows
 
 from common import (
+    BETO_DIR,
     CORPUS,
-    SHARED_BETO,
     emit,
     full_beto,
     loadavg,
@@ -143,7 +143,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--workdir", default="/tmp/onnx")
-    ap.add_argument("--beto-dir", default=os.environ.get("BETO_DIR", str(SHARED_BETO / "uncased")))
+    ap.add_argument("--beto-dir", default=os.environ.get("BETO_DIR", str(BETO_DIR / "uncased")))
     ap.add_argument("--no-beto", action="store_true")
     ap.add_argument(
         "--rounds", type=int, default=2, help="timing rounds (best-of), alternating order"

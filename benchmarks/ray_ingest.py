@@ -12,7 +12,7 @@ to local, the time to the first written batch, and the lowest cosine between the
 vectors (the same model and precision must give the same vectors).
 
 The model: ``--model PATH`` or, by default, a full-size BETO (12 layers, 768 hidden, BETO's
-vocabulary from ../shared/beto/uncased) with random weights (``common.full_beto``): the real
+vocabulary shipped in beto_search/data/beto/uncased) with random weights (``common.full_beto``): the real
 model's cost per token. ``--precision`` is the index's (a concrete one: the actors build exactly
 that encoder with ``backends.open_encoder``; the default fp32 is the local reference's too).
 

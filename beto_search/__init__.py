@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .encoder import DEFAULT_MODEL, Encoder
 from .engine import SearchEngine
 from .errors import BetoSearchError
-from .types import Document, Hit
+from .types import Document, Hit, SearchResults
 
 if TYPE_CHECKING:
     from .backends.torch import BetoEncoder
@@ -33,5 +33,6 @@ __all__ = [
     "Encoder",
     "Hit",
     "SearchEngine",
+    "SearchResults",
     "__version__",
 ]

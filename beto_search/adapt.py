@@ -58,6 +58,13 @@ METHOD_NAMES = {
 CHECKPOINT = "checkpoint"
 LOG_NAME = "training_log.jsonl"
 CHECK_CORPUS_MAX = 5000  # chunks scored by the self-check; more are sampled
+# Chunks ``adapt`` holds in memory at most: a larger index is read as a stream and a uniform
+# sample of this many kept (reservoir sampling, as ``tune`` does). What a kept chunk costs is
+# mostly its inverse-cloze examples: one per sentence (~18 in a 510-token BETO chunk), each with
+# the chunk minus that sentence as its positive. Measured: ~50 KB per 2,300-character chunk, so
+# ~250 MB for 5,000 chunks, whatever the size of the index. 5,000 such chunks give ~90,000
+# examples, ~2,800 batches of 32 per epoch: days on a CPU, about an hour on a GPU.
+ADAPT_CHUNKS_MAX = 5_000
 CROPS_PER_CHUNK = 4
 
 
@@ -86,6 +93,7 @@ class TrainOptions:
     layers: int | None = None  # adapt: distil a student keeping this many transformer layers
     distil_minutes: float = 2.0  # adapt --layers: the distillation's own time budget
     distil_steps: int | None = None  # adapt --layers: stop the distillation after N steps
+    max_chunks: int = ADAPT_CHUNKS_MAX  # adapt: chunks held in memory (a sample of larger indexes)
 
     def fingerprint(self, extra: dict[str, Any]) -> str:
         keep = {
@@ -104,6 +112,9 @@ class TrainOptions:
                 "layers",
                 "distil_minutes",
                 "distil_steps",
+                # in the fingerprint only when it samples (adapt adds it): a run on an index
+                # below the cap resumes the checkpoints written before the cap existed
+                "max_chunks",
             )
         }
         blob = json.dumps({**keep, **extra}, sort_keys=True, default=str)
@@ -132,6 +143,8 @@ class TrainReport:
     resumed_from: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     distillation: dict[str, Any] | None = None  # adapt --layers: teacher, student, steps, checks
+    index_chunks: int = 0  # chunks in the index
+    chunks_sampled: int = 0  # adapt: chunks read into memory (all, or a sample of max_chunks)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -657,7 +670,14 @@ def model_card(report: TrainReport, manifest: Manifest, n_chunks: int, extra: st
                 f"max length {manifest.max_length})."
             ),
             f"- Method: {report.method}: {METHOD_NAMES.get(report.method, report.method)}.",
-            (f"- Data: {report.examples} training examples; the index holds {n_chunks} chunks."),
+            (
+                f"- Data: {report.examples} training examples; the index holds {n_chunks} chunks"
+                + (
+                    f", of which a uniform sample of {report.chunks_sampled} was read."
+                    if 0 < report.chunks_sampled < n_chunks
+                    else "."
+                )
+            ),
             (
                 f"- Steps: {report.steps} of {report.planned_steps} planned (batch {opts.get('batch_size')}, "
                 f"lr {opts.get('lr')}, max length {opts.get('max_length')}, seed {opts.get('seed')}); "
@@ -727,6 +747,46 @@ def index_chunks(engine: SearchEngine) -> tuple[Manifest, list[StoredChunk]]:
     if manifest is None or not chunks:
         raise InputError(f"the index at {engine.folder} holds no chunks; ingest documents first.")
     return manifest, chunks
+
+
+@dataclass
+class ChunkSample:
+    """What ``adapt`` reads of an index: a uniform sample of its chunks (all of them when they
+    are at most the cap), how many the index holds and its highest chunk id."""
+
+    manifest: Manifest
+    chunks: list[StoredChunk]
+    total: int
+    last_id: int
+
+
+def sample_index_chunks(engine: SearchEngine, cap: int, seed: int) -> ChunkSample:
+    """Stream ``engine.iter_chunks`` and keep a uniform sample of at most ``cap`` chunks
+    (reservoir sampling), sorted by chunk id: memory is bounded by ``cap``, not by the index.
+    The same index and seed give the same sample (a resumed run trains on the same examples).
+    Metadata is dropped from the kept chunks: training reads only their text."""
+    from dataclasses import replace
+
+    manifest = engine.manifest
+    if cap < 1:
+        raise InputError(f"max_chunks must be at least 1, not {cap}.")
+    rng = random.Random(f"adapt-sample-{seed}")
+    sample: list[StoredChunk] = []
+    total, last_id = 0, -1
+    for batch in engine.iter_chunks() if manifest is not None else []:
+        for c in batch:
+            total += 1
+            last_id = max(last_id, c.chunk_id)
+            if len(sample) < cap:
+                sample.append(replace(c, metadata={}))
+            else:
+                j = rng.randrange(total)
+                if j < cap:
+                    sample[j] = replace(c, metadata={})
+    if manifest is None or not sample:
+        raise InputError(f"the index at {engine.folder} holds no chunks; ingest documents first.")
+    sample.sort(key=lambda c: c.chunk_id)
+    return ChunkSample(manifest, sample, total, last_id)
 
 
 def train_options(**options: Any) -> TrainOptions:
@@ -888,8 +948,9 @@ def adapt(engine: SearchEngine, out: str | os.PathLike[str], **options: Any) -> 
 
     ``options``: the fields of ``TrainOptions`` (method, max_minutes, epochs, max_steps,
     batch_size, seed, device, lr, max_length, query_length, warmup, checkpoint_minutes, force,
-    progress, layers, distil_minutes, distil_steps); None keeps a default. A slice of the chunks
-    (a sixth, at most 300) is held out. With ``layers``, a student keeping that many of the
+    progress, layers, distil_minutes, distil_steps, max_chunks); None keeps a default. At most
+    ``max_chunks`` chunks are read (a uniform sample of a larger index: ``sample_index_chunks``);
+    a slice of them (a sixth, at most 300) is held out. With ``layers``, a student keeping that many of the
     trained model's transformer layers is distilled from it (``distil``) and written instead.
     """
     opts = train_options(**options)
@@ -901,7 +962,8 @@ def adapt(engine: SearchEngine, out: str | os.PathLike[str], **options: Any) -> 
         )
     if opts.layers is not None and opts.layers < 1:
         raise InputError(f"--layers must be at least 1, not {opts.layers}.")
-    manifest, chunks = index_chunks(engine)
+    sampled = sample_index_chunks(engine, opts.max_chunks, opts.seed)
+    manifest, chunks = sampled.manifest, sampled.chunks
     out = Path(out)
     check_out(out, opts.force)
 
@@ -988,9 +1050,10 @@ def adapt(engine: SearchEngine, out: str | os.PathLike[str], **options: Any) -> 
         {
             "command": "adapt",
             "encoder": manifest.encoder,
-            "chunks": len(chunks),
-            "last_chunk": max(c.chunk_id for c in chunks),
+            "chunks": sampled.total,
+            "last_chunk": sampled.last_id,
             "generation": manifest.generation,
+            **({"sample": len(chunks)} if len(chunks) < sampled.total else {}),
         }
     )
     started = time.perf_counter()
@@ -1020,9 +1083,11 @@ def adapt(engine: SearchEngine, out: str | os.PathLike[str], **options: Any) -> 
         written=False,
         resumed_from=result.resumed_from if resumable else 0,
         options={**asdict(opts), "wall_seconds": round(time.perf_counter() - started, 1)},
+        index_chunks=sampled.total,
+        chunks_sampled=len(chunks),
     )
     if opts.layers is None:
-        return finish(report, model, out, manifest, len(chunks))
+        return finish(report, model, out, manifest, sampled.total)
     # the student learns the adapted teacher's embeddings of the training chunks and of their
     # sentences (short, query-like texts); held-out chunks stay out, so the self-check is fair
     texts = list(
@@ -1046,5 +1111,5 @@ def adapt(engine: SearchEngine, out: str | os.PathLike[str], **options: Any) -> 
     report.after = report.distillation["student"]
     report.options["wall_seconds"] = round(time.perf_counter() - started, 1)
     return finish(
-        report, student, out, manifest, len(chunks), distillation_card(report.distillation)
+        report, student, out, manifest, sampled.total, distillation_card(report.distillation)
     )

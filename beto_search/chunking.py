@@ -10,6 +10,7 @@ at token boundaries. Each window starts with the last segments of the previous o
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -72,6 +73,48 @@ def split_segments(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+BLOCK_CHARS = 1 << 16  # chars cut into pieces at a time by ``chunk_stream``
+MAX_BLOCKS = 8  # blocks read without a sentence end before a cut at a space
+
+
+class _Packer:
+    """Packs pieces greedily into windows of at most ``max_tokens``, each new window starting with
+    the previous one's last pieces up to ``overlap`` tokens; works piece by piece (streams too)."""
+
+    def __init__(self, max_tokens: int, overlap: int) -> None:
+        self.max_tokens = max_tokens
+        self.overlap = overlap
+        self.current: list[_Piece] = []
+        self.size = 0
+        self.fresh = 0  # pieces in ``current`` not carried over from the previous window
+        self.emitted = 0
+
+    def add(self, p: _Piece) -> list[_Piece] | None:
+        """Take one piece; returns the window it closed, if any."""
+        out = None
+        if self.current and self.size + p.n > self.max_tokens and self.fresh:
+            out = self.current
+            carry: list[_Piece] = []
+            carried = 0
+            for q in reversed(self.current):
+                if carried + q.n > self.overlap or carried + q.n + p.n > self.max_tokens:
+                    break
+                carry.insert(0, q)
+                carried += q.n
+            self.current, self.size, self.fresh = carry, carried, 0
+            self.emitted += 1
+        self.current.append(p)
+        self.size += p.n
+        self.fresh += 1
+        return out
+
+    def finish(self) -> list[_Piece] | None:
+        """The last window, if it holds anything new."""
+        if self.current and (self.fresh or not self.emitted):
+            return self.current
+        return None
+
+
 class Chunker:
     """Cuts documents into overlapping token windows at sentence boundaries."""
 
@@ -84,25 +127,29 @@ class Chunker:
         self.max_tokens = max_tokens
         self.overlap = overlap
 
-    def _pieces(self, text: str) -> list[_Piece]:
+    def _pieces(self, text: str, base: int = 0) -> list[_Piece]:
+        """Pieces of ``text`` (one per segment, long ones split), offsets shifted by ``base``."""
         segments = split_segments(text)
+        pieces: list[_Piece] = []
         if self.tokenizer is None:
-            pieces = []
             for s, e in segments:
-                offs = [(m.start(), m.end()) for m in _WORD.finditer(text, s, e)]
-                pieces.append(_Piece(s, e, None, offs))
-            return pieces
-        enc = self.tokenizer(
-            [text[s:e] for s, e in segments],
-            add_special_tokens=False,
-            return_offsets_mapping=True,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        pieces = []
-        for (s, e), ids, offs in zip(segments, enc["input_ids"], enc["offset_mapping"]):
-            pieces.append(_Piece(s, e, list(ids), [(s + a, s + b) for a, b in offs]))
-        return pieces
+                offs = [(base + m.start(), base + m.end()) for m in _WORD.finditer(text, s, e)]
+                pieces.append(_Piece(base + s, base + e, None, offs))
+        elif segments:
+            enc = self.tokenizer(
+                [text[s:e] for s, e in segments],
+                add_special_tokens=False,
+                return_offsets_mapping=True,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )
+            for (s, e), ids, offs in zip(segments, enc["input_ids"], enc["offset_mapping"]):
+                s, e = s + base, e + base
+                pieces.append(_Piece(s, e, list(ids), [(s + a, s + b) for a, b in offs]))
+        out: list[_Piece] = []
+        for p in pieces:
+            out.extend(self._split_long(p) if p.n > self.max_tokens else [p])
+        return out
 
     def _split_long(self, piece: _Piece) -> list[_Piece]:
         """Cut a segment longer than a window at token boundaries."""
@@ -116,43 +163,96 @@ class Chunker:
             out.append(_Piece(start, end, ids, offs))
         return out
 
+    def _ids(self, win: list[_Piece]) -> list[int] | None:
+        if self.tokenizer is None:
+            return None
+        return [t for q in win for t in (q.ids or [])]
+
     def chunk(self, text: str) -> list[Chunk]:
         """Windows over ``text``; their spans are contiguous and cover it from 0 to len(text)."""
         if not text:
             return []
-        pieces: list[_Piece] = []
-        for p in self._pieces(text):
-            pieces.extend(self._split_long(p) if p.n > self.max_tokens else [p])
-        windows: list[list[_Piece]] = []
-        current: list[_Piece] = []
-        size = 0
-        fresh = 0  # pieces in ``current`` not carried over from the previous window
-        for p in pieces:
-            if current and size + p.n > self.max_tokens and fresh:
-                windows.append(current)
-                carry: list[_Piece] = []
-                carried = 0
-                for q in reversed(current):
-                    if carried + q.n > self.overlap or carried + q.n + p.n > self.max_tokens:
-                        break
-                    carry.insert(0, q)
-                    carried += q.n
-                current, size, fresh = carry, carried, 0
-            current.append(p)
-            size += p.n
-            fresh += 1
-        if current and (fresh or not windows):
-            windows.append(current)
+        packer = _Packer(self.max_tokens, self.overlap)
+        windows = [w for p in self._pieces(text) if (w := packer.add(p)) is not None]
+        last = packer.finish()
+        if last is not None:
+            windows.append(last)
         chunks = []
         prev_end = 0
         for i, win in enumerate(windows):
             start = min(win[0].start, prev_end)
             end = len(text) if i == len(windows) - 1 else win[-1].end
-            ids = None
-            if self.tokenizer is not None:
-                ids = [t for q in win for t in (q.ids or [])]
             chunks.append(
-                Chunk(ordinal=i, start=start, end=end, text=text[start:end], token_ids=ids)
+                Chunk(
+                    ordinal=i,
+                    start=start,
+                    end=end,
+                    text=text[start:end],
+                    token_ids=self._ids(win),
+                )
             )
             prev_end = max(prev_end, end)
         return chunks
+
+    def chunk_stream(self, parts: Iterable[str], block_chars: int = BLOCK_CHARS) -> Iterator[Chunk]:
+        """The windows of the concatenation of ``parts``, read block by block (memory bounded).
+
+        Offsets are global (over the concatenated text). Text is cut into blocks only at the end
+        of a sentence that is followed by more text, so segments, and thus windows, are the same
+        as ``chunk("".join(parts))``; a run of ``MAX_BLOCKS`` blocks without any sentence end is
+        cut at its last space instead (the only case where the windows may differ).
+        """
+        buf = ""  # the text from global offset ``keep`` on (what windows may still need)
+        keep = 0
+        cut_at = 0  # global offset up to which the text is cut into pieces
+        read = 0  # chars read
+        prev_end = 0
+        ordinal = 0
+        packer = _Packer(self.max_tokens, self.overlap)
+
+        def emit(win: list[_Piece]) -> Chunk:
+            nonlocal prev_end, ordinal
+            start, end = min(win[0].start, prev_end), win[-1].end
+            chunk = Chunk(ordinal, start, end, buf[start - keep : end - keep], self._ids(win))
+            prev_end = max(prev_end, end)
+            ordinal += 1
+            return chunk
+
+        it = iter(parts)
+        eof = False
+        while not eof:
+            part = next(it, None)
+            if part is None:
+                eof = True
+            elif part:
+                buf += part
+                read += len(part)
+            if not eof and read - cut_at < block_chars:
+                continue
+            block = buf[cut_at - keep :]
+            cut = len(block) if eof else _safe_cut(block, block_chars)
+            if not cut:
+                continue  # no sentence end yet: read on
+            for p in self._pieces(block[:cut], cut_at):
+                if (win := packer.add(p)) is not None:
+                    yield emit(win)
+            cut_at += cut
+            low = min(prev_end, packer.current[0].start if packer.current else cut_at)
+            if low - keep >= block_chars:  # drop text no window needs any more
+                buf, keep = buf[low - keep :], low
+        last = packer.finish()
+        if last is not None:
+            yield emit(last)
+
+
+def _safe_cut(block: str, block_chars: int) -> int:
+    """Where ``block`` (text not yet cut, more to come) may be cut without changing segments: after
+    its last sentence end that is followed by a character of the block; 0 to read on."""
+    cut = 0
+    for m in _SENTENCE_END.finditer(block):
+        if m.end() < len(block):
+            cut = m.end()
+    if cut or len(block) < MAX_BLOCKS * block_chars:
+        return cut
+    space = max(block.rfind(" "), block.rfind("\n"))
+    return space + 1 if space > 0 else len(block)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,10 +13,11 @@ from typing import Any, TypeVar
 
 import click
 
-from .adapt import DEFAULT_METHOD, METHODS
+from .adapt import ADAPT_CHUNKS_MAX, DEFAULT_METHOD, METHODS
 from .encoder import DEFAULT_MODEL, DEVICES, POOLINGS, PRECISIONS
 from .errors import BetoSearchError
-from .fusion import FUSIONS, resolve
+from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS, resolve
+from .progress import MODES as PROGRESS_MODES
 from .searcher import MODES
 from .types import Hit
 from .vector_index import INDEX_TYPES
@@ -61,13 +63,15 @@ def _encoder_options(func: F) -> F:
             "--pooling",
             type=click.Choice(POOLINGS),
             default=None,
-            help="Pooling of token vectors (new indexes; default mean).",
+            help="Pooling of token vectors (new indexes; default: the one a saved "
+            "sentence-transformers folder declares, else mean).",
         ),
         click.option(
             "--precision",
             type=click.Choice(PRECISIONS),
             default=None,
-            help="Encoder arithmetic (default: the index's, else fp32).",
+            help="Encoder arithmetic (default: the index's; a new index: auto, the fastest "
+            "that keeps quality on this CPU, or env BETO_SEARCH_PRECISION).",
         ),
         click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
         click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True),
@@ -136,7 +140,7 @@ _RAY_OPTIONS = [
         "--ray-workers",
         type=click.IntRange(min=1),
         default=None,
-        help="Encoding actors on Ray (default: one per GPU, else CPUs / 4).",
+        help="Encoding actors on Ray (default: one per GPU, else one per 4 CPUs of each node).",
     ),
     click.option(
         "--ray-gpus",
@@ -171,13 +175,15 @@ _RAY_OPTIONS = [
     "--chunk-tokens",
     type=click.IntRange(min=8),
     default=None,
-    help="Tokens per chunk (new indexes; default: the model's maximum).",
+    help="Tokens per chunk (new indexes; default: the model's maximum length minus 2; "
+    "200 words for an encoder without a tokenizer).",
 )
 @click.option(
     "--overlap",
     type=click.IntRange(min=0),
     default=None,
-    help="Tokens shared by consecutive chunks (new indexes; default 64).",
+    help="Tokens shared by consecutive chunks (new indexes; default 64, at most a quarter "
+    "of a chunk).",
 )
 @click.option(
     "--index-type",
@@ -213,7 +219,30 @@ _RAY_OPTIONS = [
     default=0.0,
     help="Seconds to wait for another writer to finish.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress (same as --progress none).")
+@click.option(
+    "--progress",
+    "progress_mode",
+    type=click.Choice(PROGRESS_MODES),
+    default="auto",
+    show_default=True,
+    help="Chunks embedded with an ETA on stderr: a bar, a line every few seconds (log), JSON "
+    "lines, or none; auto: a bar on a terminal, else log.",
+)
+@click.option(
+    "--progress-every",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds between progress lines (log, json).",
+)
+@click.option(
+    "--stream-over",
+    default="4MB",
+    show_default=True,
+    help="Text files larger than this are read as a stream (bounded memory; a killed run "
+    "resumes where it stopped), e.g. 500KB, 4MB.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option(
     "--shards",
@@ -240,6 +269,9 @@ def ingest(
     strict: bool,
     wait: float,
     quiet: bool,
+    progress_mode: str,
+    progress_every: float,
+    stream_over: str,
     as_json: bool,
     ray_address: str | None,
     ray_workers: int | None,
@@ -261,6 +293,7 @@ def ingest(
         include=include,
         exclude=exclude,
         max_file_size=parse_size(max_file_size) if max_file_size is not None else None,
+        stream_over=_size(stream_over, "--stream-over"),
     )
     if ray_address is not None:
         from .distributed import require_ray
@@ -285,7 +318,12 @@ def ingest(
                 _ray_embedder(ray_address, ray_workers, ray_gpus, ray_window, engine=engine)
             )
         summary = engine.ingest(
-            paths, opts, prune=prune, progress=not quiet and sys.stderr.isatty(), embedder=embedder
+            paths,
+            opts,
+            prune=prune,
+            progress="none" if quiet else progress_mode,
+            embedder=embedder,
+            progress_every=progress_every,
         )
     if as_json:
         click.echo(json.dumps(summary.to_dict(), ensure_ascii=False))
@@ -295,6 +333,7 @@ def ingest(
             f"{summary.updated}  unchanged: {summary.unchanged}  pruned: {summary.pruned}  "
             f"duplicate ids: {summary.duplicates}  skipped: {len(summary.skipped)}  chunks: "
             f"{summary.chunks}  seconds: {summary.seconds:.1f}"
+            + (f"  resumed chunks: {summary.resumed}" if summary.resumed else "")
         )
         for reason, count in sorted(summary.reasons().items()):
             click.echo(f"skipped ({count}): {reason}")
@@ -304,7 +343,27 @@ def ingest(
             if not skip.reason.startswith("hidden"):  # counted above, not listed one by one
                 click.echo(f"  {skip.where}: {skip.reason}", err=True)
     if strict and summary.skipped:
-        raise click.ClickException(f"{len(summary.skipped)} inputs were skipped (--strict).")
+        n = len(summary.skipped)
+        raise click.ClickException(
+            f"{_count(n, 'input')} {'was' if n == 1 else 'were'} skipped (--strict)."
+        )
+
+
+def _count(n: int, word: str) -> str:
+    """ "1 document", "2 documents" (the nouns this CLI counts take an s)."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)\s*", re.IGNORECASE)
+
+
+def _size(text: str, option: str) -> int:
+    """Bytes from '4MB', '500k', '1.5GiB' or a plain number (powers of 1024)."""
+    m = _SIZE.fullmatch(text)
+    if not m:
+        raise click.BadParameter(f"'{text}' is not a size like 4MB or 500KB.", param_hint=option)
+    unit = m.group(2)[:1].lower()
+    return int(float(m.group(1)) * {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}[unit])
 
 
 def _where(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -361,16 +420,22 @@ def _print_hits(hits: list[Hit], explain: bool) -> None:
     "--fusion",
     type=click.Choice(FUSIONS),
     default=None,
-    help="Fusion method (default: the index's tuned one, see 'info').",
+    help=f"Fusion method (default: the index's tuned one, see 'info'; else {DEFAULT_FUSION}).",
 )
 @click.option(
     "--alpha",
     type=click.FloatRange(0, 1),
     default=None,
-    help="Weight of the dense side (default: the index's tuned one).",
+    help="Weight of the dense side in convex fusion (default: the index's tuned one; else "
+    f"{DEFAULT_ALPHA}).",
 )
 @click.option(
-    "--where", multiple=True, help="KEY=VALUE filter on metadata, title or source (repeatable)."
+    "--where",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Filter on a metadata field, title, source or id (repeatable; all must hold). Text "
+    "matches whole values without regard to case or accents (economia finds Economía); "
+    "numbers match exactly.",
 )
 @click.option(
     "--source", "source_glob", default=None, help="Only documents whose source matches GLOB."
@@ -427,8 +492,11 @@ def query(
         }
         if why is not None:
             out["fusion_explained"] = why
+        out["warnings"] = hits.warnings
         click.echo(json.dumps(out, ensure_ascii=False))
     else:
+        for line in hits.warnings:
+            click.echo(f"warning: {line}", err=True)
         if why is not None:
             click.echo(f"fusion: {why['label']} ({why['source']}): {why['reason']}")
         _print_hits(hits, explain)
@@ -448,7 +516,7 @@ def _require_documents(engine: Any, index: Path) -> None:
 
 @cli.command()
 @click.argument("doc_id")
-@click.option("-k", "k", type=int, default=10, show_default=True)
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Number of documents.")
 @_index_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_errors
@@ -468,7 +536,7 @@ def similar(doc_id: str, k: int, index: Path, as_json: bool) -> None:
 
 @cli.command()
 @_index_option
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_errors
 def info(index: Path, as_json: bool) -> None:
     """Documents, chunks, encoder, index type and sizes on disk."""
@@ -477,8 +545,13 @@ def info(index: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(facts, ensure_ascii=False))
         return
+    if facts.get("encoder") is None:  # no manifest: nothing was ever stored
+        click.echo(
+            f"empty index: nothing has been ingested yet; fill it with 'beto-search ingest "
+            f"FOLDER --index {index}' (the model, precision and chunking are fixed then)"
+        )
     for key, value in facts.items():
-        if key not in ("files", "per_shard"):
+        if key not in ("files", "per_shard") and value is not None:  # unknown: left out
             click.echo(f"{key}: {value}")
     for shard in facts.get("per_shard", []):  # a sharded index: each shard's counts
         click.echo("  " + "  ".join(f"{k}: {v}" for k, v in shard.items()))
@@ -487,16 +560,22 @@ def info(index: Path, as_json: bool) -> None:
 @cli.command()
 @click.argument("doc_ids", nargs=-1, required=True)
 @_index_option
-@click.option("--wait", type=click.FloatRange(min=0), default=0.0)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds to wait for another writer to finish.",
+)
 @_errors
 def delete(doc_ids: tuple[str, ...], index: Path, wait: float) -> None:
     """Delete documents by id."""
     with _open(index, wait=wait) as engine:
         found = engine.delete(doc_ids)
     missing = sorted(set(doc_ids) - set(found))
-    click.echo(f"deleted {len(found)} documents")
+    click.echo(f"deleted {_count(len(found), 'document')}")
     if missing:
-        raise click.ClickException(f"no such documents: {', '.join(missing)}.")
+        word = "document" if len(missing) == 1 else "documents"
+        raise click.ClickException(f"no such {word}: {', '.join(missing)}.")
 
 
 @cli.command()
@@ -510,33 +589,56 @@ def verify(index: Path) -> None:
     if problems:
         for p in problems:
             click.echo(f"problem: {p}", err=True)
-        raise click.ClickException(f"{len(problems)} problems found in {index}.")
-    click.echo(f"ok: {facts['documents']} documents, {facts['chunks']} chunks, vectors consistent")
+        raise click.ClickException(f"{_count(len(problems), 'problem')} found in {index}.")
+    click.echo(
+        f"ok: {_count(facts['documents'], 'document')}, {_count(facts['chunks'], 'chunk')}, "
+        "vectors consistent"
+    )
+    for d in facts["staged"]:
+        click.echo(
+            f"staged: {d['doc_id']} ({_count(d['chunks'], 'chunk')} written by an ingest that did "
+            f"not finish; not searchable until the same ingest is run again and resumes it)"
+        )
 
 
 @cli.command()
 @_index_option
-@click.option("--wait", type=click.FloatRange(min=0), default=0.0)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds to wait for another writer to finish.",
+)
 @_errors
 def repair(index: Path, wait: float) -> None:
     """Rebuild the FAISS file from the vectors stored in SQLite."""
     with _open(index, wait=wait) as engine:
         out = engine.repair()
     click.echo(
-        f"rebuilt the vector index: {out['vectors']} vectors; re-encoded {out['reencoded']} "
-        f"documents whose chunks had lost their vectors"
+        f"rebuilt the vector index: {_count(out['vectors'], 'vector')}; re-encoded "
+        f"{_count(out['reencoded'], 'document')} whose chunks had lost their vectors"
     )
 
 
 @cli.command()
 @_index_option
-@click.option("--wait", type=click.FloatRange(min=0), default=0.0)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds to wait for another writer to finish.",
+)
 @_errors
 def compact(index: Path, wait: float) -> None:
     """Reclaim the space of deleted documents (VACUUM and a fresh FAISS file)."""
     with _open(index, wait=wait) as engine:
         out = engine.compact()
     click.echo(f"compacted: {out['bytes_before']} -> {out['bytes_after']} bytes")
+    if out["staged_chunks_dropped"]:
+        click.echo(
+            f"dropped {out['staged_chunks_dropped']} staged chunks of documents whose files "
+            f"changed or are gone since an ingest was stopped"
+        )
 
 
 @cli.command("eval")
@@ -575,13 +677,14 @@ def compact(index: Path, wait: float) -> None:
     "--fusion",
     type=click.Choice(FUSIONS),
     default=None,
-    help="Fusion method (default: the index's tuned one, see 'info').",
+    help=f"Fusion method (default: the index's tuned one, see 'info'; else {DEFAULT_FUSION}).",
 )
 @click.option(
     "--alpha",
     type=click.FloatRange(0, 1),
     default=None,
-    help="Weight of the dense side (default: the index's tuned one).",
+    help="Weight of the dense side in convex fusion (default: the index's tuned one; else "
+    f"{DEFAULT_ALPHA}).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
@@ -742,7 +845,7 @@ def reembed(
         click.echo(json.dumps({**result.to_dict(), "fusion": fusion, **extra}, ensure_ascii=False))
         return
     click.echo(
-        f"re-embedded {result.chunks} chunks with {result.encoder} (generation "
+        f"re-embedded {_count(result.chunks, 'chunk')} with {result.encoder} (generation "
         f"{result.generation}): {result.encoded} encoded now, {result.resumed} resumed, "
         f"{result.stragglers} written meanwhile; {result.seconds:.1f} s"
     )
@@ -774,6 +877,14 @@ def main() -> None:
 @click.option("--read-only", is_flag=True, help="Refuse every write.")
 @click.option(
     "--cors", multiple=True, metavar="ORIGIN", help="Allow this browser origin (repeatable)."
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests whose Host is NAME ('*.example.org' for subdomains; repeatable). "
+    "Loopback names and the bound host are always allowed.",
 )
 @click.option(
     "--workers",
@@ -816,6 +927,7 @@ def serve(
     public_read: bool,
     read_only: bool,
     cors: tuple[str, ...],
+    allowed_hosts: tuple[str, ...],
     workers: int,
     model: str | None,
     precision: str | None,
@@ -837,6 +949,7 @@ def serve(
         read_only=read_only,
         public_read=public_read,
         cors=list(cors),
+        allowed_hosts=list(allowed_hosts),
         model=model,
         precision=precision,
         device=device,
@@ -912,9 +1025,14 @@ def _print_training(report: Any, as_json: bool, reembedded: Any = None) -> None:
         return
     b, a = report.before, report.after
     click.echo(
-        f"wrote {report.out}: {report.method}, {report.steps} steps over {report.examples} "
-        f"examples in {report.seconds / 60:.1f} min ({report.stopped})"
+        f"wrote {report.out}: {report.method}, {_count(report.steps, 'step')} over "
+        f"{_count(report.examples, 'example')} in {report.seconds / 60:.1f} min ({report.stopped})"
     )
+    if 0 < getattr(report, "chunks_sampled", 0) < getattr(report, "index_chunks", 0):
+        click.echo(
+            f"read a uniform sample of {report.chunks_sampled} of the index's "
+            f"{_count(report.index_chunks, 'chunk')} (--max-chunks)"
+        )
     for key in ("ndcg@10", "recall@10"):
         if key in b and key in a:
             click.echo(
@@ -931,7 +1049,7 @@ def _print_training(report: Any, as_json: bool, reembedded: Any = None) -> None:
         )
     if reembedded is not None:
         click.echo(
-            f"re-embedded {reembedded.chunks} chunks with {reembedded.encoder} "
+            f"re-embedded {_count(reembedded.chunks, 'chunk')} with {reembedded.encoder} "
             f"(generation {reembedded.generation})"
         )
 
@@ -968,6 +1086,14 @@ def _print_training(report: Any, as_json: bool, reembedded: Any = None) -> None:
     type=click.IntRange(min=1),
     default=None,
     help="Stop the --layers distillation after N steps (default: its time budget).",
+)
+@click.option(
+    "--max-chunks",
+    type=click.IntRange(min=1),
+    default=ADAPT_CHUNKS_MAX,
+    show_default=True,
+    help="Chunks read into memory; a larger index is sampled uniformly (bounds memory: "
+    "~50 KB per 510-token chunk with its training examples).",
 )
 @_errors
 def adapt(

@@ -26,7 +26,7 @@ from .manifest import FORMAT_VERSION, IndexOptions, Manifest  # noqa: F401  (re-
 from .readers import ReaderOptions
 from .searcher import MODES, Searcher  # noqa: F401  (re-exported)
 from .store import Store, StoredChunk
-from .types import Document, Hit
+from .types import Document, Hit, SearchResults
 from .vector_cache import VectorCache
 from .vector_index import IndexSpec, VectorIndex
 
@@ -317,10 +317,14 @@ class SearchEngine:
         paths: Iterable[str | os.PathLike[str]],
         reader: ReaderOptions | None = None,
         prune: bool = False,
-        progress: bool = False,
+        progress: bool | str = False,
         embedder: Embedder | None = None,
+        progress_every: float = 5.0,
     ) -> IngestSummary:
-        summary = Indexer(self).ingest(paths, reader, prune, progress, embedder)
+        """Read files and folders and add their documents. ``progress``: False, True / "auto"
+        (a bar on a terminal, else a line every ``progress_every`` seconds), "bar", "log",
+        "json" or "none" (on stderr; ``progress.Progress``)."""
+        summary = Indexer(self).ingest(paths, reader, prune, progress, embedder, progress_every)
         from .tuning import maybe_autotune
 
         maybe_autotune(self)  # choose the fusion once the index is big enough to tell
@@ -346,7 +350,7 @@ class SearchEngine:
     def add(
         self,
         records: Iterable[Document | dict[str, Any]],
-        progress: bool = False,
+        progress: bool | str = False,
         embedder: Embedder | None = None,
     ) -> IngestSummary:
         return Indexer(self).add(records, progress, embedder)
@@ -376,7 +380,7 @@ class SearchEngine:
         nprobe: int | None = None,
         snippets: bool = True,
         query_vector: np.ndarray | None = None,
-    ) -> list[Hit]:
+    ) -> SearchResults:
         return Searcher(self).search(
             query, k, mode, fusion, alpha, where, source, ef_search, nprobe, snippets, query_vector
         )

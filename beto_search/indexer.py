@@ -6,6 +6,13 @@ is checkpointed when the write ends. Vectors come from an *embedder*: a callable
 iterable of batches (token-id lists when the index tokenizes with the model, else texts) and
 yields one (n_i, dimension) float32 array per batch, in order. The default embedder calls the
 engine's encoder; a distributed one (Ray) may pipeline.
+
+A document too large to hold (``Document.parts``: a 20 MB text, a 2,000-page PDF) is read and
+chunked as a stream; its batches go to staging tables (``store.stage_chunks``, one transaction
+per batch) that searches never read, and it is published in one transaction at its end
+(``store.publish_staged``). A run killed in between loses at most the batches in flight; the next
+run with the same content re-chunks the stream (cheap) and encodes only the chunks after the last
+staged one.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +35,8 @@ from .errors import InputError, ManifestMismatchError
 from .ingest import IngestSummary, as_document, content_hash
 from .locking import WriteLock
 from .manifest import Manifest
-from .readers import ReaderOptions, ReadReport, iter_files, read_file
+from .progress import Progress
+from .readers import ReaderOptions, ReadReport, Skip, iter_files, read_file
 from .store import PreparedDocument
 from .types import Chunk, Document
 
@@ -57,12 +65,16 @@ def local_embedder(encoder: Any, token_ids: bool) -> Embedder:
 
 @dataclass
 class _Batch:
-    """Documents of one transaction, chunked, waiting for their vectors."""
+    """Documents of one transaction, chunked, waiting for their vectors; or a batch of one
+    streamed document (``stream``), the last of which publishes it."""
 
     todo: list[tuple[Document, str]]
     prepared: list[PreparedDocument]
     chunks: list[Chunk]
     force: bool
+    chars: int = 0  # characters of input the batch covers (progress)
+    stream: tuple[Document, str] | None = None
+    publish: bool = False
 
 
 class Indexer:
@@ -71,6 +83,7 @@ class Indexer:
     def __init__(self, engine: SearchEngine) -> None:
         self.engine = engine
         self.store = engine.store
+        self._known_hashes: dict[str, str] = {}
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -90,8 +103,9 @@ class Indexer:
         paths: Iterable[str | os.PathLike[str]],
         reader: ReaderOptions | None,
         prune: bool,
-        progress: bool,
+        progress: bool | str,
         embedder: Embedder | None,
+        progress_every: float = 5.0,
     ) -> IngestSummary:
         """Read files and folders, then add their documents (upsert by id)."""
         roots = [Path(p) for p in paths]
@@ -105,11 +119,7 @@ class Indexer:
         read_whole: set[str] = set()  # files read without any skip: their absent ids are gone
 
         def documents() -> Iterator[Document]:
-            from tqdm import tqdm  # a progress bar only where one is drawn
-
-            for path, root in tqdm(
-                files, desc="files", unit="file", disable=not progress, leave=False
-            ):
+            for path, root in files:
                 source, skips = _resolved(path), len(report.skips)
                 for doc in read_file(path, root, reader, report):
                     doc.source = source
@@ -118,8 +128,16 @@ class Indexer:
                     read_whole.add(source)
 
         started = time.perf_counter()
+        total = 0
+        for path, _ in files:
+            with suppress(OSError):
+                total += path.stat().st_size
+        bar = Progress(progress, total, progress_every)
         with self.writing():
-            self._add_stream(documents(), summary, seen, progress, embedder)
+            try:
+                self._add_stream(documents(), summary, seen, bar, embedder)
+            finally:
+                bar.close()
             if prune:
                 summary.pruned = self._prune(roots, seen, read_whole)
         summary.files = report.files
@@ -146,14 +164,19 @@ class Indexer:
     def add(
         self,
         records: Iterable[Document | dict[str, Any]],
-        progress: bool,
+        progress: bool | str,
         embedder: Embedder | None,
     ) -> IngestSummary:
         """Insert or replace documents given as dicts (id, text, title, metadata) or Documents."""
         summary = IngestSummary()
         started = time.perf_counter()
+        bar = Progress(progress)
         with self.writing():
-            self._add_stream((as_document(r) for r in records), summary, set(), progress, embedder)
+            try:
+                docs = (as_document(r) for r in records)
+                self._add_stream(docs, summary, set(), bar, embedder)
+            finally:
+                bar.close()
         summary.seconds = time.perf_counter() - started
         return summary
 
@@ -169,6 +192,12 @@ class Indexer:
                 if doc.id not in batch:
                     log.warning("duplicate id %s: the last one wins", doc.id)
             seen.add(doc.id)
+            if doc.parts is not None:  # a streamed document: batches of its own
+                if batch:
+                    yield list(batch.values())
+                    batch, size = {}, 0
+                yield [doc]
+                continue
             batch.pop(doc.id, None)
             batch[doc.id] = doc
             size += max(1, len(doc.text) // 1500)
@@ -183,43 +212,53 @@ class Indexer:
         docs: Iterable[Document],
         summary: IngestSummary,
         seen: set[str],
-        progress: bool,
+        progress: Progress,
         embedder: Embedder | None,
         force: bool = False,
     ) -> None:
-        from tqdm import tqdm  # a progress bar only where one is drawn
-
-        bar = tqdm(desc="embedding", unit="chunk", disable=not progress, leave=False)
         pending: deque[_Batch] = deque()
         token_ids: list[bool] = []  # decided once the manifest exists
 
+        def feed(batch: _Batch) -> Any:
+            if not token_ids:
+                token_ids.append(self._tokenizes())
+            if token_ids[0]:
+                return [c.token_ids or [] for c in batch.chunks]
+            return [c.text for c in batch.chunks]
+
         def inputs() -> Iterator[Any]:
             for docs_ in self._batches(docs, summary, seen):
-                batch = self._prepare(docs_, summary, force)
-                if batch is None:
+                if docs_[0].parts is not None:
+                    for batch in self._stream_batches(docs_[0], summary, progress, force):
+                        pending.append(batch)
+                        if batch.chunks:  # a last batch with nothing new only publishes
+                            yield feed(batch)
                     continue
-                if not token_ids:
-                    token_ids.append(self._tokenizes())
-                pending.append(batch)
-                if token_ids[0]:
-                    yield [c.token_ids or [] for c in batch.chunks]
-                else:
-                    yield [c.text for c in batch.chunks]
+                prepared = self._prepare(docs_, summary, progress, force)
+                if prepared is None:
+                    continue
+                pending.append(prepared)
+                yield feed(prepared)
             done.append(True)
 
+        def publish_ready() -> None:
+            # a streamed document's last batch with nothing new was never given to the embedder:
+            # it publishes in its turn
+            while pending and pending[0].stream is not None and not pending[0].chunks:
+                self._write(pending.popleft(), np.zeros((0, 0)), summary, progress)
+
         done: list[bool] = []
-        try:
-            for vectors in self._embed(inputs(), embedder, token_ids):
-                if not pending:
-                    raise InputError("the embedder yielded more batches than it was given.")
-                self._write(pending.popleft(), vectors, summary, bar)
-            if pending or not done:
-                raise InputError(
-                    "the embedder stopped before embedding every batch; the batches "
-                    "it embedded were stored, the rest were not."
-                )
-        finally:
-            bar.close()
+        for vectors in self._embed(inputs(), embedder, token_ids):
+            publish_ready()
+            if not pending:
+                raise InputError("the embedder yielded more batches than it was given.")
+            self._write(pending.popleft(), vectors, summary, progress)
+        publish_ready()
+        if pending or not done:
+            raise InputError(
+                "the embedder stopped before embedding every batch; the batches "
+                "it embedded were stored, the rest were not."
+            )
 
     def _embed(
         self, feed: Iterator[Any], embedder: Embedder | None, token_ids: list[bool]
@@ -254,18 +293,8 @@ class Indexer:
         tok = getattr(self.engine.encoder, "tokenizer", None) if m.tokenizer == "model" else None
         return Chunker(tok, int(m.chunk_tokens), int(m.overlap))
 
-    def _prepare(self, docs: list[Document], summary: IngestSummary, force: bool) -> _Batch | None:
-        """Skip unchanged documents, create the manifest on the first write, chunk the rest."""
-        old = self.store.hashes(d.id for d in docs)
-        todo = []
-        for d in docs:
-            h = content_hash(d)
-            if old.get(d.id) == h and not force:
-                summary.unchanged += 1
-            else:
-                todo.append((d, h))
-        if not todo:
-            return None
+    def _manifest(self) -> Manifest:
+        """The index's manifest, created (and saved) on the first write."""
         m = self.engine.manifest
         if m is None:
             m = Manifest.for_encoder(self.engine.encoder, self.engine.index_options)
@@ -273,18 +302,96 @@ class Indexer:
                 m.save(self.store)
             self.engine.reload_manifest()
             self.engine.cache.rebuild()  # the new, empty cache
-        chunker = self._chunker(m)
+        return m
+
+    def _prepare(
+        self, docs: list[Document], summary: IngestSummary, progress: Progress, force: bool
+    ) -> _Batch | None:
+        """Skip unchanged documents, create the manifest on the first write, chunk the rest."""
+        old = self.store.hashes(d.id for d in docs)
+        todo = []
+        for d in docs:
+            h = content_hash(d)
+            if old.get(d.id) == h and not force:
+                summary.unchanged += 1
+                progress.skip(len(d.text))
+            else:
+                todo.append((d, h))
+        if not todo:
+            return None
+        chunker = self._chunker(self._manifest())
         prepared, chunks = [], []
         for d, h in todo:
             parts = chunker.chunk(d.text)
             prepared.append(PreparedDocument(d, h, parts, np.zeros(0), []))
             chunks.extend(parts)
-        return _Batch(todo, prepared, chunks, force)
+        return _Batch(todo, prepared, chunks, force, chars=sum(len(d.text) for d, _ in todo))
 
-    def _write(self, batch: _Batch, vectors: np.ndarray, summary: IngestSummary, bar: Any) -> None:
+    def _stream_batches(
+        self, doc: Document, summary: IngestSummary, progress: Progress, force: bool
+    ) -> Iterator[_Batch]:
+        """A streamed document's batches of new chunks, the last one marked to publish it.
+
+        Chunks already staged by a killed run with the same content are cut again (so the
+        stream goes on from the same place) but not given to the embedder again."""
+        h = self._known_hashes.get(doc.id) or content_hash(doc)
+        if not force and self.store.hashes([doc.id]).get(doc.id) == h:
+            summary.unchanged += 1
+            return
+        chunker = self._chunker(self._manifest())
+        with self.store.write():
+            self.store.ensure_staging_tables()
+            staged, last = self.store.begin_staging(doc.id, h, doc.source)
+        locations: list[tuple[int, dict[str, Any]]] = []
+
+        def texts() -> Iterator[str]:
+            pos = 0
+            for text, where in doc.parts():  # type: ignore[misc]  # checked by the caller
+                if where:
+                    locations.append((pos, where))
+                pos += len(text)
+                yield text
+
+        group: list[Chunk] = []
+        done_to = 0  # input characters covered by the batches handed on
+        n = 0
+        for c in chunker.chunk_stream(texts()):
+            n += 1
+            if c.ordinal < staged:
+                if c.ordinal == staged - 1:
+                    if (c.start, c.end) != last:  # cut otherwise than staged: start over
+                        log.warning("staged chunks of %s do not match: encoding anew", doc.id)
+                        with self.store.write():
+                            self.store.drop_staging(doc.id)
+                        yield from self._stream_batches(doc, summary, progress, force)
+                        return
+                    log.info("%s: resuming after %d staged chunks", doc.id, staged)
+                    summary.resumed += staged
+                    progress.skip(c.end)
+                    done_to = c.end
+                continue
+            group.append(c)
+            if len(group) >= BATCH_CHUNKS:
+                yield _Batch([(doc, h)], [], group, force, c.end - done_to, (doc, h))
+                done_to, group = c.end, []
+        if n == 0:
+            with self.store.write():
+                self.store.drop_staging(doc.id)
+            summary.skipped.append(Skip(doc.source or doc.id, "empty or whitespace-only"))
+            return
+        if locations or not doc.locations:  # a repaired stream keeps its stored locations
+            doc.locations = locations
+        end = group[-1].end if group else done_to
+        yield _Batch([(doc, h)], [], group, force, end - done_to, (doc, h), publish=True)
+
+    def _write(
+        self, batch: _Batch, vectors: np.ndarray, summary: IngestSummary, progress: Progress
+    ) -> None:
         m = self.engine.manifest
         assert m is not None
         vectors = np.asarray(vectors, dtype=np.float32)
+        if batch.stream is not None and not batch.chunks:
+            vectors = vectors.reshape(0, int(m.dimension))
         if vectors.shape != (len(batch.chunks), int(m.dimension)):
             raise ManifestMismatchError(
                 f"the encoder returned vectors of shape {vectors.shape} for {len(batch.chunks)} "
@@ -292,6 +399,10 @@ class Indexer:
             )
         vectors = normalize_rows(vectors)
         analyzer = self.engine.analyzer
+        if batch.stream is not None:
+            self._write_streamed(batch, vectors, summary)
+            progress.update(len(batch.chunks), batch.chars)
+            return
         # the stored hashes now, not when the batch was prepared: a pipelining embedder has later
         # batches prepared before earlier ones are written, so an id repeated in this run may be
         # stored by now, and unchanged (it is kept as it is, as a one-batch-at-a-time run would)
@@ -320,23 +431,59 @@ class Indexer:
                 summary.added += 1
                 summary.new_ids.add(d.id)
         summary.chunks += chunks
-        bar.update(len(batch.chunks))
+        progress.update(len(batch.chunks), batch.chars)
+
+    def _write_streamed(self, batch: _Batch, vectors: np.ndarray, summary: IngestSummary) -> None:
+        """Stage a streamed document's batch; the last one publishes it in the same transaction."""
+        assert batch.stream is not None
+        doc, h = batch.stream
+        terms = [self.engine.analyzer.analyze(c.text) for c in batch.chunks]
+        old = self.store.hashes([doc.id]) if batch.publish else {}
+        with self.store.write():
+            if batch.chunks:
+                self.store.stage_chunks(doc.id, h, batch.chunks, vectors, terms)
+            if batch.publish:
+                self.store.publish_staged(doc, h)
+        summary.chunks += len(batch.chunks)
+        if batch.publish and doc.id not in summary.new_ids:
+            if doc.id in old:
+                summary.updated += 1
+            else:
+                summary.added += 1
+                summary.new_ids.add(doc.id)
 
     def reencode(self, doc_ids: list[str]) -> int:
         """Encode stored documents again and store them (repair; caller holds the write lock)."""
-        docs = [
-            Document(
-                id=d["id"],
-                text=d["text"],
-                title=d["title"],
-                source=d["source"],
-                metadata=d["metadata"],
-                locations=d.get("locations", []),
+        docs = []
+        for doc_id in doc_ids:
+            d = self.store.document(doc_id, whole=False)
+            if d is None:
+                continue
+            parts = None
+            if not d["text"]:  # a streamed document: streamed again from its chunks
+
+                def parts(doc_id: str = doc_id) -> Iterator[tuple[str, dict[str, Any]]]:
+                    for text in self.store.text_from_chunks(doc_id):
+                        yield text, {}
+
+            docs.append(
+                Document(
+                    id=d["id"],
+                    text=d["text"],
+                    title=d["title"],
+                    source=d["source"],
+                    metadata=d["metadata"],
+                    locations=d.get("locations", []),
+                    parts=parts,
+                )
             )
-            for d in map(self.store.document, doc_ids)
-            if d
-        ]
-        self._add_stream(docs, IngestSummary(), set(), False, None, force=True)
+        # a streamed document keeps its stored hash (its file may have changed since: the next
+        # ingest must still see it as changed)
+        self._known_hashes = self.store.hashes(d.id for d in docs if d.parts is not None)
+        try:
+            self._add_stream(docs, IngestSummary(), set(), Progress(False), None, force=True)
+        finally:
+            self._known_hashes = {}
         return len(docs)
 
     # ----- vectors given, deletes ----------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ class IngestSummary:
     duplicates: int = 0
     pruned: int = 0
     chunks: int = 0
+    resumed: int = 0  # chunks of streamed documents found staged by a killed run, not re-encoded
     seconds: float = 0.0
     skipped: list[Skip] = field(default_factory=list)
     excluded: int = 0  # files and folders left out by --include / --exclude (not skips)
@@ -43,8 +45,21 @@ class IngestSummary:
 
 
 def content_hash(doc: Document) -> str:
-    """A hash of everything stored for a document; equal hashes mean nothing to re-encode."""
+    """A hash of everything stored for a document; equal hashes mean nothing to re-encode.
+
+    A streamed document (``parts``) is hashed on its source file's bytes when it has one (one
+    cheap pass, no extraction), else on the stream's text."""
     h = hashlib.sha256()
+    if doc.parts is not None:
+        h.update(b"stream\x00")
+        if doc.source and os.path.isfile(doc.source):
+            with open(doc.source, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    h.update(block)
+        else:
+            for text, _ in doc.parts():
+                h.update(text.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
     for part in (
         doc.title,
         doc.text,
@@ -59,9 +74,14 @@ def content_hash(doc: Document) -> str:
 
 
 def as_document(record: Document | dict[str, Any]) -> Document:
-    """Accept a Document or a dict with id, text and optional title, source, metadata."""
+    """Accept a Document or a dict with id, text and optional title, source, metadata.
+
+    Refuses (InputError) an id holding a lone surrogate (cleaning would make it another
+    document's id) and metadata that cannot be stored as JSON (``validation.check_metadata``).
+    """
     from .errors import InputError
     from .readers import clean_text
+    from .validation import check_metadata, check_text
 
     if isinstance(record, Document):
         doc = record
@@ -73,18 +93,24 @@ def as_document(record: Document | dict[str, Any]) -> Document:
             text=str(record["text"]),
             title=str(record.get("title") or ""),
             source=str(record.get("source") or ""),
-            metadata=dict(record.get("metadata") or {}),
+            metadata=record.get("metadata") or {},
             locations=[(int(o), dict(loc)) for o, loc in record.get("locations") or []],
         )
     else:
         raise InputError("records must be dicts or Documents.")
     if not doc.id.strip():
         raise InputError("a document id may not be empty.")
+    check_text(doc.id, f"the document id {doc.id[:60]!r}")
+    try:
+        metadata = check_metadata(doc.metadata)
+    except InputError as exc:
+        raise InputError(f"document '{doc.id[:60]}': {exc}") from None
     return Document(
         id=clean_text(doc.id),
         text=clean_text(doc.text),
         title=clean_text(doc.title),
         source=doc.source,
-        metadata=doc.metadata,
+        metadata=dict(metadata),
         locations=doc.locations,
+        parts=doc.parts,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,11 @@ class Maintenance:
             "fusion_explained": explain_fusion(m.to_dict() if m is not None else None),
             "generation": get("generation"),
             "reembed_pending": reembed_pending(self.engine),
+            # streamed documents a killed ingest left half-written (re-run it to resume)
+            "staged": [
+                {"doc_id": d["doc_id"], "source": d["source"], "chunks": d["chunks"]}
+                for d in self.store.staged()
+            ],
             "package_version": get("package_version"),
             "bytes_on_disk": sum(files.values()),
             "files": files,
@@ -66,6 +72,7 @@ class Maintenance:
         if m is None:
             return problems
         problems += self.store.problems(m.dimension)
+        problems += self.store.staging_problems(m.dimension)
         self.engine.cache.invalidate()
         try:
             with self.engine.cache.pinned() as vi:
@@ -100,13 +107,33 @@ class Maintenance:
                 "seconds": time.perf_counter() - started,
             }
 
+    def stale_staging(self) -> list[str]:
+        """Ids of staged documents no re-run can resume: their source file is gone or changed
+        since staging began (or they have none to check against)."""
+        out = []
+        for d in self.store.staged():
+            try:
+                st = os.stat(d["source"]) if d["source"] else None
+            except OSError:
+                st = None
+            if st is None or (st.st_size, st.st_mtime_ns) != (d["size"], d["mtime_ns"]):
+                out.append(d["doc_id"])
+        return out
+
     def compact(self) -> dict[str, Any]:
-        """Reclaim the space of deleted documents: VACUUM, a fresh FAISS file, history dropped."""
+        """Reclaim the space of deleted documents: VACUUM, a fresh FAISS file, history dropped,
+        the staging of streamed documents that can no longer resume dropped."""
         engine = self.engine
         folder = engine.folder
         with WriteLock(folder, engine.wait):
             m = engine.reload_manifest()
             before = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+            stale = self.stale_staging()
+            dropped = 0
+            if stale:
+                with self.store.write():
+                    dropped = sum(self.store.drop_staging(doc_id) for doc_id in stale)
+                log.info("dropped the staging of %d documents (%d chunks)", len(stale), dropped)
             if m is not None:
                 vi = engine.cache.rebuild()
                 vi.save(folder)
@@ -115,4 +142,8 @@ class Maintenance:
                 engine.cache.drop_checkpoints_below(vi.seq)
             self.store.vacuum()
             after = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
-            return {"bytes_before": before, "bytes_after": after}
+            return {
+                "bytes_before": before,
+                "bytes_after": after,
+                "staged_chunks_dropped": dropped,
+            }

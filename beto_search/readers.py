@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import threading
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from .errors import InputError
 from .formats import FORMATS, read_format
 from .text import SNIFF_BYTES, clean_text, decode_bytes, detect_encoding
 from .types import Document
+from .validation import check_metadata
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,9 @@ class ReaderOptions:
         if hit(self.exclude):
             return False
         return is_dir or not self.include or hit(self.include)
+
+    # .txt/.md files larger than this (bytes) are read as a stream of blocks, not held whole
+    stream_over: int = 4 * 2**20
 
 
 @dataclass
@@ -180,7 +185,86 @@ def _title_from_text(text: str, markdown: bool) -> str:
     return ""
 
 
+def _text_encoding(path: Path, forced: str | None) -> str:
+    """The encoding to stream a file with: forced, else UTF-8 when its head is, else detected."""
+    if forced:
+        return forced
+    with path.open("rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+    try:
+        head.decode("utf-8")
+        return "utf-8-sig"
+    except UnicodeDecodeError as exc:
+        if exc.start > len(head) - 4:  # a character cut by the sniff's end
+            return "utf-8-sig"
+    return detect_encoding(head) or "utf-8"
+
+
+TEXT_BLOCK_BYTES = 1 << 16
+
+
+def iter_text_blocks(path: Path, encoding: str | None = None) -> Iterator[str]:
+    """A text file as cleaned blocks (``clean_text`` of the whole, block by block): incremental
+    decoding, and NFC with the last character and its combining marks held back to the next
+    block, so no composition is cut."""
+    import codecs
+
+    enc = _text_encoding(path, encoding)
+    try:
+        decoder = codecs.getincrementaldecoder(enc)(errors="strict" if encoding else "replace")
+    except LookupError:
+        raise InputError(f"unknown encoding {enc}") from None
+    tail = ""
+    first = True
+    with path.open("rb") as fh:
+        while True:
+            data = fh.read(TEXT_BLOCK_BYTES)
+            try:
+                text = decoder.decode(data, final=not data)
+            except UnicodeDecodeError as exc:
+                raise InputError(f"cannot decode as {enc}: {exc}") from None
+            if first:
+                text, first = text.lstrip("\ufeff"), False
+            text = tail + text.replace("\x00", "")
+            if data:
+                i = len(text) - 1
+                while i > 0 and unicodedata.combining(text[i]):
+                    i -= 1
+                text, tail = text[:i], text[i:] if i >= 0 else ""
+            else:
+                tail = ""
+            if text:
+                yield unicodedata.normalize("NFC", text)
+            if not data:
+                return
+
+
+def _streamed_text_file(path: Path, root: Path, opts: ReaderOptions) -> Document:
+    """A large .txt/.md file as a Document whose text is streamed (``parts``), never held."""
+    encoding = opts.encoding
+
+    def parts() -> Iterator[tuple[str, dict[str, Any]]]:
+        for block in iter_text_blocks(path, encoding):
+            yield block, {}
+
+    head = ""
+    for block in iter_text_blocks(path, encoding):
+        head += block
+        if "\n" in head.lstrip() or len(head) > SNIFF_BYTES:
+            break
+    return Document(
+        id=doc_id_for(path, root),
+        text="",
+        title=_title_from_text(head, path.suffix.lower() == ".md"),
+        source=str(path),
+        parts=parts,
+    )
+
+
 def _read_text_file(path: Path, root: Path, opts: ReaderOptions) -> Iterator[Document]:
+    if path.stat().st_size > opts.stream_over:
+        yield _streamed_text_file(path, root, opts)
+        return
     text = clean_text(decode_bytes(path.read_bytes(), opts.encoding))
     if not text.strip():
         raise InputError("empty or whitespace-only")
@@ -209,7 +293,7 @@ def _record_to_document(record: Any, opts: ReaderOptions, default_id: str, sourc
     doc_id = str(raw_id).strip() if raw_id not in (None, "") else default_id
     title = record.get(opts.title_field) or ""
     used = {id_field, opts.text_field, opts.title_field}
-    metadata = {k: v for k, v in record.items() if k not in used}
+    metadata = check_metadata({k: v for k, v in record.items() if k not in used})
     return Document(
         id=clean_text(doc_id),
         text=clean_text(text),
@@ -252,6 +336,8 @@ def _read_jsonl(
             yield _record_to_document(record, opts, f"{rel}#{lineno}", str(path))
         except json.JSONDecodeError as exc:
             report.skip(where, f"malformed JSON ({exc.msg})")
+        except RecursionError:
+            report.skip(where, "malformed JSON (nested too deep)")
         except InputError as exc:
             report.skip(where, str(exc))
 
@@ -264,6 +350,8 @@ def _read_json(
         data = json.loads(clean_text(decode_bytes(path.read_bytes(), opts.encoding)))
     except json.JSONDecodeError as exc:
         raise InputError(f"malformed JSON at line {exc.lineno} ({exc.msg})") from None
+    except RecursionError:
+        raise InputError("malformed JSON (nested too deep)") from None
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):

@@ -9,17 +9,17 @@ import html
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .encoder import normalize_rows
 from .errors import InputError
 from .fusion import FUSIONS, FusionConfig, fuse, resolve
-from .readers import clean_text
+from .readers import EXTENSIONS, clean_text
 from .snippets import make_snippet
 from .store import Filter, StoredChunk
-from .types import Hit, locate
+from .types import Hit, SearchResults, locate
 from .vector_index import SearchParams, VectorIndex
 
 if TYPE_CHECKING:
@@ -51,15 +51,17 @@ class Searcher:
         nprobe: int | None = None,
         snippets: bool = True,
         query_vector: np.ndarray | None = None,
-    ) -> list[Hit]:
-        """The k best documents for ``query``, best first (snippets=False skips highlighting)."""
+    ) -> SearchResults:
+        """The k best documents for ``query``, best first (snippets=False skips highlighting);
+        ``.warnings`` names filter fields that no document has."""
         check_search(query, k, mode, fusion, alpha)
         manifest = self.engine.refresh()  # another process may have re-embedded or re-tuned
         config = self.fusion_config(fusion, alpha)
         if manifest is None:
-            return []
+            return SearchResults()
         query = clean_text(query)
-        flt = Filter({str(a): str(b) for a, b in (where or {}).items()}, source)
+        flt = make_filter(where, source)
+        warnings = field_warnings(self.store.missing_fields(flt), self.store.metadata_fields())
         params = SearchParams(ef_search=ef_search, nprobe=nprobe)
         qvec: np.ndarray | None = None
         pending: Future[np.ndarray] | None = None
@@ -81,7 +83,7 @@ class Searcher:
                     qvec = self._query_vector(query, query_vector, manifest.dimension)
             allowed = self.store.filtered_chunk_ids(flt) if flt else None
             if allowed is not None and not len(allowed):
-                return []
+                return SearchResults([], warnings)
             depth = max(4 * k, 50)
             while True:
                 lexical = self._lexical(query, depth, flt) if mode != "semantic" else {}
@@ -94,7 +96,23 @@ class Searcher:
                     break
                 depth *= 4
             self._finish_hits(hits, query, qvec, snippets)
-        return hits
+        return SearchResults(hits, warnings)
+
+    def no_document(self, doc_id: str) -> str:
+        """The sentence for an id the index lacks; an id that looks like a path gets the hint
+        that ids are relative to the ingested folder, and the stored id it may have meant."""
+        looks_like_path = (
+            "/" in doc_id or "\\" in doc_id or doc_id.lower().endswith(tuple(EXTENSIONS))
+        )
+        if not looks_like_path:
+            return f"there is no document '{doc_id}' in the index."
+        hint = "ids are relative to the ingested folder"
+        like = self.store.ids_like_path(doc_id)
+        if like:
+            hint += ": try " + " or ".join(f"'{i}'" for i in like)
+        else:
+            hint += " (the ids that 'query' prints)"
+        return f"there is no document '{doc_id}' in the index; {hint}."
 
     def _reach(self, allowed: np.ndarray | None) -> int:
         """How many chunks a search can reach (counted only when a search must widen)."""
@@ -306,7 +324,7 @@ class Searcher:
         with self.engine.cache.pinned() as vi:
             own = self.store.doc_chunk_ids(doc_id)
             if not own:
-                raise InputError(f"there is no document '{doc_id}' in the index.")
+                raise InputError(self.no_document(doc_id))
             _, vecs = self.store.embeddings(own, manifest.dimension)
             qvec = normalize_rows(vecs.mean(axis=0, keepdims=True))
             total = self.store.chunk_count()
@@ -338,16 +356,19 @@ class Candidates:
     reach: int
 
 
-def check_search(query: str, k: int, mode: str, fusion: str | None, alpha: float | None) -> None:
-    """A search's arguments, checked once (one-sentence ``InputError``s)."""
+def check_search(
+    query: str, k: int, mode: str, fusion: str | None = None, alpha: float | None = None
+) -> None:
+    """A search's arguments, checked once (one-sentence ``InputError``s); the server runs them
+    before it encodes a query."""
     if not isinstance(query, str) or not clean_text(query).strip():
         raise InputError("the query is empty; give some text to search for.")
     if not isinstance(k, int) or k < 1:
         raise InputError("the number of results (k) must be a whole number of at least 1.")
     if mode not in MODES:
-        raise InputError(f"mode must be one of {', '.join(MODES)}, not '{mode}'.")
+        raise InputError(f"mode must be one of {', '.join(MODES)}, not '{mode[:40]}'.")
     if fusion is not None and fusion not in FUSIONS:
-        raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, not '{fusion}'.")
+        raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, not '{fusion[:40]}'.")
     if alpha is not None and not 0.0 <= alpha <= 1.0:
         raise InputError("alpha must be between 0 and 1.")
 
@@ -433,6 +454,31 @@ def _pool() -> ThreadPoolExecutor:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="beto-search-query")
         return _POOL
+
+
+def make_filter(where: dict[str, Any] | None, source: str | None) -> Filter:
+    """The store's ``Filter`` for a search's ``where`` and ``source``."""
+    return Filter({str(a): _filter_value(b) for a, b in (where or {}).items()}, source)
+
+
+def field_warnings(missing: list[str], fields: list[str]) -> list[str]:
+    """A sentence per filtered metadata field that no document has, naming those that exist
+    (a misspelled field would otherwise be a silent empty result)."""
+    if not missing:
+        return []
+    known = (
+        f"the metadata fields are: {', '.join(fields)} (and title, source, id)"
+        if fields
+        else "no document has metadata (filter on title, source or id)"
+    )
+    return [f"no document has the field '{key}'; {known}." for key in missing]
+
+
+def _filter_value(value: object) -> str:
+    """A filter value as text: booleans as JSON writes them (True -> "true"), the rest as str."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _top(ids: np.ndarray, scores: np.ndarray, n: int) -> dict[int, float]:

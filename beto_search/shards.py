@@ -46,11 +46,13 @@ from .searcher import (
     Searcher,
     add_snippets,
     check_search,
+    field_warnings,
     fuse_mode,
     hits_from_rows,
+    make_filter,
     plain_snippets,
 )
-from .types import Document, Hit
+from .types import Document, Hit, SearchResults
 
 if TYPE_CHECKING:
     from .adapt import TrainReport
@@ -653,14 +655,19 @@ class ShardedEngine:
         nprobe: int | None = None,
         snippets: bool = True,
         query_vector: np.ndarray | None = None,
-    ) -> list[Hit]:
-        """The k best documents across the shards: candidates merged, then fused once."""
+    ) -> SearchResults:
+        """The k best documents across the shards: candidates merged, then fused once;
+        ``.warnings`` names filter fields that no shard's documents have."""
         check_search(query, k, mode, fusion, alpha)
         manifest = self.refresh()
         config = self.fusion_config(fusion, alpha)
         if manifest is None:
-            return []
+            return SearchResults()
         query = clean_text(query)
+        flt = make_filter(where, source)
+        missing = set.intersection(*(set(s.store.missing_fields(flt)) for s in self.shards))
+        fields = sorted({f for s in self.shards for f in s.store.metadata_fields()})
+        warnings = field_warnings([f for f in flt.metadata_paths() if f in missing], fields)
         qvec = None
         if mode != "lexical":
             qvec = self._query_vector(query, query_vector, manifest.dimension)
@@ -687,7 +694,7 @@ class ShardedEngine:
         if snippets:
             add_snippets(hits, query, self.analyzer)
         self._locate(hits)
-        return hits
+        return SearchResults(hits, warnings)
 
     def _locate(self, hits: list[Hit]) -> None:
         """Each hit's page or section, from its own shard's document."""

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,7 @@ import numpy as np
 
 from .errors import IndexCorruptError, InputError, StorageError
 from .types import Chunk, Document
+from .validation import load_metadata
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -73,6 +76,9 @@ DOCUMENT_COLUMNS = {
     "updated_at": str,
 }
 
+# metadata read by SQLite's JSON functions: a row that is not valid JSON (written before the
+# checks of validation.py, or by hand) counts as {} instead of failing the whole query
+_VALID_METADATA = "CASE WHEN json_valid(d.metadata) THEN d.metadata ELSE '{}' END"
 _KEY_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
@@ -98,7 +104,22 @@ class StoredChunk:
 def _stored_chunk(row: tuple[Any, ...]) -> StoredChunk:
     """A (chunk id, doc id, ordinal, start, end, text, title, source, metadata JSON) row."""
     cid, doc_id, ordinal, start, end, text, title, source, meta = row
-    return StoredChunk(cid, doc_id, ordinal, start, end, text, title, source, json.loads(meta))
+    return StoredChunk(cid, doc_id, ordinal, start, end, text, title, source, load_metadata(meta))
+
+
+def document_row(doc: Document, content_hash: str, created: str, stamp: str) -> dict[str, Any]:
+    """The ``documents`` row of a document (a streamed one's text is its chunks': "" here)."""
+    return {
+        "id": doc.id,
+        "source": doc.source,
+        "title": doc.title,
+        "text": doc.text,
+        "metadata": json.dumps(doc.metadata, ensure_ascii=False, default=str),
+        "locations": json.dumps(doc.locations, ensure_ascii=False),
+        "content_hash": content_hash,
+        "created_at": created,
+        "updated_at": stamp,
+    }
 
 
 @dataclass
@@ -122,9 +143,59 @@ class CacheState:
     generation: int
 
 
+def fold_value(value: str) -> str:
+    """The form filters compare text in: NFKD without combining marks (á -> a, ü -> u, and
+    ñ -> n too), case-folded, surrounding spaces dropped. Unlike the lexical analyzer, which keeps
+    ñ so that the stems "año" and "ano" stay apart, a filter compares whole values (a category, a
+    place, an author), where users type "espana" for "España" far more often than two values
+    differ only by ñ."""
+    out = "".join(
+        ch for ch in unicodedata.normalize("NFKD", value) if not unicodedata.combining(ch)
+    )
+    return out.casefold().strip()
+
+
+@lru_cache(maxsize=1 << 16)  # a field holds few distinct values: most rows are a cache hit
+def _filter_match(kind: str | None, stored: str | None, folded: str, raw: str) -> int:
+    """SQL ``beto_filter_match(json_type, CAST(value AS TEXT), folded wanted, raw wanted)``: text
+    matches without regard to case and accents, numbers exactly as written, booleans as
+    true/false (any case) or 1/0; null and missing values never match."""
+    if stored is None or kind is None:
+        return 0
+    if kind == "text":
+        return int(_fold_cached(stored) == folded)
+    if kind in ("true", "false"):
+        return int(raw.strip().lower() in (kind, "1" if kind == "true" else "0"))
+    return int(stored == raw)
+
+
+@lru_cache(maxsize=1 << 16)
+def _fold_cached(value: str) -> str:
+    return fold_value(value)
+
+
+def _fold_sql(value: Any) -> Any:
+    """SQL ``beto_fold(x)``: ``fold_value`` of text; anything else unchanged."""
+    return _fold_cached(value) if isinstance(value, str) else value
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """The SQL functions filters use (registered on every connection the store opens; they are
+    only called in queries, so other tools still open ``index.db`` as a plain SQLite file)."""
+    conn.create_function("beto_fold", 1, _fold_sql, deterministic=True)
+    conn.create_function("beto_filter_match", 4, _filter_match, deterministic=True)
+
+
+BUILTIN_FILTER_FIELDS = ("title", "source", "id", "doc_id")
+
+
 @dataclass
 class Filter:
-    """Metadata / title / source equality filters and a source glob, always bound as parameters."""
+    """Metadata / title / source equality filters and a source glob, always bound as parameters.
+
+    Text values (metadata strings and titles) match without regard to case and accents
+    (``fold_value``); numbers match exactly as written, booleans as true/false or 1/0; ``id`` and
+    ``source`` match exactly (the source glob is case-sensitive too)."""
 
     where: dict[str, str]
     source_glob: str | None = None
@@ -132,22 +203,37 @@ class Filter:
     def __bool__(self) -> bool:
         return bool(self.where) or self.source_glob is not None
 
-    def sql(self) -> tuple[str, list[Any]]:
-        """A WHERE fragment over ``documents d`` and its parameters."""
-        parts: list[str] = []
-        params: list[Any] = []
-        for key, value in self.where.items():
-            if key in ("title", "source", "id", "doc_id"):
-                parts.append(f"d.{'id' if key == 'doc_id' else key} = ?")
-                params.append(value)
+    def metadata_paths(self) -> dict[str, str]:
+        """JSON path of each metadata key filtered on (a bad key is a one-sentence error)."""
+        out = {}
+        for key in self.where:
+            if key in BUILTIN_FILTER_FIELDS:
                 continue
             if not key or not set(key) <= _KEY_OK:
                 raise InputError(
                     f"filter key '{key}' may only hold letters, digits, '_', '-' and '.'."
                 )
-            path = "$." + ".".join('"' + part + '"' for part in key.split("."))
-            parts.append("CAST(json_extract(d.metadata, ?) AS TEXT) = ?")
-            params.extend([path, value])
+            out[key] = "$." + ".".join('"' + part + '"' for part in key.split("."))
+        return out
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """A WHERE fragment over ``documents d`` and its parameters."""
+        parts: list[str] = []
+        params: list[Any] = []
+        paths = self.metadata_paths()
+        for key, value in self.where.items():
+            if key == "title":
+                parts.append("beto_fold(d.title) = ?")
+                params.append(fold_value(value))
+            elif key in BUILTIN_FILTER_FIELDS:
+                parts.append(f"d.{'id' if key == 'doc_id' else key} = ?")
+                params.append(value)
+            else:
+                parts.append(
+                    f"beto_filter_match(json_type({_VALID_METADATA}, ?),"
+                    f" CAST(json_extract({_VALID_METADATA}, ?) AS TEXT), ?, ?)"
+                )
+                params.extend([paths[key], paths[key], fold_value(value), value])
         if self.source_glob is not None:
             parts.append("d.source GLOB ?")
             params.append(self.source_glob)
@@ -188,6 +274,7 @@ class Store:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
+        register_functions(conn)
         return conn
 
     @property
@@ -381,17 +468,7 @@ class Store:
         # documents: one bulk upsert through sqlite-utils (it nests a savepoint in our transaction)
         self.db.table("documents").upsert_all(
             [
-                {
-                    "id": p.doc.id,
-                    "source": p.doc.source,
-                    "title": p.doc.title,
-                    "text": p.doc.text,
-                    "metadata": json.dumps(p.doc.metadata, ensure_ascii=False, default=str),
-                    "locations": json.dumps(p.doc.locations, ensure_ascii=False),
-                    "content_hash": p.content_hash,
-                    "created_at": created.get(p.doc.id, stamp),
-                    "updated_at": stamp,
-                }
+                document_row(p.doc, p.content_hash, created.get(p.doc.id, stamp), stamp)
                 for p in docs
             ],
             pk="id",
@@ -437,6 +514,7 @@ class Store:
                 self._remove_chunks(doc_id)
                 table.delete_where("id = ?", [doc_id])
                 found.append(doc_id)
+            self.drop_staging(doc_id)
         return found
 
     def sources_under(self, folder: str) -> list[tuple[str, str]]:
@@ -515,15 +593,20 @@ class Store:
             )
         ]
 
-    def document(self, doc_id: str) -> dict[str, Any] | None:
-        for row in self.db.table("documents").rows_where(
-            "id = ?", [doc_id], select="id, source, title, text, metadata"
-        ):
-            return {
-                **row,
-                "metadata": json.loads(row["metadata"]),
-                "locations": self.locations([doc_id]).get(doc_id, []),
-            }
+    def document(self, doc_id: str, whole: bool = True) -> dict[str, Any] | None:
+        """A document's fields; a streamed document's text put together from its chunks (its
+        stored text is "": ``whole=False`` leaves it so)."""
+        with self.snapshot():
+            for row in self.db.table("documents").rows_where(
+                "id = ?", [doc_id], select="id, source, title, text, metadata"
+            ):
+                if whole and not row["text"]:
+                    row["text"] = "".join(self.text_from_chunks(doc_id))
+                return {
+                    **row,
+                    "metadata": load_metadata(row["metadata"]),
+                    "locations": self.locations([doc_id]).get(doc_id, []),
+                }
         return None
 
     def _has_locations(self) -> bool:
@@ -547,6 +630,24 @@ class Store:
             ):
                 out[doc_id] = [(int(o), loc) for o, loc in json.loads(raw)]
         return out
+
+    def text_from_chunks(self, doc_id: str, batch: int = 256) -> Iterator[str]:
+        """A document's text as the new part of each chunk, in order (spans cover the text and
+        overlap: chunk i adds ``text[previous end:end]``); a page of chunks at a time."""
+        pos, last = 0, -1
+        while True:
+            rows = self.conn.execute(
+                'SELECT ordinal, start, "end", text FROM chunks WHERE doc_id = ? AND ordinal > ?'
+                " ORDER BY ordinal LIMIT ?",
+                (doc_id, last, batch),
+            ).fetchall()
+            if not rows:
+                return
+            for ordinal, start, end, text in rows:
+                if end > pos:
+                    yield text[max(0, pos - start) :]
+                    pos = end
+                last = ordinal
 
     def document_with_chunks(self, doc_id: str) -> dict[str, Any] | None:
         """A document and its chunks' ids and spans (one snapshot)."""
@@ -580,25 +681,57 @@ class Store:
     def facets(
         self, fields: list[str] | None = None, limit: int = 20
     ) -> dict[str, list[tuple[Any, int]]]:
-        """Document counts per top-level metadata value, most common first, per field."""
+        """Document counts per top-level metadata value, most common first, per field. Text
+        values that a filter would not tell apart (``fold_value``: "Economía", "economia") count
+        as one, shown in their most common spelling, so a facet's count is what filtering on it
+        finds."""
         where, params = "", []
         if fields is not None:
             if not fields:
                 return {}
             where = f"WHERE j.key IN ({','.join('?' * len(fields))})"
             params = list(fields)
-        out: dict[str, list[tuple[Any, int]]] = {}
+        groups: dict[str, dict[Any, list[Any]]] = {}
         for r in self.db.query(
-            "SELECT j.key AS field, j.value AS value, count(DISTINCT d.id) AS n"
-            " FROM documents d, json_each(d.metadata) j"
+            "SELECT j.key AS field, j.value AS value, j.type AS type, count(DISTINCT d.id) AS n"
+            f" FROM documents d, json_each({_VALID_METADATA}) j"
             f" {where} {'AND' if where else 'WHERE'} j.type NOT IN ('object', 'array')"
-            " GROUP BY j.key, j.value ORDER BY j.key, n DESC, j.value",
+            " GROUP BY j.key, j.type, j.value ORDER BY j.key, n DESC, j.value",
             params,
         ):
-            values = out.setdefault(r["field"], [])
-            if len(values) < limit:
-                values.append((r["value"], r["n"]))
+            value = r["value"]
+            same = ("text", _fold_cached(value)) if r["type"] == "text" else (r["type"], value)
+            group = groups.setdefault(r["field"], {}).setdefault(same, [value, 0])
+            group[1] += r["n"]  # a top-level key holds one value per document: counts add up
+        out: dict[str, list[tuple[Any, int]]] = {}
+        for field, values in groups.items():
+            ranked = sorted(values.values(), key=lambda vn: (-vn[1], str(vn[0])))
+            out[field] = [(v, n) for v, n in ranked[:limit]]
         return out
+
+    def missing_fields(self, flt: Filter) -> list[str]:
+        """The filter's metadata keys that no stored document has (each check stops at the first
+        document that has it)."""
+        return [
+            key
+            for key, path in flt.metadata_paths().items()
+            if not self.conn.execute(
+                "SELECT EXISTS(SELECT 1 FROM documents d"
+                f" WHERE json_type({_VALID_METADATA}, ?) IS NOT NULL)",
+                (path,),
+            ).fetchone()[0]
+        ]
+
+    def metadata_fields(self, limit: int = 30) -> list[str]:
+        """Top-level metadata keys of the stored documents, sorted, at most ``limit``."""
+        return [
+            r[0]
+            for r in self.conn.execute(
+                f"SELECT DISTINCT j.key FROM documents d, json_each({_VALID_METADATA}) j ORDER BY j.key"
+                " LIMIT ?",
+                (limit,),
+            )
+        ]
 
     def filtered_chunk_ids(self, flt: Filter) -> np.ndarray:
         """Ids of chunks whose document passes the filter."""
@@ -685,6 +818,16 @@ class Store:
                 gaps += 1
         if gaps:
             out.append(f"{gaps} documents are not covered by their chunks")
+        invalid = [
+            r[0]
+            for r in self.conn.execute("SELECT id FROM documents WHERE NOT json_valid(metadata)")
+        ]
+        if invalid:
+            shown = ", ".join(invalid[:5]) + (", ..." if len(invalid) > 5 else "")
+            out.append(
+                f"{len(invalid)} documents have stored metadata that is not valid JSON ({shown});"
+                " facets and filters skip it: re-add them with valid metadata"
+            )
         return out
 
     def documents_missing_vectors(self, dim: int) -> list[str]:
@@ -697,6 +840,25 @@ class Store:
                 (4 * dim,),
             )
         ]
+
+    def ids_like_path(self, path: str, limit: int = 3) -> list[str]:
+        """Stored ids that the path-like text may have meant: a trailing part of it ("corpora/es/
+        a/x.txt" -> "a/x.txt", ids being relative to the ingested folder), else ids that end
+        with it ("x.txt" -> "a/x.txt")."""
+        parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+        tails = ["/".join(parts[i:]) for i in range(len(parts))]
+        found = set(self.hashes(tails))
+        out = [tail for tail in tails if tail in found][:limit]  # longest first
+        if not out and parts:
+            end = "/" + "/".join(parts)
+            out = [
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT id FROM documents WHERE substr(id, -?) = ? ORDER BY id LIMIT ?",
+                    (len(end), end, limit),
+                )
+            ]
+        return out
 
     def document_ids(self) -> list[str]:
         return [r["id"] for r in self.db.table("documents").rows_where(select="id", order_by="id")]
@@ -782,6 +944,185 @@ class Store:
         self.write_manifest(manifest)
         self.conn.execute("INSERT INTO changes(op, chunk_id) VALUES ('reembed', 0)")
         self.drop_history()
+
+    # ----- staging: streamed documents being written (indexer.py) ----------------------------
+    # ``staged_chunks`` holds the chunks, vectors and terms of a document too large for one
+    # transaction, written a batch per transaction and keyed by (doc id, content hash, ordinal);
+    # ``staged_docs`` names each document being staged. Searches never read them: the document
+    # appears in one transaction (``publish_staged``). A re-run with the same content resumes
+    # after the last staged ordinal; other content drops them.
+    def ensure_staging_tables(self) -> None:
+        """Create the staging tables if missing (an index made before streaming existed)."""
+        self.db.table("staged_docs").create(
+            {
+                "doc_id": str,
+                "content_hash": str,
+                "source": str,
+                "size": int,
+                "mtime_ns": int,
+                "started_at": str,
+            },
+            pk="doc_id",
+            not_null={"content_hash", "source", "started_at"},
+            if_not_exists=True,
+        )
+        self.db.table("staged_chunks").create(
+            {
+                "doc_id": str,
+                "content_hash": str,
+                "ordinal": int,
+                "start": int,
+                "end": int,
+                "text": str,
+                "vector": bytes,
+                "terms": str,
+            },
+            pk=("doc_id", "content_hash", "ordinal"),
+            not_null={"start", "end", "text", "vector", "terms"},
+            if_not_exists=True,
+        )
+
+    def _has_staging(self) -> bool:
+        return bool(
+            self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'staged_chunks'"
+            ).fetchone()
+        )
+
+    def begin_staging(
+        self, doc_id: str, content_hash: str, source: str
+    ) -> tuple[int, tuple[int, int] | None]:
+        """Start or resume staging a document (caller's transaction): staging of other content
+        under this id is dropped. Returns the number of chunks already staged and the span of
+        the last one (to check that the re-run cuts the same chunks)."""
+        self.conn.execute(
+            "DELETE FROM staged_chunks WHERE doc_id = ? AND content_hash != ?",
+            (doc_id, content_hash),
+        )
+        row = self.conn.execute(
+            "SELECT content_hash FROM staged_docs WHERE doc_id = ?", (doc_id,)
+        ).fetchone()
+        if row is None or row[0] != content_hash:
+            try:
+                st = Path(source).stat() if source else None
+            except OSError:
+                st = None
+            self.db.table("staged_docs").upsert(
+                {
+                    "doc_id": doc_id,
+                    "content_hash": content_hash,
+                    "source": source,
+                    "size": st.st_size if st else None,
+                    "mtime_ns": st.st_mtime_ns if st else None,
+                    "started_at": now(),
+                },
+                pk="doc_id",
+            )
+        n, last = self.conn.execute(
+            "SELECT count(*), max(ordinal) FROM staged_chunks WHERE doc_id = ? AND content_hash = ?",
+            (doc_id, content_hash),
+        ).fetchone()
+        if not n:
+            return 0, None
+        if last != n - 1:  # never written out of order; if so, start over
+            self.drop_staging(doc_id)
+            return 0, None
+        span = self.conn.execute(
+            'SELECT start, "end" FROM staged_chunks WHERE doc_id = ? AND content_hash = ?'
+            " AND ordinal = ?",
+            (doc_id, content_hash, last),
+        ).fetchone()
+        return int(n), (int(span[0]), int(span[1]))
+
+    def stage_chunks(
+        self,
+        doc_id: str,
+        content_hash: str,
+        chunks: list[Chunk],
+        vectors: np.ndarray,
+        terms: list[str],
+    ) -> None:
+        """Write one batch of a streamed document's chunks (caller's transaction)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.conn.executemany(
+            'INSERT OR REPLACE INTO staged_chunks(doc_id, content_hash, ordinal, start, "end",'
+            " text, vector, terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (doc_id, content_hash, c.ordinal, c.start, c.end, c.text, v.tobytes(), t)
+                for c, v, t in zip(chunks, vectors, terms, strict=True)
+            ],
+        )
+
+    def publish_staged(self, doc: Document, content_hash: str) -> int:
+        """THE publication of a streamed document (caller's transaction): its previous version
+        removed, its row, chunks, vectors, FTS rows and change rows written from the staging
+        tables by SQL (nothing passes through Python), the staging dropped. Returns its chunks."""
+        conn = self.conn
+        stamp = now()
+        created = self._created_at([doc.id]).get(doc.id, stamp)
+        self._remove_chunks(doc.id)
+        self.db.table("documents").upsert(document_row(doc, content_hash, created, stamp), pk="id")
+        key = (doc.id, content_hash)
+        conn.execute(
+            'INSERT INTO chunks(doc_id, ordinal, start, "end", text) SELECT doc_id, ordinal,'
+            ' start, "end", text FROM staged_chunks WHERE doc_id = ? AND content_hash = ?'
+            " ORDER BY ordinal",
+            key,
+        )
+        join = (
+            " FROM chunks c JOIN staged_chunks s ON s.doc_id = c.doc_id AND s.ordinal = c.ordinal"
+            " WHERE c.doc_id = ? AND s.content_hash = ? ORDER BY c.id"
+        )
+        conn.execute(f"INSERT INTO embeddings(chunk_id, vector) SELECT c.id, s.vector{join}", key)
+        conn.execute(f"INSERT INTO chunks_fts(rowid, terms) SELECT c.id, s.terms{join}", key)
+        n = conn.execute(
+            "INSERT INTO changes(op, chunk_id) SELECT 'add', id FROM chunks WHERE doc_id = ?"
+            " ORDER BY id",
+            (doc.id,),
+        ).rowcount
+        self.drop_staging(doc.id)
+        return int(n)
+
+    def drop_staging(self, doc_id: str | None = None) -> int:
+        """Forget the staging of one document, or of all (caller's transaction); chunks dropped."""
+        if not self._has_staging():
+            return 0
+        where, args = ("WHERE doc_id = ?", (doc_id,)) if doc_id is not None else ("", ())
+        n = self.conn.execute(f"DELETE FROM staged_chunks {where}", args).rowcount
+        self.conn.execute(f"DELETE FROM staged_docs {where}", args)
+        return int(n)
+
+    def staged(self) -> list[dict[str, Any]]:
+        """Documents being staged: doc_id, content_hash, source, size, mtime_ns, chunks."""
+        if not self._has_staging():
+            return []
+        return [
+            dict(r)
+            for r in self.db.query(
+                "SELECT d.doc_id, d.content_hash, d.source, d.size, d.mtime_ns,"
+                " (SELECT count(*) FROM staged_chunks s WHERE s.doc_id = d.doc_id"
+                " AND s.content_hash = d.content_hash) AS chunks FROM staged_docs d"
+                " ORDER BY d.doc_id"
+            )
+        ]
+
+    def staging_problems(self, dim: int) -> list[str]:
+        """Staged rows that could not be published: vectors of the wrong size, orphans."""
+        if not self._has_staging():
+            return []
+        out = []
+        bad = self.conn.execute(
+            "SELECT count(*) FROM staged_chunks WHERE length(vector) != ?", (4 * dim,)
+        ).fetchone()[0]
+        if bad:
+            out.append(f"{bad} staged chunks have no vector of dimension {dim}")
+        orphans = self.conn.execute(
+            "SELECT count(*) FROM staged_chunks s LEFT JOIN staged_docs d ON d.doc_id = s.doc_id"
+            " AND d.content_hash = s.content_hash WHERE d.doc_id IS NULL"
+        ).fetchone()[0]
+        if orphans:
+            out.append(f"{orphans} staged chunks belong to no staged document")
+        return out
 
     def vacuum(self) -> None:
         self.conn.execute("VACUUM")

@@ -14,6 +14,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 BETO_PAD_ID = 1
+# BETO's real vocabularies and configurations, shipped with the package (CC BY 4.0: see the
+# README.md and LICENSE there); ``uncased`` is the default model's
+BETO_DATA = Path(__file__).resolve().parent / "data" / "beto"
+BETO_UNCASED = BETO_DATA / "uncased"
+BETO_CASED = BETO_DATA / "cased"
 # everyday Spanish words (accents, ñ) for the synthetic documents of tests and benchmarks
 SPANISH_WORDS = (
     "río",
@@ -61,24 +66,32 @@ def train_vocab(texts: Iterable[str], folder: Path, vocab_size: int = 4000) -> P
 
 def build_bert_folder(
     folder: Path,
-    vocab: Path,
+    vocab: Path = BETO_UNCASED / "vocab.txt",
     hidden: int = 32,
     layers: int = 2,
     heads: int = 2,
     intermediate: int = 64,
     max_positions: int = 512,
     seed: int = 0,
+    lower_case: bool = True,
 ) -> Path:
-    """Write a random-weight BertModel with BETO's tokenizer settings into ``folder``."""
+    """Write a random-weight BertModel with BETO's tokenizer settings into ``folder``.
+
+    ``vocab``: a WordPiece vocab.txt in BETO's id order (default: BETO's own, shipped);
+    ``lower_case=False`` for a cased vocabulary (accents are kept either way).
+    """
     import torch
     from transformers import BertConfig, BertModel
 
+    folder, vocab = Path(folder), Path(vocab)
     folder.mkdir(parents=True, exist_ok=True)
     if vocab.resolve() != (folder / "vocab.txt").resolve():
         shutil.copy(vocab, folder / "vocab.txt")
     with (folder / "vocab.txt").open(encoding="utf-8") as fh:
         n_vocab = sum(1 for _ in fh)
-    (folder / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({**TOKENIZER_CONFIG, "do_lower_case": lower_case})
+    )
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=n_vocab,
@@ -89,12 +102,22 @@ def build_bert_folder(
         max_position_embeddings=max_positions,
         pad_token_id=BETO_PAD_ID,
     )
-    BertModel(config).save_pretrained(folder)
+    from .backends.torch import quiet_loading  # no "Writing model shards" progress bar
+
+    with quiet_loading():
+        BertModel(config).save_pretrained(folder)
     return folder
 
 
-def build_full_beto(folder: Path, beto_dir: Path, seed: int = 0) -> Path:
-    """A full-size BETO (12 layers, 768 hidden) with random weights, from ../shared/beto/<case>."""
+def build_full_beto(
+    folder: Path, beto_dir: Path = BETO_UNCASED, seed: int = 0, lower_case: bool | None = None
+) -> Path:
+    """A full-size BETO (12 layers, 768 hidden) with random weights: ``beto_dir``'s vocab.txt and
+    config.json (default: the shipped uncased BETO; ``BETO_CASED`` for the cased one, which is
+    then tokenized cased unless ``lower_case`` says otherwise)."""
+    beto_dir = Path(beto_dir)
+    if lower_case is None:
+        lower_case = beto_dir.name != "cased"
     cfg = json.loads((beto_dir / "config.json").read_text())
     return build_bert_folder(
         folder,
@@ -105,4 +128,5 @@ def build_full_beto(folder: Path, beto_dir: Path, seed: int = 0) -> Path:
         intermediate=cfg["intermediate_size"],
         max_positions=cfg["max_position_embeddings"],
         seed=seed,
+        lower_case=lower_case,
     )

@@ -361,6 +361,8 @@ def train(
         check_queries=len(dev_queries),
         written=False,
         resumed_from=result.resumed_from,
+        index_chunks=len(chunks),
+        chunks_sampled=len(chunks),  # train reads every chunk (its positives may be anywhere)
         options={
             **asdict(opts),
             "wall_seconds": round(time.perf_counter() - started, 1),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +17,14 @@ class Document:
     title: str = ""
     source: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
-    # (char offset where a part of ``text`` starts, where it is: {"page": 3}, {"section": "A › B"}),
-    # sorted by offset; empty for plain text
+    # (char offset where a part starts, its location, e.g. {"page": 3}); a streamed document's
+    # are collected while it is read
     locations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    # a document too large to hold (``text`` is "" then): a re-startable stream of
+    # (text part, location) whose concatenation is the text; the indexer chunks it as it reads
+    parts: Callable[[], Iterator[tuple[str, dict[str, Any]]]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 @dataclass
@@ -103,3 +109,12 @@ def locate(locations: list[tuple[int, dict[str, Any]]], start: int, end: int) ->
     if sections:
         out["section"] = sections[0]
     return out
+
+
+class SearchResults(list[Hit]):
+    """The hits of a search, best first (a plain list of ``Hit``), with ``warnings``: sentences
+    about the request that found nothing to act on, such as a filter on a field no document has."""
+
+    def __init__(self, hits: list[Hit] | None = None, warnings: list[str] | None = None) -> None:
+        super().__init__(hits or [])
+        self.warnings: list[str] = list(warnings or [])

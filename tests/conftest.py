@@ -14,7 +14,6 @@ from tests.encoders import HashEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "corpora" / "es"
-SHARED_BETO = ROOT.parent / "shared" / "beto"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network in tests
 os.environ.pop("BETO_SEARCH_MODEL", None)
@@ -36,23 +35,18 @@ def corpus_texts() -> list[str]:
 
 @pytest.fixture(scope="session")
 def beto_vocab_dir() -> Path:
-    """BETO's real uncased vocabulary folder (skips when ../shared is absent)."""
-    folder = SHARED_BETO / "uncased"
-    if not (folder / "vocab.txt").exists():
-        pytest.skip("../shared/beto/uncased is absent: BETO's vocabulary is needed for this test")
-    return folder
+    """BETO's real uncased vocabulary folder, shipped in the package (beto_search/data/beto)."""
+    from beto_search.testing import BETO_UNCASED
+
+    return BETO_UNCASED
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer BETO-shaped BertModel folder: BETO's vocabulary when present, else one trained."""
-    from beto_search.testing import build_bert_folder, train_vocab
+    """A 2-layer BETO-shaped BertModel folder with BETO's real (shipped) vocabulary."""
+    from beto_search.testing import build_bert_folder
 
-    folder = tmp_path_factory.mktemp("tiny-beto")
-    vocab = SHARED_BETO / "uncased" / "vocab.txt"
-    if not vocab.exists():
-        vocab = train_vocab(corpus_texts(), tmp_path_factory.mktemp("vocab"))
-    return build_bert_folder(folder, vocab)
+    return build_bert_folder(tmp_path_factory.mktemp("tiny-beto"))
 
 
 @pytest.fixture(scope="session")

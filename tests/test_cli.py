@@ -53,7 +53,7 @@ def test_ingest_query_info_delete(runner: CliRunner, tmp_path: Path, tiny_model:
     res = runner.invoke(cli, ["delete", "faq-01", "--index", idx], env=env)
     assert res.exit_code == 0 and "deleted 1" in res.output
     res = runner.invoke(cli, ["delete", "faq-01", "--index", idx], env=env)
-    assert res.exit_code == 1 and "no such documents: faq-01" in res.output
+    assert res.exit_code == 1 and "no such document: faq-01" in res.output
     res = runner.invoke(cli, ["verify", "--index", idx], env=env)
     assert res.exit_code == 0 and res.output.startswith("ok: 53 documents")
 

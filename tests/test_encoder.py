@@ -143,3 +143,112 @@ def test_beto_vocabulary_tokenizes_spanish_without_unk(
 def test_tiny_model_uses_beto_vocabulary(beto_vocab_dir: Path, tiny_encoder: BetoEncoder) -> None:
     ids = tiny_encoder.tokenize(["¿Cuál es la capital de España? Canción, canciones, año."])[0]
     assert tiny_encoder.tokenizer.unk_token_id not in ids
+    tokens = tiny_encoder.tokenizer.convert_ids_to_tokens(ids)
+    assert "canción" in tokens and "año" in tokens  # lower-cased, accents and ñ kept
+
+
+def test_shipped_beto_vocabulary_is_betos(beto_vocab_dir: Path) -> None:
+    """The in-package copy (CC BY 4.0, attributed) is BETO's: 31,002 entries in BETO's id order."""
+    from beto_search.testing import BETO_CASED, BETO_DATA
+
+    for folder in (beto_vocab_dir, BETO_CASED):
+        vocab = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
+        assert len(vocab) == 31002
+        assert vocab[:6] == ["[MASK]", "[PAD]", "[EOS]", "[UNK]", "[CLS]", "[SEP]"]
+        assert json.loads((folder / "config.json").read_text())["vocab_size"] == 31002
+    assert "CC BY 4.0" in (BETO_DATA / "README.md").read_text(encoding="utf-8")
+    assert "Cañete" in (BETO_DATA / "LICENSE").read_text(encoding="utf-8")
+
+
+def test_corpus_words_have_no_unknown_tokens(tiny_encoder: BetoEncoder) -> None:
+    """Every word of the sample corpus tokenizes without [UNK] (4,500 distinct words), except
+    those with 'ü': BETO's published vocabulary has no 'ü' (nor '«', '%', ';'), so the real BETO
+    maps 'pingüino' to [UNK] too."""
+    import re
+
+    from .conftest import SPANISH_TEXTS, corpus_texts
+
+    words = {w for t in SPANISH_TEXTS + corpus_texts() for w in re.findall(r"[^\W\d_]+", t)}
+    plain = sorted(w for w in words if "ü" not in w.lower())
+    unk = tiny_encoder.tokenizer.unk_token_id
+    unknown = [w for w, ids in zip(plain, tiny_encoder.tokenize(plain)) if unk in ids]
+    assert len(plain) > 4000 and unknown == []
+    assert unk in tiny_encoder.tokenize(["pingüino"])[0]  # BETO's own gap, not a loading fault
+
+
+def test_cased_beto_keeps_case(tmp_path: Path) -> None:
+    from beto_search.testing import BETO_CASED, build_bert_folder
+
+    folder = build_bert_folder(tmp_path / "cased", BETO_CASED / "vocab.txt", lower_case=False)
+    enc = BetoEncoder(str(folder))
+    tokens = enc.tokenizer.tokenize("Madrid es la capital de España.")
+    assert "Madrid" in tokens and "España" in tokens and "[UNK]" not in tokens
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _offline_env(tmp_path: Path) -> dict[str, str]:
+    """A network-less hub: HF_ENDPOINT on a closed local port, an empty cache, no HF_HUB_OFFLINE."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    root = str(Path(__file__).resolve().parents[1])
+    env.update(
+        HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}",
+        HF_HOME=str(tmp_path / "hf"),
+        PYTHONPATH=os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p),
+    )
+    return env
+
+
+@pytest.mark.slow
+def test_unreachable_hub_fails_fast_in_one_sentence(tmp_path: Path) -> None:
+    """Without a network: one short request, then the sentence; no minute of retry warnings."""
+    import subprocess
+    import sys
+
+    (tmp_path / "a.txt").write_text("El río y la montaña.", encoding="utf-8")
+    args = ["ingest", str(tmp_path / "a.txt"), "--index", str(tmp_path / "idx")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "beto_search.cli", *args, "--model", "nadie/no-existe"],
+        env=_offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,  # a hang guard only: the hub client's retries took 55 s on an idle machine
+    )
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: Could not load the model 'nadie/no-existe'")
+    assert "cannot be reached" in lines[0] and "not in the Hugging Face cache" in lines[0]
+    assert "Retry" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_unreachable_hub_loads_a_cached_model(tiny_model: Path, tmp_path: Path) -> None:
+    """A hub id already in the Hugging Face cache loads from there when the hub cannot be reached."""
+    import subprocess
+    import sys
+
+    env = _offline_env(tmp_path)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--alguien--beto-mini"
+    shutil.copytree(tiny_model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = (
+        "from beto_search import BetoEncoder; e = BetoEncoder('alguien/beto-mini', device='cpu'); "
+        "print(e.encode_documents(['hola']).shape, e.revision)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["(1,", "32)", commit]
+    assert "Retry" not in proc.stderr

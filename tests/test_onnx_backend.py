@@ -75,6 +75,23 @@ def test_graph_is_quantized_with_ffn_output_fp32(onnx_encoders) -> None:
     assert kept == [f"/encoder/layer.{i}/output/dense/MatMul" for i in range(layers)]
 
 
+def test_graph_inputs_named_by_us(onnx_encoders) -> None:
+    """The graph's inputs carry the names the export gave them, never a converter's choice."""
+    import onnx
+
+    model = onnx.load(str(onnx_encoders["mean"][1].path), load_external_data=False)
+    assert [i.name for i in model.graph.input] == onnx_backend.INPUTS
+
+
+def test_foreign_graph_refused_clearly() -> None:
+    with pytest.raises(InputError, match="unexpected inputs \\(55\\)"):
+        onnx_backend.input_positions(["input_ids", "55", "token_type_ids"])
+    assert onnx_backend.input_positions(["input_ids", "attention_mask"]) == [
+        ("input_ids", 0),
+        ("attention_mask", 1),
+    ]
+
+
 @pytest.mark.parametrize("pooling", ["mean", "max", "cls"])
 def test_close_to_torch_fp32(onnx_encoders, pooling: str) -> None:
     ref_enc, enc = onnx_encoders[pooling]

@@ -72,6 +72,15 @@ def test_graph_is_quantized(ov_encoders) -> None:
     )
 
 
+def test_graph_inputs_named_by_us(ov_encoders) -> None:
+    """The saved graph's inputs carry exactly our names, in our order, whatever the converter
+    called them (with transformers 4.45 it names the mask '55', which broke quantization)."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(ov_encoders["mean"][1].path))
+    assert [sorted(p.get_names()) for p in model.inputs] == [[n] for n in openvino_backend.INPUTS]
+
+
 @pytest.mark.parametrize("pooling", ["mean", "max"])
 def test_close_to_torch_fp32(ov_encoders, pooling: str) -> None:
     ref_enc, enc = ov_encoders[pooling]
@@ -184,3 +193,43 @@ def test_refuses_cuda(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(InputError, match="CPU only"):
         BetoEncoder(str(tiny_model), precision="ov-int8", device="cuda")
+
+
+@pytest.mark.slow
+def test_first_ov_int8_ingest_json_prints_only_json(tiny_model: Path, tmp_path: Path) -> None:
+    """The first ov-int8 run builds and calibrates the graph: NNCF's progress bars and logs, and
+    the converter's third-party warnings, must stay off stdout (JSON only) and off stderr."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "a.txt").write_text(TEXTS[1], encoding="utf-8")
+    root = str(Path(__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "BETO_SEARCH_CACHE": str(tmp_path / "fresh-cache"),  # nothing built yet
+        "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+        "CUDA_HOME": str(tmp_path),  # where a CPU-only torch would say it found no CUDA runtime
+    }
+    args = ["ingest", str(tmp_path / "a.txt"), "--index", str(tmp_path / "idx")]
+    args += ["--model", str(tiny_model), "--precision", "ov-int8", "--json"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "beto_search.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["added"] == 1, proc.stdout
+    noises = (
+        "Statistics collection",
+        "Smooth Quant",
+        "loss_type",
+        "No CUDA runtime",
+        "INFO",
+        "forked",
+    )
+    for noise in noises:
+        assert noise not in proc.stderr and noise not in proc.stdout, proc.stderr

@@ -370,7 +370,7 @@ def test_serve_a_sharded_index(qa_pair: tuple[Path, Path], tmp_path: Path) -> No
     q = "¿Cuál es el lago navegable situado a mayor altitud del planeta?"
     with SearchEngine.open(one, HashEncoder(), create=False) as engine:
         expected = [h.doc_id for h in engine.search(q, k=5, mode="semantic")]
-    with TestClient(create_app(settings, encoder=HashEncoder())) as c:
+    with TestClient(create_app(settings, encoder=HashEncoder()), base_url="http://127.0.0.1") as c:
         got = c.get("/api/search", params={"q": q, "k": 5, "mode": "semantic"})
         assert got.status_code == 200
         assert [r["doc_id"] for r in got.json()["results"]] == expected

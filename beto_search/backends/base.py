@@ -335,7 +335,10 @@ class CompiledEncoder(BatchEncoder):
         if self._hf_tokenizer is None:
             from transformers import AutoTokenizer
 
-            self._hf_tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
+            from .torch import quiet_loading
+
+            with quiet_loading():
+                self._hf_tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
         return self._hf_tokenizer
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:

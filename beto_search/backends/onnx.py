@@ -224,6 +224,21 @@ def make_session(
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+def input_positions(names: list[str]) -> list[tuple[str, int]]:
+    """(graph input name, position in INPUTS) for each input of a graph built by ``export_onnx``.
+
+    The export names its inputs explicitly (``input_names=INPUTS``); a name outside INPUTS means a
+    graph this module did not build, which fails here with a clear message instead of later.
+    """
+    unknown = [n for n in names if n not in INPUTS]
+    if unknown:
+        raise InputError(
+            f"the cached ONNX graph has unexpected inputs ({', '.join(unknown)}); delete "
+            f"{cache_root() / 'onnx'} to rebuild it."
+        )
+    return [(n, INPUTS.index(n)) for n in names]
+
+
 # ----- cache -------------------------------------------------------------------------------------
 def settings(precision: str) -> dict[str, Any]:
     base = {"precision": precision, "opset": OPSET, "optimised": "extended", "format": 2}
@@ -294,15 +309,20 @@ class OnnxEncoder(CompiledEncoder):
         self._calls = 0 if fast_start else FAST_START_CALLS
         self._lock = threading.Lock()
         self.session = make_session(self.path, threads, prepack=not fast_start)
+        self._inputs = input_positions([i.name for i in self.session.get_inputs()])
+
+    def _feed(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """The session's inputs under the names ``export_onnx`` gave them explicitly (an input
+        the exporter dropped as unused is simply not fed)."""
+        values = [ids, mask, np.zeros_like(ids)]
+        return {name: values[i] for name, i in self._inputs}
 
     def embed_batch(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         with self._lock:
             if self._calls == FAST_START_CALLS:
                 self.session = make_session(self.path, self.threads)
             self._calls += 1
-        hidden = self.session.run(
-            None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        )[0]
+        hidden = self.session.run(None, self._feed(ids, mask))[0]
         return pool(hidden, mask, self.pooling)
 
 

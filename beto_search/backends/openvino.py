@@ -13,11 +13,16 @@ freed once the graph is written; compiled blobs are cached (``CACHE_DIR``) for f
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.util
+import io
 import logging
+import os
+import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +76,91 @@ def calibration_texts(path: Path = CALIBRATION) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+# ----- quiet build -------------------------------------------------------------------------------
+class _Forward(logging.Handler):
+    """Passes NNCF's warnings and errors on to our logger (stderr in the CLI), drops the rest."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            log.log(record.levelno, "nncf: %s", record.getMessage())
+
+
+class _DropCudaHome(logging.Filter):
+    """torch.utils.cpp_extension says, on import, that a CPU-only torch has no CUDA runtime."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+def _import_nncf_quietly() -> Any:
+    """``import nncf`` without its import-time "NNCF initialized successfully" on stdout.
+
+    NNCF's logger must be created by NNCF itself (its own Logger class), so it cannot be muted
+    before the import: stdout is redirected for the import alone (NNCF's stdout handler then keeps
+    that buffer, and its later messages, outside ``quiet_build``, go nowhere).
+    """
+    if "nncf" in sys.modules:
+        return sys.modules["nncf"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        import nncf
+    return nncf
+
+
+@contextlib.contextmanager
+def quiet_build(nncf: bool = False) -> Iterator[None]:
+    """Silence what converting (and, with ``nncf``, quantizing) prints that tells a user nothing.
+
+    NNCF logs INFO to *stdout* through its own handler and draws rich progress bars there
+    ("Statistics collection ━━━ 100%"), which broke ``ingest --json``: its handlers are swapped
+    for one that forwards warnings and errors to our logger, and rich's console is muted. The
+    converter's tracing makes transformers warn about a training loss (``loss_type=None``);
+    nncf's import of torch.utils.cpp_extension warns about CUDA on a CPU-only torch. All of
+    that is put back afterwards (but TOKENIZERS_PARALLELISM: see below).
+    """
+    import transformers
+
+    # OpenVINO's telemetry (openvino-telemetry) forks a sender process per event, in a background
+    # thread, after the build too; in each child the tokenizers library warns that it was forked
+    # after using threads, unless this is set. Left set for the process (unless the user chose).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cuda = _DropCudaHome()
+    cpp = logging.getLogger("torch.utils.cpp_extension")
+    cpp.addFilter(cuda)
+    verbosity = transformers.utils.logging.get_verbosity()
+    transformers.utils.logging.set_verbosity_error()
+    console = None
+    nncf_log, handlers, propagate = None, [], True
+    forward = _Forward()
+    try:
+        if nncf:
+            _import_nncf_quietly()
+            import rich  # NNCF's progress bars (a dependency of nncf)
+
+            console = rich.get_console()
+            nncf_log = logging.getLogger("nncf")
+            handlers, propagate = list(nncf_log.handlers), nncf_log.propagate
+            for h in handlers:
+                nncf_log.removeHandler(h)
+            nncf_log.addHandler(forward)
+            nncf_log.propagate = False
+        quiet = console.quiet if console is not None else False
+        if console is not None:
+            console.quiet = True
+        try:
+            yield
+        finally:
+            if console is not None:
+                console.quiet = quiet
+    finally:
+        if nncf_log is not None:
+            nncf_log.removeHandler(forward)
+            for h in handlers:
+                nncf_log.addHandler(h)
+            nncf_log.propagate = propagate
+        transformers.utils.logging.set_verbosity(verbosity)
+        cpp.removeFilter(cuda)
+
+
 # ----- convert / quantize ------------------------------------------------------------------------
 def convert(bert: Any) -> Any:
     """``bert``'s last_hidden_state as an openvino.Model with dynamic batch and sequence axes."""
@@ -97,13 +187,18 @@ def convert(bert: Any) -> Any:
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
-            return ov.convert_model(
+            model = ov.convert_model(
                 LastHidden(bert).eval(),
                 example_input=example,
                 input=[(k, ov.PartialShape([-1, -1]), ov.Type.i64) for k in INPUTS],
             )
     finally:
         bert.train(was_training)
+    # The inputs come in INPUTS' order (forward's), but their tensor names are the converter's
+    # choice: with transformers 4.45 the mask is called '55'. Name them ourselves.
+    for port, name in zip(model.inputs, INPUTS):
+        port.get_tensor().set_names({name})
+    return model
 
 
 def calibration_items(
@@ -136,8 +231,8 @@ def quantize(model: Any, items: list[dict[str, np.ndarray]]) -> Any:
     """NNCF static int8 post-training quantization (weights and activations) of ``model``."""
     import nncf
 
-    names = [i.get_any_name() for i in model.inputs]
-    dataset = nncf.Dataset(items, lambda d: {k: d[k] for k in names})
+    # by position (``convert`` keeps INPUTS' order), not by the graph's tensor names
+    dataset = nncf.Dataset(items, lambda d: tuple(d[k] for k in INPUTS))
     return nncf.quantize(
         model,
         dataset,
@@ -181,7 +276,8 @@ def build(model: str, revision: str | None, precision: str, folder: Path) -> Pat
 
     def run(tmp: Path) -> None:
         source = load_for_export(model, revision, precision)
-        graph = convert(source.transformer.model)
+        with quiet_build():
+            graph = convert(source.transformer.model)
         items = (
             calibration_items(source.tokenizer, source.max_length)
             if precision == "ov-int8"
@@ -191,7 +287,8 @@ def build(model: str, revision: str | None, precision: str, folder: Path) -> Pat
         del source
         gc.collect()
         if items is not None:
-            graph = quantize(graph, items)
+            with quiet_build(nncf=True):
+                graph = quantize(graph, items)
         ov.save_model(graph, str(tmp / MODEL_FILE), compress_to_fp16=False)
 
     log.info("building the %s graph of %s into %s", precision, model, folder)
@@ -241,9 +338,8 @@ class OpenVinoEncoder(CompiledEncoder):
 
     def embed_batch(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         with self._lock:
-            self._request.infer(
-                {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-            )
+            # by position: INPUTS' order, whatever names an older build gave the inputs
+            self._request.infer([ids, mask, np.zeros_like(ids)])
             hidden = np.array(self._request.get_output_tensor(0).data, dtype=np.float32)
         return pool(hidden, mask, self.pooling)
 

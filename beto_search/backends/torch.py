@@ -10,6 +10,7 @@ fp32), fp16 autocast on CUDA. It is also the model loader the compiled backends 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import warnings
@@ -67,9 +68,10 @@ def quantize_int8(
     return model
 
 
-def load_failure(name: str, exc: Exception) -> ModelLoadError:
-    """The one-sentence error for a model that could not be loaded."""
-    offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+def load_failure(name: str, exc: Exception, why: str | None = None) -> ModelLoadError:
+    """The one-sentence error for a model that could not be loaded (``why``: said instead of
+    ``exc``)."""
+    offline = hub_offline()
     how = (
         "pass --model PATH (or BETO_SEARCH_MODEL) with a local folder, or save a copy on a connected "
         "machine with SentenceTransformer('"
@@ -77,7 +79,7 @@ def load_failure(name: str, exc: Exception) -> ModelLoadError:
         + "').save('beto') and copy that folder "
         "here"
     )
-    why = (
+    why = why or (
         "HF_HUB_OFFLINE is set and it is not in the Hugging Face cache"
         if offline
         else (
@@ -90,6 +92,59 @@ def load_failure(name: str, exc: Exception) -> ModelLoadError:
         f"Could not load the model '{name}' as a local folder or from the Hugging "
         f"Face hub ({why}); {how}."
     )
+
+
+HUB_PROBE_TIMEOUT = 5.0  # seconds for the one request that tells whether the hub answers
+
+
+@functools.lru_cache(maxsize=4)
+def hub_unreachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT) -> str | None:
+    """Why the Hugging Face hub at ``endpoint`` cannot be reached (None when it answers).
+
+    One request, no retries: without a network the hub client would otherwise retry every file
+    for about a minute, printing a warning per attempt, before failing anyway. Any HTTP answer
+    counts as reachable. The hub client's own session is used, so proxies apply as they would.
+    """
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(endpoint, timeout=timeout)
+    except Exception as exc:  # requests' or httpx's errors, whichever the hub client uses
+        return (
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+            if str(exc)
+            else type(exc).__name__
+        )
+    return None
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE is set (the hub is never asked)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_hub_id(name: str, revision: str | None) -> str:
+    """``name`` itself, or the cached snapshot folder of ``name`` when the hub cannot be reached.
+
+    Raises the one-sentence ModelLoadError when the hub cannot be reached and ``name`` is not in
+    the Hugging Face cache, after a single short request instead of a minute of retries.
+    """
+    if hub_offline():
+        return name  # transformers then reads the cache only, at once
+    from huggingface_hub import constants, snapshot_download
+
+    why = hub_unreachable(constants.ENDPOINT)
+    if why is None:
+        return name
+    try:
+        return str(snapshot_download(name, revision=revision, local_files_only=True))
+    except Exception:  # not in the cache (LocalEntryNotFoundError and kin)
+        raise load_failure(
+            name,
+            OSError(why),
+            f"{constants.ENDPOINT} cannot be reached ({why}) and it is not in the Hugging Face "
+            "cache",
+        ) from None
 
 
 class _DropBelow(logging.Filter):
@@ -124,7 +179,14 @@ def quiet_loading() -> Iterator[None]:
         lg.addFilter(drop)
     tlog.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():
+            # transformers 4.45 announces, at every tokenizer load, a default it will change
+            warnings.filterwarnings(
+                "ignore",
+                message="`clean_up_tokenization_spaces` was not set",
+                category=FutureWarning,
+            )
+            yield
     finally:
         for lg in loggers:
             lg.removeFilter(drop)
@@ -194,9 +256,13 @@ class BetoEncoder(BatchEncoder):
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.precision = precision
+        # a hub id is checked first (one short request), before torch is even imported
+        name = self.model_name
+        hub = not looks_like_path(name) and not Path(name).expanduser().is_dir()
+        source = resolve_hub_id(name, revision) if hub else name
         self._torch_device = pick_device(device)
         self.device = self._torch_device
-        self._model = self._load(self.model_name, pooling, revision)
+        self._model = self._load(name, pooling, revision, source)
         self._apply_precision()
         tok = self.tokenizer
         self.max_length = int(self._model.max_seq_length or 512)
@@ -204,7 +270,9 @@ class BetoEncoder(BatchEncoder):
         self.pad_id = int(tok.pad_token_id) if tok.pad_token_id is not None else 0
 
     # ----- loading -------------------------------------------------------------------------
-    def _load(self, name: str, pooling: str | None, revision: str | None) -> Any:
+    def _load(self, name: str, pooling: str | None, revision: str | None, source: str) -> Any:
+        """``name``'s model; ``source``: where to read it (``name``, or a hub id's cached
+        snapshot when the hub cannot be reached)."""
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.sentence_transformer.modules import (
             Normalize,
@@ -234,9 +302,11 @@ class BetoEncoder(BatchEncoder):
                         return st
                     transformer: Any = st[0]
                 else:
-                    kw = {"revision": revision} if revision else None
+                    if path.is_dir():
+                        source = str(path)
+                    kw = {"revision": revision} if revision and source == name else None
                     transformer = Transformer(
-                        str(path) if path.is_dir() else name,
+                        source,
                         model_kwargs=kw,
                         processor_kwargs=kw,
                         config_kwargs=kw,
@@ -250,7 +320,8 @@ class BetoEncoder(BatchEncoder):
         self.revision = (
             revision
             or getattr(config, "_commit_hash", None)
-            or ("local" if path.is_dir() else "unknown")
+            or ("local" if path.is_dir() else None)
+            or (Path(source).name if source != name else "unknown")  # a cached snapshot's commit
         )
         pool = Pooling(transformer.get_embedding_dimension(), pooling_mode=self.pooling)
         return SentenceTransformer(

@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..text import clean_text
 from ..types import Document
 from .base import FormatSkip, TextBuilder, damaged, encrypted, file_metadata
 
 SAMPLE_PAGES = 12  # pages read ahead to learn the running headers and footers
 EDGE_LINES = 2  # lines at the top and at the bottom of a page that may be running ones
+STREAM_PAGES = 200  # longer PDFs are streamed a page at a time (``Document.parts``), never held
 NO_TEXT = "no text layer (a scanned or image-only PDF; OCR is out of scope)"
 
 # PDFium marks a hyphen it removed at a line end with U+0002 (and joins the lines); other
@@ -121,9 +123,57 @@ def pdf_metadata(path: Path) -> tuple[str, dict[str, str]]:
     )
 
 
+def page_count(path: Path) -> int:
+    pdf = _open(Path(path))
+    try:
+        return len(pdf)
+    finally:
+        pdf.close()
+
+
+def _streamed_pdf(path: Path, title: str, metadata: dict[str, str]) -> Document | None:
+    """A long PDF as a streamed document (pages read as the indexer chunks them), or None when
+    its first pages have no text (then the whole read says why it is skipped)."""
+    first = ""
+    for n, (text, _) in enumerate(iter_pdf_pages(path)):
+        first = clean_text(text).strip()
+        if first or n + 1 >= SAMPLE_PAGES:
+            break
+    if not first:
+        return None
+
+    def parts() -> Iterator[tuple[str, dict[str, Any]]]:
+        started = False
+        try:
+            for text, location in iter_pdf_pages(path):
+                text = clean_text(text).strip()
+                if not text:
+                    continue
+                if started:
+                    yield "\n\n", {}
+                yield text, location
+                started = True
+        except FormatSkip:  # no text after all: the indexer skips an empty stream, saying so
+            return
+
+    return Document(
+        id=path.name,
+        text="",
+        title=title or first.split("\n", 1)[0][:200],
+        source=str(path),
+        metadata=metadata,
+        parts=parts,
+    )
+
+
 def read_pdf(path: Path) -> Document:
-    """One document: pages joined by blank lines, each page's start in ``locations``."""
+    """One document: pages joined by blank lines, each page's start in ``locations`` (a PDF of
+    more than ``STREAM_PAGES`` pages is streamed: ``Document.parts``)."""
     title, metadata = pdf_metadata(path)
+    if page_count(path) > STREAM_PAGES:
+        streamed = _streamed_pdf(path, title, metadata)
+        if streamed is not None:
+            return streamed
     builder = TextBuilder()
     for text, location in iter_pdf_pages(path):
         builder.locate(location)

@@ -59,19 +59,35 @@ class QueryBatcher:
                 except asyncio.TimeoutError:
                     break
             texts = list(dict.fromkeys(t for t, _ in batch))  # the same query encoded once
-            try:
-                vectors = await loop.run_in_executor(self._executor, self._encode, texts)
-            except Exception as exc:  # handed to every waiting request
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            self.calls += 1
+            vectors = await self._encode_isolated(texts)
             self.queries += len(batch)
-            row = {t: i for i, t in enumerate(texts)}
             for text, fut in batch:
-                if not fut.done():
-                    fut.set_result(np.asarray(vectors[row[text]], dtype=np.float32))
+                if fut.done():
+                    continue
+                result = vectors[text]
+                if isinstance(result, BaseException):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+
+    async def _encode_isolated(self, texts: list[str]) -> dict[str, np.ndarray | BaseException]:
+        """Each text's vector, or the error that encoding it alone raised.
+
+        One batch holds other people's queries: when the batch fails, each text is encoded on
+        its own, so a bad one fails alone and the rest are answered.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            vectors = await loop.run_in_executor(self._executor, self._encode, texts)
+            self.calls += 1
+            return {t: np.asarray(vectors[i], dtype=np.float32) for i, t in enumerate(texts)}
+        except Exception as exc:
+            if len(texts) == 1:
+                return {texts[0]: exc}
+        out: dict[str, np.ndarray | BaseException] = {}
+        for text in texts:
+            out.update(await self._encode_isolated([text]))
+        return out
 
     def close(self) -> None:
         if self._task is not None:

@@ -15,6 +15,7 @@ Ray is imported only here, and only when ``--ray`` is given.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -41,7 +42,7 @@ from ..searcher import (
 )
 from ..shards import MANIFEST_NAME, _best, _merge_summaries, _sort_key, read_layout, shard_of
 from ..types import Hit, locate
-from .app import ServerSettings, check_bind
+from .settings import ServerSettings, check_bind
 
 log = logging.getLogger(__name__)
 
@@ -592,6 +593,7 @@ def serve_on_ray(
 ) -> None:
     """Deploy the index on Ray Serve, proxy on ``host:port``, until SIGINT/SIGTERM; then the
     application is deleted (in-flight requests finish) and Serve shut down."""
+    settings = dataclasses.replace(settings, host=host)  # the Host check accepts the bound name
     warning = check_bind(host, settings)
     if warning:
         log.warning(warning)

@@ -62,3 +62,30 @@ def test_unreadable_pdfs_say_why(sample_dir: Path, name: str, reason: str) -> No
     with pytest.raises(FormatSkip) as err:
         read_format(sample_dir / name)
     assert str(err.value).startswith(reason)
+
+
+def test_long_pdf_is_streamed_and_hits_name_their_page(tmp_path: Path, hash_encoder) -> None:
+    """A PDF over STREAM_PAGES pages is read a page at a time (``Document.parts``), stored as one
+    whole document, and a hit on its last pages names the right page."""
+    from beto_search import SearchEngine
+    from beto_search.formats.pdf import STREAM_PAGES
+
+    n = STREAM_PAGES + 5
+    words = ["río", "montaña", "ciudad", "puerto", "mercado", "escuela", "puente", "campo"]
+    pages = [
+        [f"Capítulo {i}.", f"Hablamos del {words[i % 8]} y del {words[(i * 3) % 8]}.", "Fin."]
+        for i in range(1, n + 1)
+    ]
+    pages[-2] = ["Capítulo.", "El cigüeñal del camión apareció en la penúltima página.", "Fin."]
+    path = samples.write_pdf(tmp_path / "largo.pdf", pages)
+    doc = read_format(path)
+    assert doc.parts is not None and doc.text == ""
+    with SearchEngine.open(tmp_path / "idx", encoder=hash_encoder) as engine:
+        summary = engine.ingest([path])
+        assert summary.added == 1 and not summary.skipped
+        hits = engine.search("cigüeñal camión", k=1, mode="lexical")
+        assert hits[0].doc_id == "largo.pdf"
+        assert hits[0].to_dict()["page"] == n - 1
+        stored = engine.get_document("largo.pdf")
+        assert stored is not None and "penúltima página" in stored["text"]
+        assert stored["text"].count("Hablamos del") == n - 1

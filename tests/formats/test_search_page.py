@@ -30,7 +30,7 @@ def index(sample_dir: Path, tmp_path: Path) -> Path:
 
 def test_api_hits_carry_page_and_section(index: Path) -> None:
     app = create_app(ServerSettings(index=str(index)), encoder=HashEncoder())
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         res = c.get("/api/search", params={"q": "pingüinos sardinas", "mode": "lexical", "k": 1})
         assert res.status_code == 200
         assert res.json()["results"][0]["page"] == 3

@@ -25,14 +25,18 @@ server = pytest.importorskip("beto_search.server")
 ServeError, ServerSettings = server.ServeError, server.ServerSettings
 check_bind, create_app = server.check_bind, server.create_app
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KEY = "s3cr3t-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CLI = [sys.executable, "-m", "beto_search.cli"]
 
 
+BASE = "http://127.0.0.1"  # a Host the server answers (test_hardening.py checks other names)
+
+
 def client(index: Path, encoder, **settings):
-    return TestClient(create_app(ServerSettings(index=str(index), **settings), encoder=encoder))
+    app = create_app(ServerSettings(index=str(index), **settings), encoder=encoder)
+    return TestClient(app, base_url=BASE)
 
 
 @pytest.fixture
@@ -270,7 +274,7 @@ def test_concurrent_queries_share_encoder_calls(index_copy: Path, tiny_encoder) 
 
     async def run() -> list:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
             return await asyncio.gather(
                 *[
                     c.get("/api/search", params={"q": q, "mode": "semantic", "k": 3})
@@ -440,6 +444,6 @@ def test_worker_processes_build_the_app_from_the_environment(
 
     settings = ServerSettings(index=str(index_copy), api_key=KEY, model=str(tiny_model))
     monkeypatch.setenv(CONFIG_ENV, settings.to_env())
-    with TestClient(app_from_env()) as c:
+    with TestClient(app_from_env(), base_url=BASE) as c:
         assert c.get("/api/search", params={"q": "gato"}).status_code == 401
         assert c.get("/api/search", params={"q": "gato"}, headers=AUTH).status_code == 200

@@ -177,3 +177,28 @@ def test_api_docs_render_offline(browser, site: str) -> None:
     assert requests and all(u.startswith(site + "/") for u in requests), requests
     assert problems == []
     page.close()
+
+
+def test_redoc_renders_offline_under_its_csp(browser, site: str) -> None:
+    """/redoc renders from this server alone, and its CSP blocks nothing it needs."""
+    pytest.importorskip("fastapi_offline", reason="fastapi-offline (server extra) is missing")
+    page = browser.new_page()
+    requests: list[str] = []
+    problems: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    response = page.goto(site + "/redoc")
+    assert (
+        response is not None
+        and "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    )
+    expect(page.locator("h1").first).to_contain_text("beto-search")
+    expect(page.get_by_text("/api/search").first).to_be_attached()
+    # ReDoc's footer asks its CDN for a logo: the CSP refuses it, so nothing leaves the server
+    elsewhere = [u for u in requests if not u.startswith((site + "/", "blob:"))]
+    assert elsewhere == ["https://cdn.redoc.ly/redoc/logo-mini.svg"], elsewhere
+    assert problems and all(
+        "Content Security Policy" in p and "cdn.redoc.ly" in p for p in problems
+    )
+    page.close()
