@@ -13,6 +13,13 @@ run with the server stopped (batch 1 and batches of the client count), before an
 
     python benchmarks/serve.py --chunks 100000 --seconds 20 --clients 1,8
 
+``--ray``: instead, the same index served three ways one after the other, with the same clients
+and no churn: local ``serve``, ``serve --ray --replicas 1`` and ``serve --ray --replicas 2`` (a
+local Ray instance started by the server): QPS and p50/p95 of each, i.e. what Ray Serve's proxy,
+the ingress and the shard handles cost, and what a second replica gives on this machine.
+
+    python benchmarks/serve.py --ray --chunks 20000 --seconds 15 --clients 1,4
+
 The last line printed is one JSON object.
 """
 
@@ -32,6 +39,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -195,6 +203,71 @@ class Phase:
         return took
 
 
+def ray_comparison(
+    index: Path, queries: list[str], clients: list[int], modes: list[str], args: Any
+) -> dict[str, Any]:
+    """Local serve vs serve --ray with 1 and 2 replicas, side by side on the same index."""
+    configs = {
+        "local": [],
+        "ray-1-replica": ["--ray", "--replicas", "1"],
+        "ray-2-replicas": ["--ray", "--replicas", "2"],
+    }
+    out: dict[str, Any] = {}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    for name, extra in configs.items():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        cmd = [*CLI, "serve", "--index", str(index), "--port", str(port)]
+        server = subprocess.Popen(
+            [*cmd, "--precision", args.precision, *extra],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        t0 = time.perf_counter()
+        try:
+            deadline = time.monotonic() + 600
+            while True:
+                try:
+                    r = httpx.get(f"{base}/api/search", params={"q": queries[0]}, timeout=60)
+                    if r.status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"{name}: the server did not start")
+                time.sleep(1)
+            started = round(time.perf_counter() - t0, 1)
+            for q in queries[:10]:  # warm-up
+                httpx.get(f"{base}/api/search", params={"q": q}, timeout=120)
+            for mode in modes:
+                for n in clients:
+                    phase = Phase(base, mode, n, args.seconds, queries)
+                    took = phase.run()
+                    r = {
+                        "qps": round(len(phase.lat) / took, 1),
+                        **pct(phase.lat),
+                        "errors": len(phase.errors),
+                        "ready_s": started,
+                    }
+                    out[f"{name} {mode} {n}"] = r
+                    print(
+                        f"{name:15s} {mode:8s} {n} clients: {r['qps']} q/s  p50 {r['p50_ms']} ms"
+                        f"  p95 {r['p95_ms']} ms  errors {r['errors']}  (ready in {started}s)",
+                        flush=True,
+                    )
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chunks", type=int, default=100_000)
@@ -207,6 +280,9 @@ def main() -> int:
     ap.add_argument("--raw-seconds", type=float, default=6.0, help="per raw-encoding batch size")
     ap.add_argument("--model-dir", default=None, help="reuse (or build into) this folder")
     ap.add_argument("--index-dir", default=None, help="reuse (or build into) this folder")
+    ap.add_argument(
+        "--ray", action="store_true", help="local serve vs serve --ray, 1 and 2 replicas"
+    )
     args = ap.parse_args()
 
     tmp = tempfile.TemporaryDirectory(prefix="serve-bench-")
@@ -224,6 +300,21 @@ def main() -> int:
         f"index: {args.chunks} chunks ({kind}) ready in {time.perf_counter() - t0:.1f}s", flush=True
     )
     clients = [int(c) for c in args.clients.split(",")]
+    if args.ray:
+        phases = ray_comparison(index, queries, clients, args.modes.split(","), args)
+        emit(
+            {
+                "chunks": args.chunks,
+                "index_type": kind,
+                "precision": args.precision,
+                "seconds_per_phase": args.seconds,
+                "load_average": loadavg(),
+                "phases": phases,
+            }
+        )
+        if not args.index_dir:
+            tmp.cleanup()
+        return 0
 
     # the raw encoder, same model and precision, before the server starts (nothing else running)
     # measured before and after the load (the CPU is shared: the better of the two counts)

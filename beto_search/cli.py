@@ -975,6 +975,23 @@ def main() -> None:
 )
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @_rerank_options
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Serve on Ray Serve: one deployment per shard, alone a local Ray instance, 'auto' the "
+    "cluster this machine is part of, or a cluster address (needs beto-search[ray]).",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="With --ray: replicas of each shard.",
+)
 @_errors
 def serve(
     index: Path,
@@ -992,6 +1009,8 @@ def serve(
     rerank: str | None,
     rerank_depth: int,
     rerank_precision: str,
+    ray_address: str | None,
+    replicas: int,
 ) -> None:
     """Serve the index over HTTP: a JSON API and a search page at http://HOST:PORT/."""
     try:
@@ -1016,6 +1035,14 @@ def serve(
         rerank_depth=rerank_depth,
         rerank_precision=rerank_precision,
     )
+    if ray_address is not None:
+        from .server.ray_serve import serve_on_ray  # Ray only on this path
+
+        settings.index = str(index.resolve())  # every replica opens the same absolute folder
+        serve_on_ray(settings, ray_address, host=host, port=port, replicas=replicas)
+        return
+    if replicas != 1:
+        raise click.UsageError("--replicas needs --ray.")
     run_server(settings, host=host, port=port, workers=workers)
 
 

@@ -40,8 +40,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(svc.close)
 
 
-def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> FastAPI:
-    """The FastAPI application for ``settings`` (the index must exist)."""
+def create_app(
+    settings: ServerSettings, encoder: Encoder | None = None, engine: Any = None
+) -> FastAPI:
+    """The FastAPI application for ``settings`` (the index must exist); ``engine``: an
+    engine-like object to serve instead of opening ``settings.index`` here (``ray_serve.py``)."""
     app = FastAPI(
         title="beto-search",
         version=_version(),
@@ -51,7 +54,7 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
         redoc_url=None,
         swagger_ui_parameters={"validatorUrl": None},  # no badge from the validator's site
     )
-    app.state.service = Service(settings, encoder)
+    app.state.service = Service(settings, encoder, engine)
     add_error_handlers(app)
     for router in (search.router, documents.router, info.router):
         app.include_router(router)

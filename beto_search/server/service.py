@@ -53,12 +53,16 @@ class Service:
     lock. Writes go through ``write`` (one at a time here, the flock across processes).
     """
 
-    def __init__(self, settings: ServerSettings, encoder: Encoder | None = None) -> None:
+    def __init__(
+        self, settings: ServerSettings, encoder: Encoder | None = None, engine: Any = None
+    ) -> None:
         from ..engine import SearchEngine
 
         self.settings = settings
         self.folder = Path(settings.index)
-        self.engine = SearchEngine.open(
+        # ``engine``: an engine-like object with SearchEngine's serving methods (the Ray Serve
+        # ingress passes one whose shard calls go to deployment handles: ray_serve.py)
+        self.engine = engine or SearchEngine.open(
             self.folder,
             encoder=encoder,
             model=settings.model,

@@ -123,7 +123,7 @@ async def run_search(svc: Service, body: SearchBody) -> dict[str, Any]:
         # concurrent queries share one encoder call; the search itself then skips the encoder
         kwargs["query_vector"] = await svc.batcher.encode(clean_text(q))
 
-    def search() -> tuple[list[dict[str, Any]], Any, list[str]]:
+    def search() -> tuple[list[dict[str, Any]], Any, list[str], Any]:
         wanted = offset + k
         depth = wanted
         while True:
@@ -137,10 +137,12 @@ async def run_search(svc: Service, body: SearchBody) -> dict[str, Any]:
         for rank, h in enumerate(found, start=1):
             h["rank"] = rank
         used = resolve(svc.engine.manifest, body.fusion, body.alpha)
-        return found[:wanted], used, list(getattr(hits, "warnings", []))
+        # an engine over remote shards names the shards that did not answer (ray_serve.py)
+        failed = getattr(hits, "failed_shards", None)
+        return found[:wanted], used, list(getattr(hits, "warnings", [])), failed
 
-    results, used, warnings = await run_in_threadpool(search)
-    return {
+    results, used, warnings, failed = await run_in_threadpool(search)
+    out = {
         "query": q,
         "mode": mode,
         "fusion": used.method,  # what the search used: the index's default unless given
@@ -151,3 +153,7 @@ async def run_search(svc: Service, body: SearchBody) -> dict[str, Any]:
         "results": results[offset:],
         "warnings": warnings,  # e.g. a filter on a field that no document has
     }
+    if failed is not None:  # as Elasticsearch's _shards.failed: results without those shards
+        out["partial"] = bool(failed)
+        out["failed_shards"] = list(failed)
+    return out
