@@ -124,6 +124,7 @@ class SearchEngine:
             return ShardedEngine.open(
                 folder,
                 encoder,
+                open_shard=cls.open_folder,  # shards/ never imports this module
                 shards=shards,
                 model=model,
                 pooling=pooling,
