@@ -114,6 +114,56 @@ def test_ray_engine_matches_the_sharded_engine(sharded: Path) -> None:
         assert engine.info()["documents"] == 40
 
 
+class _LengthReranker:
+    """A stand-in cross-encoder: shorter passages first."""
+
+    name, precision = "length", "fp32"
+
+    def score(self, query: str, passages: list[str]) -> np.ndarray:
+        return -np.asarray([len(p) for p in passages], dtype=np.float64)
+
+
+def test_ray_engine_scores_lexically_as_the_sharded_engine(tmp_path: Path) -> None:
+    """Global bm25 statistics, the rerank stage and the filter warnings, as ShardedEngine: on
+    documents whose term statistics differ by shard (each shard's own bm25 would rank them
+    otherwise)."""
+    words = [
+        "montaña",
+        "nevada",
+        "valle",
+        "bosque",
+        "puente",
+        "molino",
+        "camino",
+        "pueblo",
+        "iglesia",
+        "castillo",
+    ]
+    docs = [
+        {
+            "id": f"v{i}",
+            "text": "río " * (1 + i % 4) + " ".join(words[(i * 7 + j) % 10] for j in range(i % 11)),
+            "metadata": {"tema": "agua" if i % 2 else "tierra"},
+        }
+        for i in range(60)
+    ]
+    with SearchEngine.open(tmp_path / "v", HashEncoder(), index_type="flat", shards=3) as e:
+        e.add(docs)
+    engine, _ = _ray_engine(tmp_path / "v")
+    with SearchEngine.open(tmp_path / "v", HashEncoder(), create=False) as local:
+        for q in ("río montaña", "castillo puente río"):
+            qvec = np.asarray(HashEncoder().encode_queries([q]), dtype=np.float32)[0]
+            for mode in ("hybrid", "lexical"):
+                for kw in ({}, {"rerank": _LengthReranker(), "rerank_depth": 5}):
+                    want = local.search(q, k=8, mode=mode, **kw)
+                    got = engine.search(q, k=8, mode=mode, query_vector=qvec, **kw)
+                    assert [h.to_dict() for h in got] == [h.to_dict() for h in want], (q, kw)
+                    assert got.failed_shards == [] and got.warnings == []
+        want = local.search("río", k=5, where={"temas": "agua"})
+        got = engine.search("río", k=5, where={"temas": "agua"}, query_vector=qvec)
+        assert got.warnings == want.warnings and "temas" in got.warnings[0] and list(got) == []
+
+
 @pytest.mark.parametrize("mode", ["dead", "hang"])
 def test_a_shard_down_leaves_the_search_partial_and_named(sharded: Path, mode: str) -> None:
     from beto_search.errors import StorageError
@@ -245,15 +295,23 @@ def _shard_replicas(address: str) -> list[dict[str, Any]]:
     return json.loads(lines[-1])
 
 
+def _rounded(score: float | None) -> float | None:
+    return None if score is None else round(score, 9)
+
+
 @pytest.mark.slow
 def test_serve_on_ray(served: Any, tiny_model: Path) -> None:
     base, index, proc, address = served
-    # the same top results as the library (the CLI's engine) on the same index
+    # the same top results as the library (the CLI's engine) on the same index, with the same
+    # lexical scores (global bm25 statistics over the shards, as ShardedEngine)
     with SearchEngine.open(index, create=False, device="cpu") as local:
         for q in QUERIES:
-            want = [h.doc_id for h in local.search(q, k=5)]
+            want = local.search(q, k=5)
             got = _search(base, q)
-            assert [r["doc_id"] for r in got["results"]] == want, q
+            assert [r["doc_id"] for r in got["results"]] == [h.doc_id for h in want], q
+            assert [_rounded(r["lexical_score"]) for r in got["results"]] == [
+                _rounded(h.lexical_score) for h in want
+            ], q
             assert got["partial"] is False and got["failed_shards"] == []
     assert _get(f"{base}/api/info")["shards"] == 2
     with urllib.request.urlopen(f"{base}/", timeout=30) as res:  # the same page
