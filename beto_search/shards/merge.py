@@ -218,6 +218,8 @@ def gather(
     round keeps its earlier answer and is asked no more (named in ``failed``: its list may be
     short)."""
     count = caller.count
+    if count == 1:  # one shard's statistics are the global ones: FTS5's own scores stand
+        terms = []
     first = replace(request, depth=depth, terms=tuple(terms), with_stats=bool(terms))
     answers, failed = caller.candidates({i: first for i in range(count)})
     located: dict[str, Any] = {}

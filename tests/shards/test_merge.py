@@ -59,6 +59,7 @@ def indexes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "one": build(root / "one", docs, None),
         "sharded": build(root / "sharded", docs, SHARDS),
+        "single": build(root / "single", docs, 1),
         "live": build(root / "live", live, None),  # the documents of shards 0 and 2 only
     }
 
@@ -134,6 +135,21 @@ def test_gather_equals_one_index_bm25(indexes: dict[str, Path], query: str) -> N
         rows = gathered.candidates.rows
         assert all(shard_of(rows[g].doc_id, SHARDS) == g % SHARDS for g in rows)
         assert max(caller.seen_ids) < len(records())
+
+
+def test_one_shard_keeps_fts5_scores_without_a_statistics_round(
+    indexes: dict[str, Path],
+) -> None:
+    with (
+        SearchEngine.open(indexes["one"], HashEncoder(), create=False) as one,
+        SearchEngine.open(indexes["single"], HashEncoder(), create=False) as single,
+    ):
+        assert isinstance(single, ShardedEngine) and single.count == 1
+        caller = FakeCaller(single)
+        for query in ("río mar", "castillo puente"):
+            got, _ = gathered_by_doc(caller, query, 5)
+            assert got == lexical_by_doc(one, query, 5)  # exactly: FTS5's own bm25
+        assert all(not r.with_stats and not r.terms for q in caller.rounds for r in q.values())
 
 
 def test_a_failed_shard_is_left_out_of_the_statistics_and_the_merge(
