@@ -1,4 +1,4 @@
-"""The cost of global term statistics for sharded bm25 (``ShardedEngine._gather``), in one run.
+"""The cost of global term statistics for sharded bm25 (``shards.merge.gather``), in one run.
 
 On a bare FTS5 table like an index's ``chunks_fts`` (es-qa's analyzed documents, copied
 ``--copies`` times), per query of es-qa's 240: the document frequency of each query term

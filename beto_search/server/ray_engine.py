@@ -317,7 +317,6 @@ class RayEngine:
             "failed_shards": [deployment_name(i) for i in failed],
         }
         out.pop("files", None)
-        out.pop("index", None)  # a replica's own folder
         return out
 
     def facets(self, limit: int = 20) -> dict[str, list[tuple[Any, int]]]:
