@@ -53,8 +53,9 @@ class LazyChoice(click.Choice):
     that importing the CLI does not import the module that defines them."""
 
     def __init__(self, load: Callable[[], Iterable[str]]) -> None:
+        super().__init__(())
+        del self.__dict__["choices"]  # so that the property below answers
         self._load = load
-        self.case_sensitive = True
 
     @functools.cached_property
     def choices(self) -> tuple[str, ...]:  # type: ignore[override]
