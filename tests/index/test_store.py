@@ -533,11 +533,14 @@ def test_a_corrupted_row_is_a_problem(store: Store, name: str) -> None:
     )
 
 
-def test_a_short_vector_names_its_document_and_fails_reads(store: Store) -> None:
+@pytest.mark.parametrize("blob", ["x'00000000'", "x'0000'"], ids=["one float", "two bytes"])
+def test_a_short_vector_names_its_document_and_fails_reads(store: Store, blob: str) -> None:
+    """A vector of the wrong size is a one-sentence IndexCorruptError, even when its bytes are
+    not a whole number of floats."""
     put(store, prepare(doc("eco")), prepare(doc("dep")))
     bad = store.doc_chunk_ids("dep.txt")[1]
     with store.write():
-        store.conn.execute("UPDATE embeddings SET vector = x'00000000' WHERE chunk_id = ?", (bad,))
+        store.conn.execute(f"UPDATE embeddings SET vector = {blob} WHERE chunk_id = ?", (bad,))
     assert store.documents_missing_vectors(DIM) == ["dep.txt"]
     with pytest.raises(IndexCorruptError, match="run verify"):
         store.embeddings(store.chunk_ids().tolist(), DIM)

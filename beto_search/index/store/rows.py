@@ -74,7 +74,9 @@ def as_matrix(ids: list[int], blobs: list[bytes], dim: int) -> tuple[np.ndarray,
     """(ids, vectors) from stored float32 blobs (a blob of another size: the index is corrupt)."""
     if not ids:
         return np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
-    mat = np.frombuffer(b"".join(blobs), dtype=np.float32)
-    if mat.size != len(ids) * dim:
+    data = b"".join(blobs)
+    # compared in bytes before numpy reads them: a blob that is not whole floats is corrupt too
+    if len(data) != 4 * len(ids) * dim:
         raise IndexCorruptError("stored vectors do not match the index's dimension; run verify.")
+    mat = np.frombuffer(data, dtype=np.float32)
     return np.asarray(ids, dtype=np.int64), mat.reshape(len(ids), dim)
