@@ -295,24 +295,21 @@ def _shard_replicas(address: str) -> list[dict[str, Any]]:
     return json.loads(lines[-1])
 
 
-def _rounded(score: float | None) -> float | None:
-    return None if score is None else round(score, 9)
-
-
 @pytest.mark.slow
 def test_serve_on_ray(served: Any, tiny_model: Path) -> None:
     base, index, proc, address = served
     # the same top results as the library (the CLI's engine) on the same index, with the same
-    # lexical scores (global bm25 statistics over the shards, as ShardedEngine)
+    # scores: lexical ones under global bm25 statistics over the shards, as ShardedEngine
     with SearchEngine.open(index, create=False, device="cpu") as local:
         for q in QUERIES:
-            want = local.search(q, k=5)
-            got = _search(base, q)
-            assert [r["doc_id"] for r in got["results"]] == [h.doc_id for h in want], q
-            assert [_rounded(r["lexical_score"]) for r in got["results"]] == [
-                _rounded(h.lexical_score) for h in want
-            ], q
-            assert got["partial"] is False and got["failed_shards"] == []
+            for mode in ("hybrid", "lexical"):
+                want = local.search(q, k=5, mode=mode)
+                got = _get(f"{base}/api/search?q={urllib.request.quote(q)}&k=5&mode={mode}")
+                assert [r["doc_id"] for r in got["results"]] == [h.doc_id for h in want], q
+                assert [r["score"] for r in got["results"]] == pytest.approx(
+                    [h.score for h in want], rel=1e-6, abs=1e-9
+                ), (q, mode)
+                assert got["partial"] is False and got["failed_shards"] == []
     assert _get(f"{base}/api/info")["shards"] == 2
     with urllib.request.urlopen(f"{base}/", timeout=30) as res:  # the same page
         assert b"<html" in res.read().lower()
