@@ -122,7 +122,7 @@ def test_every_protocol_member_is_a_public_member_of_both_engines(protocol: type
         spec = getattr(protocol, name, None)
         for label, cls in targets.items():
             if name in ("folder", "store"):  # instance attributes, set in __init__
-                assert name in inspect.getsource(cls.__init__), (label, name)
+                assert f"self.{name}" in inspect.getsource(cls), (label, name)
                 continue
             assert hasattr(cls, name), f"{label} has no {name} ({protocol.__name__})"
             if inspect.isfunction(spec):

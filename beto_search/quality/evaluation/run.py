@@ -69,7 +69,7 @@ def evaluate(
     for m in modes:
         run = {}
         for qid, q in eval_set.queries.items():
-            options = (
+            options: dict[str, Any] = (
                 {
                     "rerank": rerank,
                     "rerank_depth": rerank_depth,
