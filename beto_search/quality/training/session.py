@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from ...index.manifest import Manifest
     from ...index.store import StoredChunk
+    from ...protocols import EngineLike
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def check_batch_size(opts: TrainOptions) -> None:
         )
 
 
-def every_chunk(engine: Any) -> ChunkSample:
+def every_chunk(engine: EngineLike) -> ChunkSample:
     """All of the index's chunks (``train``: its positives may be anywhere) as a ``ChunkSample``."""
     manifest, chunks = index_chunks(engine)
     return ChunkSample(manifest, chunks, len(chunks), max(c.chunk_id for c in chunks))
