@@ -105,7 +105,7 @@ def adapt(engine: EngineLike, out: str | os.PathLike[str], **options: Any) -> Tr
 
     loss: Any
     if opts.method == "tsdae":
-        from ...backends.torch import quiet_loading
+        from ...backends.hf import quiet_loading
 
         with quiet_loading():  # the decoder's load report lists its new cross-attention weights
             loss = losses.DenoisingAutoEncoderLoss(model, tie_encoder_decoder=True)

@@ -203,7 +203,7 @@ def write_model(model: Any, out: Path, max_seq_length: int, card: str) -> None:
     tmp = out / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.max_seq_length = max_seq_length
-    from ...backends.torch import quiet_loading
+    from ...backends.hf import quiet_loading
 
     with quiet_loading():  # no "Writing model shards" bar in the command's output
         model.save(str(tmp))
