@@ -12,6 +12,8 @@ Corpus kinds (held-out questions never seen by the tune):
 - ``qa-para``: corpora/es-qa, 240 paragraphs, 240 questions (one relevant paragraph each).
 - ``qa-sent``: the same split into sentences, every sentence its own document (``pNNN#i``,
   the paragraph's title); relevant: the answer sentence (es-qa's ``metadata.answer``).
+- ``qa-sent-untitled``: the same sentences without titles (no title groups: the tune's
+  pseudo-queries are crops of the sentences' words).
 - ``es-chunk``: corpora/es as files (chunked by the engine), es-dev's 79 judged questions.
 - ``es-sent``: corpora/es, every sentence its own document; es-dev's judgements mapped back to
   the source document through ``#`` (a sentence counts for its document, best sentence wins).
@@ -49,7 +51,7 @@ from common import CORPUS, ROOT, cpu_description, emit, minilm_path
 
 QA = ROOT / "corpora" / "es-qa"
 DEV = ROOT / "corpora" / "es-dev"
-SETS = ("qa-para", "qa-sent", "es-chunk", "es-sent")
+SETS = ("qa-para", "qa-sent", "qa-sent-untitled", "es-chunk", "es-sent")
 TARGET = 0.003
 
 
@@ -142,7 +144,8 @@ def qa_records(level: str) -> tuple[list[dict[str, Any]], dict[str, str], dict[s
         records, where = [], {}
         for p in corpus:
             for i, s in enumerate(_qa_sentences(p["text"])):
-                records.append({"id": f"{p['_id']}#{i}", "title": p["title"], "text": s})
+                title = "" if level == "sent-untitled" else p["title"]
+                records.append({"id": f"{p['_id']}#{i}", "title": title, "text": s})
                 where[(p["_id"], s)] = f"{p['_id']}#{i}"
         qrels = {}
         for q, x in queries.items():
@@ -168,7 +171,7 @@ def open_set(name: str, enc: Any, cache: Path, tag: str) -> tuple[SearchEngine, 
     folder = cache / f"{tag}-{name}"
     fresh = not (folder / "index.db").exists()
     if name.startswith("qa-"):
-        records, queries, qrels = qa_records("para" if name == "qa-para" else "sent")
+        records, queries, qrels = qa_records(name[3:])
     else:
         dev = load_eval_set(DEV / "queries.jsonl", DEV / "qrels" / "dev.tsv")
         queries = {q: x.text for q, x in dev.queries.items()}

@@ -337,6 +337,18 @@ def cloze_set(engine: SearchEngine, n: int = PSEUDO_QUERIES, seed: int = PSEUDO_
             out.exclude[qid] = g.chunk_id
         if gqs:
             out.kinds["short document, same-title documents"] = len(gqs)
+    if len(out.queries) < n:  # short documents without a title group: a crop of their words
+        from .fusion_choice import crop_queries
+
+        used = {p.chunk_id for p in pqs} | set(out.exclude.values())
+        cqs = crop_queries([c for c in chunks if c.chunk_id not in used], n - len(out.queries), seed)
+        for p in cqs:
+            qid = f"pq{len(out.queries)}"
+            out.queries[qid] = p.query
+            out.qrels[qid] = {p.doc_id: 1}
+            out.rest[qid] = (p.chunk_id, p.doc_id, text_of[p.chunk_id], p.positive)
+        if cqs:
+            out.kinds["short document, a crop of its words"] = len(cqs)
     return out
 
 
