@@ -21,9 +21,10 @@ CROP_SHARE = 0.5  # the query takes about half of the document's words, the rest
 MIN_CROP_WORDS = 2 * MIN_WORDS  # shorter documents leave too little on either side
 
 
-def crop_pair(words: list[str], rng: random.Random) -> tuple[str, str] | None:
-    """A contiguous span of about ``CROP_SHARE`` of ``words`` (the query) and the words around
-    it (the remainder), each at least ``MIN_WORDS`` long; None for too short a text."""
+def crop_pair(text: str, rng: random.Random) -> tuple[str, str] | None:
+    """A contiguous span of about ``CROP_SHARE`` of the words of ``text`` (the query) and the
+    words around it (the remainder), each at least ``MIN_WORDS`` long; None for too short a text."""
+    words = text.split()
     n = len(words)
     if n < MIN_CROP_WORDS:
         return None
@@ -47,7 +48,7 @@ def crop_queries(chunks: Iterable[Any], n: int, seed: int = 0) -> list[PseudoQue
     for c in pool:
         if c.doc_id in seen:
             continue
-        pair = crop_pair(c.text.split(), rng)
+        pair = crop_pair(c.text, rng)
         if pair is None:
             continue
         seen.add(c.doc_id)

@@ -341,7 +341,9 @@ def cloze_set(engine: SearchEngine, n: int = PSEUDO_QUERIES, seed: int = PSEUDO_
         from .fusion_choice import crop_queries
 
         used = {p.chunk_id for p in pqs} | set(out.exclude.values())
-        cqs = crop_queries([c for c in chunks if c.chunk_id not in used], n - len(out.queries), seed)
+        cqs = crop_queries(
+            [c for c in chunks if c.chunk_id not in used], n - len(out.queries), seed
+        )
         for p in cqs:
             qid = f"pq{len(out.queries)}"
             out.queries[qid] = p.query

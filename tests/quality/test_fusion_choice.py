@@ -30,9 +30,10 @@ def _untitled_sentences() -> list[dict[str, str]]:
 
 
 def test_a_crop_splits_the_words_into_a_query_and_the_rest() -> None:
-    words = "el imperio inca fue el mayor estado de américa del sur antes de 1532".split()
+    text = "el imperio inca fue el mayor estado de américa del sur antes de 1532"
+    words = text.split(" ")
     for seed in range(20):
-        pair = crop_pair(words, random.Random(seed))
+        pair = crop_pair(text, random.Random(seed))
         assert pair is not None
         query, rest = pair[0].split(), pair[1].split()
         assert len(query) >= MIN_WORDS and len(rest) >= MIN_WORDS
@@ -40,7 +41,7 @@ def test_a_crop_splits_the_words_into_a_query_and_the_rest() -> None:
         # the query is one contiguous span; the rest is what lies around it, in order
         start = next(i for i in range(len(words)) if words[i : i + len(query)] == query)
         assert words[:start] + words[start + len(query) :] == rest
-    assert crop_pair("demasiado corto para cortar".split(), random.Random(0)) is None
+    assert crop_pair("demasiado corto para cortar", random.Random(0)) is None
 
 
 def test_crop_queries_take_one_crop_per_document_and_skip_short_ones() -> None:
