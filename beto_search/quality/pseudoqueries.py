@@ -353,4 +353,63 @@ def cloze_set(engine: EngineLike, n: int = PSEUDO_QUERIES, seed: int = PSEUDO_SE
             out.exclude[qid] = g.chunk_id
         if gqs:
             out.kinds["short document, same-title documents"] = len(gqs)
+    if len(out.queries) < n:  # short documents without a title group: a crop of their words
+        used = {p.chunk_id for p in pqs} | set(out.exclude.values())
+        cqs = crop_queries(
+            [c for c in chunks if c.chunk_id not in used], n - len(out.queries), seed
+        )
+        for p in cqs:
+            qid = f"pq{len(out.queries)}"
+            out.queries[qid] = p.query
+            out.qrels[qid] = {p.doc_id: 1}
+            out.rest[qid] = (p.chunk_id, p.doc_id, text_of[p.chunk_id], p.positive)
+        if cqs:
+            out.kinds["short document, a crop of its words"] = len(cqs)
+    return out
+
+
+# ----- crops: one-sentence documents with no title group ------------------------------------
+# A one-sentence document with no title (or a title of its own) has no sentence to cut out and
+# no group to ask for, so a sentence-level index without titles had no pseudo-queries at all.
+# ``crop_queries`` fills that gap with a word-level cloze: a contiguous span of the sentence is
+# the query and the document is scored on the REST of its words only (the same rescoring as a
+# sentence cut out of a paragraph), so neither side wins by copying the query's words.
+CROP_SHARE = 0.5  # the query takes about half of the document's words, the rest scores it
+MIN_CROP_WORDS = 2 * MIN_WORDS  # shorter documents leave too little on either side
+
+
+def cloze_crop(text: str, rng: random.Random) -> tuple[str, str] | None:
+    """A contiguous span of about ``CROP_SHARE`` of the words of ``text`` (the query) and the
+    words around it (the remainder), each at least ``MIN_WORDS`` long; None for too short a text."""
+    words = text.split()
+    n = len(words)
+    if n < MIN_CROP_WORDS:
+        return None
+    size = min(MAX_WORDS, max(MIN_WORDS, round(CROP_SHARE * n)))
+    size = min(size, n - MIN_WORDS)
+    start = rng.randint(0, n - size)
+    query = words[start : start + size]
+    rest = words[:start] + words[start + size :]
+    return " ".join(query), " ".join(rest)
+
+
+def crop_queries(chunks: Iterable[Any], n: int, seed: int = 0) -> list[PseudoQuery]:
+    """Up to ``n`` word-level cloze pseudo-queries (seeded), one per document at most: a span of
+    a chunk's words asks for its document, which is scored on the chunk's other words
+    (``PseudoQuery.positive``). ``chunks``: objects with chunk_id, doc_id and text."""
+    rng = random.Random(seed)
+    pool = list(chunks)
+    rng.shuffle(pool)
+    out: list[PseudoQuery] = []
+    seen: set[str] = set()
+    for c in pool:
+        if c.doc_id in seen:
+            continue
+        pair = cloze_crop(c.text, rng)
+        if pair is None:
+            continue
+        seen.add(c.doc_id)
+        out.append(PseudoQuery(f"cq-{c.chunk_id}", pair[0], c.doc_id, int(c.chunk_id), pair[1]))
+        if len(out) >= n > 0:
+            break
     return out
