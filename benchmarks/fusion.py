@@ -12,9 +12,14 @@ Corpus kinds (held-out questions never seen by the tune):
 - ``qa-para``: corpora/es-qa, 240 paragraphs, 240 questions (one relevant paragraph each).
 - ``qa-sent``: the same split into sentences, every sentence its own document (``pNNN#i``,
   the paragraph's title); relevant: the answer sentence (es-qa's ``metadata.answer``).
+- ``qa-sent-untitled``: the same sentences without titles (no title groups: the tune's
+  pseudo-queries are crops of the sentences' words).
 - ``es-chunk``: corpora/es as files (chunked by the engine), es-dev's 79 judged questions.
 - ``es-sent``: corpora/es, every sentence its own document; es-dev's judgements mapped back to
   the source document through ``#`` (a sentence counts for its document, best sentence wins).
+- ``mix-para`` / ``mix-sent``: one index of both collections (es-qa's paragraphs and corpora/es's
+  chunked files; or both split into sentences): a larger, mixed index, each collection's
+  questions judged on its own documents (es-dev's ids prefixed ``es:``).
 
 es-qa's questions are split: odd numbers ("dev": what the method was developed on) and even
 numbers ("report": never looked at while developing). es-dev's were used while developing.
@@ -49,7 +54,7 @@ from common import CORPUS, ROOT, cpu_description, emit, minilm_path
 
 QA = ROOT / "corpora" / "es-qa"
 DEV = ROOT / "corpora" / "es-dev"
-SETS = ("qa-para", "qa-sent", "es-chunk", "es-sent")
+SETS = ("qa-para", "qa-sent", "qa-sent-untitled", "es-chunk", "es-sent", "mix-para", "mix-sent")
 TARGET = 0.003
 
 
@@ -142,7 +147,8 @@ def qa_records(level: str) -> tuple[list[dict[str, Any]], dict[str, str], dict[s
         records, where = [], {}
         for p in corpus:
             for i, s in enumerate(_qa_sentences(p["text"])):
-                records.append({"id": f"{p['_id']}#{i}", "title": p["title"], "text": s})
+                title = "" if level == "sent-untitled" else p["title"]
+                records.append({"id": f"{p['_id']}#{i}", "title": title, "text": s})
                 where[(p["_id"], s)] = f"{p['_id']}#{i}"
         qrels = {}
         for q, x in queries.items():
@@ -168,7 +174,12 @@ def open_set(name: str, enc: Any, cache: Path, tag: str) -> tuple[SearchEngine, 
     folder = cache / f"{tag}-{name}"
     fresh = not (folder / "index.db").exists()
     if name.startswith("qa-"):
-        records, queries, qrels = qa_records("para" if name == "qa-para" else "sent")
+        records, queries, qrels = qa_records(name[3:])
+    elif name.startswith("mix-"):
+        records, queries, qrels = qa_records(name[4:])
+        dev = load_eval_set(DEV / "queries.jsonl", DEV / "qrels" / "dev.tsv")
+        queries.update({f"es:{q}": x.text for q, x in dev.queries.items()})
+        qrels.update({f"es:{q}": j for q, j in dev.qrels.items()})
     else:
         dev = load_eval_set(DEV / "queries.jsonl", DEV / "qrels" / "dev.tsv")
         queries = {q: x.text for q, x in dev.queries.items()}
@@ -178,11 +189,16 @@ def open_set(name: str, enc: Any, cache: Path, tag: str) -> tuple[SearchEngine, 
         t = time.perf_counter()
         if name == "es-chunk":
             engine.ingest([CORPUS])
-        elif name == "es-sent":
+        elif name in ("es-sent", "mix-sent"):
             chunk = cache / f"{tag}-es-chunk"
             if not (chunk / "index.db").exists():
                 open_set("es-chunk", enc, cache, tag)[0].close()
             engine.add(es_sentence_records(chunk, enc))
+            if name == "mix-sent":
+                engine.add(records)
+        elif name == "mix-para":
+            engine.ingest([CORPUS])
+            engine.add(records)
         else:
             engine.add(records)
         enc.save()
@@ -194,7 +210,13 @@ def open_set(name: str, enc: Any, cache: Path, tag: str) -> tuple[SearchEngine, 
 
 # ----- measuring ---------------------------------------------------------------------------------
 def doc_key(name: str) -> Callable[[str], str]:
-    return (lambda d: d.split("#", 1)[0]) if name == "es-sent" else (lambda d: d)
+    """Sentence ids of corpora/es count for their source document (es-qa's sentences are
+    judged themselves)."""
+    if name == "es-sent":
+        return lambda d: d.split("#", 1)[0]
+    if name == "mix-sent":
+        return lambda d: d if re.match(r"p\d+#", d) else d.split("#", 1)[0]
+    return lambda d: d
 
 
 def held_out(engine: SearchEngine, name: str, queries: dict, qrels: dict) -> dict[str, Any]:
@@ -219,9 +241,12 @@ def held_out(engine: SearchEngine, name: str, queries: dict, qrels: dict) -> dic
     dense, lexical, doc_of = candidate_lists(engine, queries)
     line = [FusionConfig("convex", round(0.1 * i, 1)) for i in range(11)]
     splits = {"all": list(queries)}
-    if name.startswith("qa-"):
-        splits["dev"] = [q for q in queries if int(q[1:]) % 2 == 1]
-        splits["report"] = [q for q in queries if int(q[1:]) % 2 == 0]
+    if name.startswith(("qa-", "mix-")):
+        qa = [q for q in queries if not q.startswith("es:")]
+        splits["dev"] = [q for q in qa if int(q[1:]) % 2 == 1]
+        splits["report"] = [q for q in qa if int(q[1:]) % 2 == 0]
+    if name.startswith("mix-"):
+        splits["es-dev"] = [q for q in queries if q.startswith("es:")]
     out: dict[str, Any] = {}
     for split, qids in splits.items():
 
@@ -276,7 +301,7 @@ def main() -> None:
                     flush=True,
                 )
             results[f"{which}/{name}"] = res
-            for split in ("report", "dev", "all"):
+            for split in ("report", "dev", "es-dev", "all"):
                 if split in res:
                     r = res[split]
                     best = max(r["convex_line"].items(), key=lambda kv: kv[1])

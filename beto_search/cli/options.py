@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -46,28 +46,6 @@ def stack(*decorators: Callable[[Any], Any]) -> Callable[[F], F]:
         return func
 
     return apply
-
-
-class LazyChoice(click.Choice):
-    """A Choice whose values ``load()`` gives when click first needs them (help, parsing), so
-    that importing the CLI does not import the module that defines them."""
-
-    def __init__(self, load: Callable[[], Iterable[str]]) -> None:
-        super().__init__(())
-        del self.__dict__["choices"]  # so that the property below answers
-        self._load = load
-
-    @functools.cached_property
-    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
-        return tuple(self._load())
-
-
-class LazyDefault(click.Option):
-    """An option whose default (a function) is called when first needed, and shown in --help as
-    the value it gives, not as "(dynamic)"."""
-
-    def get_default(self, ctx: click.Context, call: bool = True) -> Any:
-        return super().get_default(ctx, call=True)
 
 
 def index_option(func: F) -> F:

@@ -16,9 +16,8 @@ import click
 from ..encoder import DEVICES
 from ..fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS
 from ..index.searcher import MODES
+from ..quality.training.options import ADAPT_CHUNKS_MAX, DEFAULT_METHOD, METHODS
 from .options import (
-    LazyChoice,
-    LazyDefault,
     count,
     encoder_options,
     eval_inputs,
@@ -31,13 +30,6 @@ from .options import (
     stack,
     wait_option,
 )
-
-
-def _adapt_constant(name: str) -> Any:
-    """A constant of quality.adapt, imported only when a command needs it (not on import)."""
-    from ..quality import adapt
-
-    return getattr(adapt, name)
 
 
 @click.command("eval")
@@ -268,9 +260,8 @@ def _print_training(report: Any, as_json: bool, reembedded: Any = None) -> None:
 @_training_options
 @click.option(
     "--method",
-    cls=LazyDefault,
-    type=LazyChoice(lambda: _adapt_constant("METHODS")),
-    default=lambda: _adapt_constant("DEFAULT_METHOD"),
+    type=click.Choice(METHODS),
+    default=DEFAULT_METHOD,
     show_default=True,
     help="ict: inverse cloze; ict-hard: plus a lexical hard negative; crop: independent "
     "cropping; tsdae: denoising baseline.",
@@ -299,9 +290,8 @@ def _print_training(report: Any, as_json: bool, reembedded: Any = None) -> None:
 )
 @click.option(
     "--max-chunks",
-    cls=LazyDefault,
     type=click.IntRange(min=1),
-    default=lambda: _adapt_constant("ADAPT_CHUNKS_MAX"),
+    default=ADAPT_CHUNKS_MAX,
     show_default=True,
     help="Chunks read into memory; a larger index is sampled uniformly (bounds memory: "
     "~50 KB per 510-token chunk with its training examples).",
