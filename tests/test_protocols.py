@@ -46,7 +46,9 @@ def flat_engine(folder: Path) -> SearchEngine:
 
 
 def sharded_engine(folder: Path) -> ShardedEngine:
-    engine = ShardedEngine.open(folder, HashEncoder(), shards=2)
+    engine = ShardedEngine.open(
+        folder, HashEncoder(), open_shard=SearchEngine.open_folder, shards=2
+    )
     engine.add(RECORDS)
     return engine
 

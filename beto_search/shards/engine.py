@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -240,7 +240,7 @@ class ShardedEngine:
         summary = self._writer.ingest(paths, reader, prune, progress, embedder, writers)
         from ..quality.tuning import maybe_autotune  # the after-write step, as SearchEngine's
 
-        maybe_autotune(cast(Any, self))  # the same public methods
+        maybe_autotune(self)  # the same public methods
         self.prepare_query_graph()
         return summary
 
@@ -438,7 +438,7 @@ class ShardedEngine:
         records it."""
         from ..quality.tuning import tune
 
-        return tune(cast(Any, self), queries, qrels, **options)
+        return tune(self, queries, qrels, **options)
 
     def open_model(self, model: str, precision: str | None = None) -> Encoder:
         return self.primary.open_model(model, precision)
@@ -473,14 +473,14 @@ class ShardedEngine:
             if s.manifest is not None
         ]
         self._shared = None
-        maybe_autotune(cast(Any, self))  # on the merged candidates, not per shard
+        maybe_autotune(self)  # on the merged candidates, not per shard
         return merge.merge_reembeds(done)
 
     def adapt(self, out: str | os.PathLike[str], **options: Any) -> TrainReport:
         """Adapt the index's model on every shard's chunks (one model for the index)."""
         from ..quality.adapt import adapt
 
-        return adapt(cast(Any, self), out, **options)
+        return adapt(self, out, **options)
 
     def train(
         self,
@@ -492,7 +492,7 @@ class ShardedEngine:
     ) -> TrainReport:
         from ..quality.training import train
 
-        return train(cast(Any, self), out, queries, qrels, pairs, **options)
+        return train(self, out, queries, qrels, pairs, **options)
 
 
 def _doc_ids(shard: LocalShard) -> set[str]:
