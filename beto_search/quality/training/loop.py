@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .budget import fit_plan, replan_due, seconds_per_step, time_left_for_a_step
 from .model_io import features, load_checkpoint, restore, save_checkpoint
 from .options import LOG_NAME, TrainOptions
 
@@ -154,6 +155,9 @@ class _Loop:
                 if reason is not None:
                     stopped = reason
                     break
+                if bar.total != self.planned:  # the plan was extended to use the budget
+                    bar.total = self.planned
+                    bar.refresh()
                 loss_value = self._step()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}")
@@ -235,15 +239,29 @@ class _Loop:
         self._logf.flush()
 
     def _stop_reason(self) -> str | None:
-        """Why the loop stops before the next step (every step done, or the budget would be
-        passed: half a typical step is left), or None."""
-        opts = self.opts
-        if self.step >= min(self.planned, len(self.batches)) or (
-            opts.max_steps and self.step >= opts.max_steps
-        ):
-            return "all steps done"
-        times = self.step_times
-        if times and self.elapsed + 0.5 * sorted(times)[len(times) // 2] >= self.budget:
+        """Why the loop stops before the next step, or None. When the planned steps are done and
+        the budget still has room for a step (the machine got faster), the plan is extended to
+        use it (until the batches or ``max_steps`` run out); the budget also stops a run that
+        would pass it (half a typical step is left)."""
+        opts, times = self.opts, self.step_times
+        cap = min(len(self.batches), opts.max_steps or len(self.batches))
+        if self.step >= min(self.planned, cap):
+            if self.step < cap and time_left_for_a_step(self.elapsed, self.budget, times):
+                self.planned = fit_plan(
+                    self.step,
+                    self.elapsed,
+                    self.budget,
+                    times,
+                    self.planned,
+                    len(self.batches),
+                    opts.max_steps,
+                )
+                self._log({"event": "extend", "planned": self.planned})
+            elif self.step < cap and math.isfinite(self.budget):
+                return f"time budget of {opts.max_minutes:g} minutes reached"  # batches left
+            else:
+                return "all steps done"
+        if times and self.elapsed + 0.5 * seconds_per_step(times) >= self.budget:
             return f"time budget of {opts.max_minutes:g} minutes reached"
         return None
 
@@ -294,21 +312,21 @@ class _Loop:
         return loss_value
 
     def _replan(self) -> bool:
-        """After the first and the third timed step, fix the schedule to the steps the budget
-        allows (the lr decays to zero there); True when it did."""
+        """Fit the schedule to the steps the budget allows (the lr decays to zero there) after
+        the first and third timed steps, then every few steps (a shared machine's speed drifts);
+        True when it did."""
         opts, budget, times = self.opts, self.budget, self.step_times
-        if not (len(times) in (1, 3) and (math.isfinite(budget) or opts.max_steps)):
+        if not (replan_due(len(times)) and (math.isfinite(budget) or opts.max_steps)):
             return False
-        per_step = sorted(times)[len(times) // 2]
-        fits = (
-            self.step + int((budget - self.elapsed) / per_step)
-            if math.isfinite(budget)
-            else self.planned
+        self.planned = fit_plan(
+            self.step, self.elapsed, budget, times, self.planned, len(self.batches), opts.max_steps
         )
-        n = len(self.batches)
-        self.planned = max(self.step + 1, min(n, fits, opts.max_steps or n))
         self._log(
-            {"event": "plan", "planned": self.planned, "seconds_per_step": round(per_step, 2)}
+            {
+                "event": "plan",
+                "planned": self.planned,
+                "seconds_per_step": round(seconds_per_step(times), 2),
+            }
         )
         return True
 
