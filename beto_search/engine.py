@@ -1,23 +1,22 @@
-"""``SearchEngine``: the facade. It opens an index folder and delegates every call to the
-collaborator that owns it: ``Indexer`` (writes), ``Searcher`` (reads), ``Maintenance`` (checks and
-upkeep), ``VectorCache`` (FAISS consistency), ``Manifest`` (settings), ``Store`` (SQLite)."""
+"""``SearchEngine``: the facade. It opens an index folder (one ``IndexContext``: store, manifest,
+encoders, vector cache) and delegates every call to the collaborator that owns it: ``Indexer``
+(writes), ``Searcher`` (reads), ``Maintenance`` (checks and upkeep), ``reembed``; after a write it
+runs the one after-write step (the fusion autotune and the query graph export)."""
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .analyzer import SpanishAnalyzer
-from .backends import open_encoder as _open_encoder  # THE one place encoders are built
-from .encoder import DEFAULT_MODEL, Encoder
-from .errors import BetoSearchError, IndexNotFoundError, InputError, ManifestMismatchError
+from .encoder import Encoder
+from .errors import BetoSearchError, InputError
+from .index.context import DB_NAME, EncoderOptions, IndexContext, default_model  # noqa: F401
 from .index.indexer import Embedder, Indexer
 from .index.locking import WriteLock
 from .index.maintenance import Maintenance
@@ -37,8 +36,6 @@ if TYPE_CHECKING:
     from .quality.tuning import TuneResult
     from .shards import ShardedEngine
 
-DB_NAME = "index.db"
-
 log = logging.getLogger(__name__)
 
 
@@ -46,54 +43,13 @@ def default_index_path() -> Path:
     return Path(os.environ.get("BETO_SEARCH_INDEX") or "indexes/default")
 
 
-def default_model() -> str:
-    return os.environ.get("BETO_SEARCH_MODEL") or DEFAULT_MODEL
-
-
-@dataclass
-class EncoderOptions:
-    """How to build the default encoder when none is passed."""
-
-    model: str | None = None
-    pooling: str | None = None
-    precision: str | None = None
-    device: str = "auto"
-    batch_size: int = 16
-
-
 class SearchEngine:
     """A Spanish semantic + lexical search index stored in one folder."""
 
-    def __init__(
-        self,
-        folder: Path,
-        store: Store,
-        encoder: Encoder | None,
-        options: EncoderOptions,
-        index_options: IndexOptions,
-        wait: float,
-    ) -> None:
-        self.folder, self.store, self.options, self.wait = folder, store, options, wait
-        self.index_options = index_options
-        self._encoder = encoder
-        self._encoder_given = encoder is not None  # else built from the manifest (may change)
-        self._query_encoder: Encoder | None = None
-        self._encoder_lock = threading.Lock()
-        self._local = threading.local()  # per-thread analyzer (PyStemmer is not thread-safe)
-        self._manifest: Manifest | None = None
-        self._stamp: tuple[str | None, str | None] | None = None  # see refresh
-        self._encoder_generation: int | None = None  # the generation the encoders fit
-        self._rerankers: dict[tuple[str, str], Reranker] = {}  # (model, precision) -> loaded
-        self._rerank_lock = threading.Lock()
-        self.cache = VectorCache(
-            folder, store, lambda reload: self.reload_manifest() if reload else self.manifest
-        )
-        m = self.manifest
-        if m is not None:
-            self._encoder_generation = m.generation
-            m.check_options(folder, index_options)
-            if encoder is not None:
-                m.check_encoder(folder, encoder)
+    def __init__(self, ctx: IndexContext) -> None:
+        self.ctx = ctx
+        self._searcher = Searcher(ctx)  # stateless but for ctx: built once
+        self._maintenance = Maintenance(ctx)
 
     @classmethod
     def open(
@@ -169,29 +125,21 @@ class SearchEngine:
         wait: float = 0.0,
     ) -> SearchEngine:
         """Open the one index folder ``folder`` (never a sharded one: one shard of it, say)."""
-        db = folder / DB_NAME
-        if not db.exists():
-            if not create:
-                raise IndexNotFoundError(
-                    f"there is no index at {folder}; create one with 'beto-search ingest FOLDER "
-                    f"--index {folder}'."
-                )
-            if folder.exists() and not folder.is_dir():
-                raise InputError(f"{folder} is a file, not an index folder.")
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise InputError(
-                    f"cannot create the index folder {folder} ({exc.strerror})."
-                ) from None
-        if index_type:
-            IndexSpec(type=index_type)  # validates it
         options = EncoderOptions(model, pooling, precision, device, batch_size)
         index_options = IndexOptions(model, pooling, index_type, chunk_tokens, overlap)
-        return cls(folder, Store(db, create=create), encoder, options, index_options, wait)
+        return cls(
+            IndexContext.open(
+                folder,
+                encoder,
+                create=create,
+                wait=wait,
+                options=options,
+                index_options=index_options,
+            )
+        )
 
     def close(self) -> None:
-        self.store.close()
+        self.ctx.close()
 
     def __enter__(self) -> SearchEngine:
         return self
@@ -199,48 +147,74 @@ class SearchEngine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ----- manifest and encoders -----------------------------------------------------------
+    # ----- the context (index/context.py) -------------------------------------------------
+    @property
+    def folder(self) -> Path:
+        return self.ctx.folder
+
+    @property
+    def store(self) -> Store:
+        return self.ctx.store
+
+    @property
+    def cache(self) -> VectorCache:
+        return self.ctx.cache
+
+    @property
+    def wait(self) -> float:
+        return self.ctx.wait
+
+    @property
+    def options(self) -> EncoderOptions:
+        return self.ctx.options
+
+    @property
+    def index_options(self) -> IndexOptions:
+        return self.ctx.index_options
+
     @property
     def manifest(self) -> Manifest | None:
         """Settings fixed when the index was created (None while it is empty and new; an index
         another process fills is seen at the next call)."""
-        return self._manifest if self._manifest is not None else self.reload_manifest()
+        return self.ctx.manifest
 
     def reload_manifest(self) -> Manifest | None:
-        self._manifest = Manifest.from_store(self.store)
-        return self._manifest
+        return self.ctx.reload_manifest()
 
     def refresh(self, encoder: Encoder | None = None) -> Manifest | None:
         """Re-read the manifest if it changed (a search does, so a reader follows another
-        process's re-embed or re-tune at its next query). When the generation moved, the
-        encoders built for the old model are dropped (rebuilt from the new manifest on next use)
-        and a passed-in encoder must fit the new model, else every call is refused as opening
-        the index with it would be; ``encoder``: the new generation's, when the caller has it."""
-        stamp = self.store.manifest_stamp()
-        if self._manifest is not None and stamp == self._stamp:
-            return self._manifest
-        m = self.reload_manifest()
-        self._stamp = stamp
-        if m is None or self._encoder_generation in (None, m.generation):
-            if m is not None:
-                self._encoder_generation = m.generation
-            return m
-        with self._encoder_lock:
-            self._query_encoder = None
-            if encoder is not None:
-                self._encoder, self._encoder_given = encoder, True
-            elif self._encoder_given:
-                assert self._encoder is not None
-                try:
-                    m.check_encoder(self.folder, self._encoder)
-                except ManifestMismatchError:
-                    self._stamp = None  # checked again at every later call
-                    raise
-            else:
-                self._encoder = None
-            self._encoder_generation = m.generation
-        self.cache.invalidate()  # the old generation's vectors are never used again
-        return m
+        process's re-embed or re-tune at its next query); ``IndexContext.refresh``."""
+        return self.ctx.refresh(encoder)
+
+    @property
+    def spec(self) -> IndexSpec:
+        return self.ctx.spec
+
+    @property
+    def analyzer(self) -> SpanishAnalyzer:
+        return self.ctx.analyzer
+
+    @property
+    def encoder(self) -> Encoder:
+        """The full encoder (built from the manifest or the options on first use)."""
+        return self.ctx.encoder
+
+    @property
+    def query_encoder(self) -> Encoder:
+        """The encoder for searches: the given or loaded encoder if any, else a light one (a
+        cached graph under ONNX Runtime, no torch; see backends/query.py)."""
+        return self.ctx.query_encoder
+
+    def share_encoder(self, encoder: Encoder) -> None:
+        """Use ``encoder``, already built for this index's model by another engine (the shards
+        of one index share one model), instead of building another; checked like a given one."""
+        self.ctx.share_encoder(encoder)
+
+    def open_model(self, model: str, precision: str | None = None) -> Encoder:
+        """An encoder for another model (``reembed``'s target), built like this engine's own
+        (``backends.open_encoder``) with its device and batch size; precision: the given one,
+        else the index's."""
+        return self.ctx.open_model(model, precision)
 
     def set_default_fusion(self, fusion: dict[str, Any] | None) -> None:
         """Record the index's default fusion (e.g. the one ``tune`` chose) in the manifest."""
@@ -251,68 +225,6 @@ class SearchEngine:
             m.fusion = dict(fusion) if fusion is not None else None
             with self.store.write():
                 self.store.write_manifest({"fusion": m.fusion})
-
-    @property
-    def spec(self) -> IndexSpec:
-        m = self.manifest
-        return m.spec if m is not None else IndexSpec(type=self.index_options.index_type or "auto")
-
-    @property
-    def analyzer(self) -> SpanishAnalyzer:
-        analyzer = getattr(self._local, "analyzer", None)
-        if analyzer is None:
-            analyzer = self._local.analyzer = SpanishAnalyzer()
-        return analyzer
-
-    def _build_encoder(self, queries_only: bool) -> Encoder:
-        """The index's encoder (from the manifest or the options), checked against the index."""
-        m = self.manifest
-        env_model = os.environ.get("BETO_SEARCH_MODEL")
-        if m and not self.options.model and env_model and env_model != m.encoder:
-            raise ManifestMismatchError(
-                f"BETO_SEARCH_MODEL is '{env_model}' but the index at {self.folder} was "
-                f"built with '{m.encoder}'; unset it or use another --index."
-            )
-        enc: Encoder = _open_encoder(
-            self.options.model or (m.encoder if m else None) or default_model(),
-            pooling=self.options.pooling or (m.pooling if m else None),
-            # a new index takes the fastest precision that keeps quality here (backends/auto.py)
-            precision=self.options.precision or (m.precision if m else None) or "auto",
-            device=self.options.device,
-            batch_size=self.options.batch_size,
-            queries_only=queries_only,
-        )
-        if m is not None:
-            m.check_encoder(self.folder, enc)
-        return enc
-
-    def share_encoder(self, encoder: Encoder) -> None:
-        """Use ``encoder``, already built for this index's model by another engine (the shards
-        of one index share one model), instead of building another; checked like a given one."""
-        m = self.manifest
-        if m is not None:
-            m.check_encoder(self.folder, encoder)
-        with self._encoder_lock:
-            self._encoder = encoder
-
-    @property
-    def encoder(self) -> Encoder:
-        """The full encoder (built from the manifest or the options on first use)."""
-        with self._encoder_lock:
-            if self._encoder is None:
-                self._encoder = self._build_encoder(queries_only=False)
-            return self._encoder
-
-    @property
-    def query_encoder(self) -> Encoder:
-        """The encoder for searches: the given or loaded encoder if any, else a light one (a
-        cached graph under ONNX Runtime, no torch; see backends/query.py)."""
-        with self._encoder_lock:
-            if self._encoder is not None:
-                return self._encoder
-            if self._query_encoder is None:
-                self._query_encoder = self._build_encoder(queries_only=True)
-            return self._query_encoder
 
     # ----- writing (indexer.py) ------------------------------------------------------------
     def ingest(
@@ -327,19 +239,26 @@ class SearchEngine:
         """Read files and folders and add their documents. ``progress``: False, True / "auto"
         (a bar on a terminal, else a line every ``progress_every`` seconds), "bar", "log",
         "json" or "none" (on stderr; ``progress.Progress``)."""
-        summary = Indexer(self).ingest(paths, reader, prune, progress, embedder, progress_every)
+        summary = Indexer(self.ctx).ingest(paths, reader, prune, progress, embedder, progress_every)
+        self._after_write(new_model=True)
+        return summary
+
+    def _after_write(self, new_model: bool) -> None:
+        """THE step after a write (ingest, add, reembed): choose the fusion once the index is
+        big enough to tell, or again when it doubled or changed model (``maybe_autotune``: cheap
+        below its threshold); ``new_model``: export the light query graph too."""
         from .quality.tuning import maybe_autotune
 
-        maybe_autotune(self)  # choose the fusion once the index is big enough to tell
-        self.prepare_query_graph()
-        return summary
+        maybe_autotune(self)
+        if new_model:
+            self.prepare_query_graph()
 
     def prepare_query_graph(self) -> bool:
         """Export the index's light query graph now if it is not cached yet (seconds for BETO),
         so that the first query after an ingest does not pay for it. False when it does not
         apply (a custom encoder, CUDA, an empty index) or failed (the first query tries again)."""
         m = self.manifest
-        if m is None or self._encoder_given or self.options.device == "cuda":
+        if m is None or self.ctx.encoders.given or self.options.device == "cuda":
             return False
         from .backends.query import prepare_query_graph
 
@@ -356,7 +275,11 @@ class SearchEngine:
         progress: bool | str = False,
         embedder: Embedder | None = None,
     ) -> IngestSummary:
-        return Indexer(self).add(records, progress, embedder)
+        """Insert or replace documents (dicts with id, text, title, metadata, or Documents)."""
+        created = self.manifest is None
+        summary = Indexer(self.ctx).add(records, progress, embedder)
+        self._after_write(new_model=created)
+        return summary
 
     def add_embeddings(
         self,
@@ -364,10 +287,10 @@ class SearchEngine:
         vectors: np.ndarray,
         chunk_size: int | None = None,
     ) -> IngestSummary:
-        return Indexer(self).add_embeddings(records, vectors, chunk_size)
+        return Indexer(self.ctx).add_embeddings(records, vectors, chunk_size)
 
     def delete(self, ids: Iterable[str]) -> list[str]:
-        return Indexer(self).delete(ids)
+        return Indexer(self.ctx).delete(ids)
 
     # ----- reading (searcher.py, store.py) -------------------------------------------------
     def search(
@@ -387,7 +310,7 @@ class SearchEngine:
         rerank_depth: int = DEFAULT_DEPTH,
         rerank_precision: str | None = None,
     ) -> SearchResults:
-        return Searcher(self).search(
+        return self._searcher.search(
             query,
             k,
             mode,
@@ -407,28 +330,17 @@ class SearchEngine:
     def reranker(self, model: str | os.PathLike[str], precision: str | None = None) -> Reranker:
         """The cross-encoder ``model`` at ``precision`` (default auto), loaded once per engine
         and kept (a server reranks every query with the one it loaded at start-up)."""
-        from .rerank import open_reranker
-
-        key = (os.fspath(model), precision or "auto")
-        with self._rerank_lock:  # one load per key even when many threads ask at once
-            if key not in self._rerankers:
-                self._rerankers[key] = open_reranker(
-                    key[0],
-                    key[1],
-                    device=self.options.device,
-                    batch_size=self.options.batch_size,
-                )
-            return self._rerankers[key]
+        return self.ctx.reranker(model, precision)
 
     def similar(self, doc_id: str, k: int = 10) -> list[Hit]:
-        return Searcher(self).similar(doc_id, k)
+        return self._searcher.similar(doc_id, k)
 
     def candidates(
         self, queries: list[str], depth: int, query_vectors: np.ndarray | None = None
     ) -> tuple[list[dict[int, float]], list[dict[int, float]], dict[int, str]]:
         """Each query's dense and lexical chunk candidates and their documents (what tuning
         re-fuses; ``Searcher.candidates``); ``query_vectors``: the queries already encoded."""
-        return Searcher(self).candidates(queries, depth, query_vectors)
+        return self._searcher.candidates(queries, depth, query_vectors)
 
     def get_document(self, doc_id: str) -> dict[str, Any] | None:
         """{id, title, text, source, metadata, chunks: [{chunk_id, start, end}]} or None."""
@@ -452,36 +364,24 @@ class SearchEngine:
 
     # ----- checks and upkeep (maintenance.py) ----------------------------------------------
     def info(self) -> dict[str, Any]:
-        return Maintenance(self).info()
+        return self._maintenance.info()
 
     def verify(self) -> list[str]:
-        return Maintenance(self).verify()
+        return self._maintenance.verify()
 
     def repair(self) -> dict[str, Any]:
-        return Maintenance(self).repair()
+        return self._maintenance.repair()
 
     def compact(self) -> dict[str, Any]:
-        return Maintenance(self).compact()
+        return self._maintenance.compact()
 
     # ----- fusion tuning and re-embedding (tuning.py, reembed.py) --------------------------
-    def open_model(self, model: str, precision: str | None = None) -> Encoder:
-        """An encoder for another model (``reembed``'s target), built like this engine's own
-        (``backends.open_encoder``) with its device and batch size; precision: the given one,
-        else the index's."""
-        m = self.manifest
-        return _open_encoder(
-            model,
-            precision=precision or (m.precision if m is not None else None) or "auto",
-            device=self.options.device,
-            batch_size=self.options.batch_size,
-        )
-
     def open_target(self, model: str | os.PathLike[str], precision: str | None = None) -> Encoder:
         """The encoder ``reembed(model, precision)`` would build (a folder resolved to an absolute
         path, so readers elsewhere find it): to hand to a distributed embedder first."""
         from .index.reembed import open_target
 
-        return open_target(self, model, precision)
+        return open_target(self.ctx, model, precision)
 
     def tune(
         self,
@@ -505,9 +405,9 @@ class SearchEngine:
         """Re-encode every stored chunk with another model and switch to it atomically."""
         from .index.reembed import reembed
 
-        result = reembed(self, model, precision, progress, embedder, **options)
-        if isinstance(model, str | os.PathLike):  # an Encoder object: nothing to export from
-            self.prepare_query_graph()
+        result = reembed(self.ctx, model, precision, progress, embedder, **options)
+        # the tuned fusion belonged to the old model; an Encoder object: no graph to export
+        self._after_write(new_model=isinstance(model, str | os.PathLike))
         return result
 
     # ----- training the index's model (adapt.py, training.py) ------------------------------

@@ -42,6 +42,7 @@ import numpy as np
 from .encoder import Encoder, normalize_rows
 from .errors import IndexNotFoundError, InputError, ManifestMismatchError
 from .fusion import FusionConfig, resolve
+from .index.indexer import Indexer
 from .index.searcher import (
     Candidates,
     Searcher,
@@ -403,7 +404,8 @@ class ShardedEngine:
 
         def write(i: int) -> IngestSummary:
             try:
-                return self.shards[i].add(feed(queues[i]), embedder=embed)
+                # the index layer's add: the after-write step runs once, on the merged index
+                return Indexer(self.shards[i].ctx).add(feed(queues[i]), False, embed)
             except BaseException:
                 failed.set()
                 raise
@@ -739,7 +741,7 @@ class ShardedEngine:
         reranked once, as ``SearchEngine.search``); ``.warnings`` names filter fields that no
         shard's documents have."""
         check_search(query, k, mode, fusion, alpha)
-        reranker = Searcher(self.shards[0]).reranker_for(rerank, rerank_depth, rerank_precision)
+        reranker = Searcher(self.shards[0].ctx).reranker_for(rerank, rerank_depth, rerank_precision)
         want = max(k, rerank_depth) if reranker is not None else k
         manifest = self.refresh()
         config = self.fusion_config(fusion, alpha)
@@ -757,7 +759,7 @@ class ShardedEngine:
         while True:
 
             def one(i: int, s: SearchEngine, depth: int) -> Candidates:
-                return Searcher(s).search_candidates(
+                return Searcher(s.ctx).search_candidates(
                     query, depth, mode, where, source, ef_search, nprobe, qvec
                 )
 
@@ -771,7 +773,7 @@ class ShardedEngine:
             hits = rerank_hits(reranker, query, hits, rerank_depth)[:k]
         if qvec is not None:  # exact dense scores for the explanation of lexical-only hits
             for i, cids in self._by_shard([h.chunk_id for h in hits if h.dense_score is None]):
-                exact = Searcher(self.shards[i]).dense_scores(cids, qvec)
+                exact = Searcher(self.shards[i].ctx).dense_scores(cids, qvec)
                 for h in hits:
                     if h.dense_score is None and h.chunk_id % self.count == i:
                         h.dense_score = exact.get(h.chunk_id // self.count)
@@ -785,7 +787,7 @@ class ShardedEngine:
         for i, shard in enumerate(self.shards):
             mine = [h for h in hits if h.chunk_id % self.count == i]
             if mine:
-                Searcher(shard).locate(mine)
+                Searcher(shard.ctx).locate(mine)
 
     def _by_shard(self, global_ids: list[int]) -> list[tuple[int, list[int]]]:
         out: dict[int, list[int]] = {}
@@ -802,7 +804,7 @@ class ShardedEngine:
         if not isinstance(k, int) or k < 1:
             raise InputError("the number of results (k) must be a whole number of at least 1.")
         home = self.route_one(doc_id)
-        found = Searcher(self.shards[home]).document_vector(doc_id)
+        found = Searcher(self.shards[home].ctx).document_vector(doc_id)
         if found is None:
             raise InputError(f"there is no document '{doc_id}' in the index.")
         qvec, own = found
@@ -810,7 +812,7 @@ class ShardedEngine:
         while True:
 
             def one(i: int, s: SearchEngine, depth: int = depth) -> Candidates:
-                return Searcher(s).search_candidates(
+                return Searcher(s.ctx).search_candidates(
                     "",
                     depth,
                     "semantic",
@@ -847,7 +849,7 @@ class ShardedEngine:
             def one(
                 i: int, s: SearchEngine, depth: int, text: str = text, qvec: np.ndarray = qvec
             ) -> Candidates:
-                return Searcher(s).search_candidates(text, depth, "hybrid", query_vector=qvec)
+                return Searcher(s.ctx).search_candidates(text, depth, "hybrid", query_vector=qvec)
 
             merged = self._gather(text, "hybrid", depth, one)
             dense.append(merged.dense)
@@ -1060,7 +1062,7 @@ def _process_writer(
         with SearchEngine.open_folder(
             Path(folder), encoder, create=False, wait=wait, **options
         ) as engine:
-            summary = engine.add(feed())
+            summary = Indexer(engine.ctx).add(feed(), False, None)  # no per-shard autotune
         summary.new_ids = set()  # not needed by the caller: do not ship it back
         results.put((index, summary))
     except BaseException as exc:

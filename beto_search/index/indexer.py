@@ -41,7 +41,7 @@ from .manifest import Manifest
 from .store import PreparedDocument
 
 if TYPE_CHECKING:
-    from ..engine import SearchEngine
+    from .context import IndexContext
 
 log = logging.getLogger(__name__)
 
@@ -78,24 +78,24 @@ class _Batch:
 
 
 class Indexer:
-    """The write side of an engine (``Indexer(engine).add(...)``)."""
+    """The write side of an engine (``Indexer(ctx).add(...)``)."""
 
-    def __init__(self, engine: SearchEngine) -> None:
-        self.engine = engine
-        self.store = engine.store
+    def __init__(self, ctx: IndexContext) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
         self._known_hashes: dict[str, str] = {}
 
     @contextmanager
     def writing(self) -> Iterator[None]:
         """The write lock; the cache loaded before and checkpointed after."""
-        engine = self.engine
-        with WriteLock(engine.folder, engine.wait):
+        ctx = self.ctx
+        with WriteLock(ctx.folder, ctx.wait):
             # refresh: a re-embed by another process also swaps the encoder (or refuses a stale one)
-            if engine.refresh() is not None:
-                engine.cache.current()  # load (or heal) the cache before changing anything
+            if ctx.refresh() is not None:
+                ctx.cache.current()  # load (or heal) the cache before changing anything
             yield
-            if engine.manifest is not None:
-                engine.cache.checkpoint()
+            if ctx.manifest is not None:
+                ctx.cache.checkpoint()
 
     # ----- documents -----------------------------------------------------------------------
     def ingest(
@@ -270,7 +270,7 @@ class Indexer:
         first = next(feed, None)
         if first is None:
             return
-        enc = self.engine.encoder
+        enc = self.ctx.encoder
 
         def chain() -> Iterator[Any]:
             yield first
@@ -280,9 +280,9 @@ class Indexer:
 
     def _tokenizes(self) -> bool:
         """Whether chunks are embedded from their token ids (the index tokenizes with the model)."""
-        m = self.engine.manifest
+        m = self.ctx.manifest
         assert m is not None
-        enc = self.engine.encoder
+        enc = self.ctx.encoder
         return (
             m.tokenizer == "model"
             and getattr(enc, "tokenizer", None) is not None
@@ -290,18 +290,18 @@ class Indexer:
         )
 
     def _chunker(self, m: Manifest) -> Chunker:
-        tok = getattr(self.engine.encoder, "tokenizer", None) if m.tokenizer == "model" else None
+        tok = getattr(self.ctx.encoder, "tokenizer", None) if m.tokenizer == "model" else None
         return Chunker(tok, int(m.chunk_tokens), int(m.overlap))
 
     def _manifest(self) -> Manifest:
         """The index's manifest, created (and saved) on the first write."""
-        m = self.engine.manifest
+        m = self.ctx.manifest
         if m is None:
-            m = Manifest.for_encoder(self.engine.encoder, self.engine.index_options)
+            m = Manifest.for_encoder(self.ctx.encoder, self.ctx.index_options)
             with self.store.write():
                 m.save(self.store)
-            self.engine.reload_manifest()
-            self.engine.cache.rebuild()  # the new, empty cache
+            self.ctx.reload_manifest()
+            self.ctx.cache.rebuild()  # the new, empty cache
         return m
 
     def _prepare(
@@ -387,7 +387,7 @@ class Indexer:
     def _write(
         self, batch: _Batch, vectors: np.ndarray, summary: IngestSummary, progress: Progress
     ) -> None:
-        m = self.engine.manifest
+        m = self.ctx.manifest
         assert m is not None
         vectors = np.asarray(vectors, dtype=np.float32)
         if batch.stream is not None and not batch.chunks:
@@ -398,7 +398,7 @@ class Indexer:
                 f"chunks of dimension {m.dimension}; nothing of this batch was written."
             )
         vectors = normalize_rows(vectors)
-        analyzer = self.engine.analyzer
+        analyzer = self.ctx.analyzer
         if batch.stream is not None:
             self._write_streamed(batch, vectors, summary)
             progress.update(len(batch.chunks), batch.chars)
@@ -437,7 +437,7 @@ class Indexer:
         """Stage a streamed document's batch; the last one publishes it in the same transaction."""
         assert batch.stream is not None
         doc, h = batch.stream
-        terms = [self.engine.analyzer.analyze(c.text) for c in batch.chunks]
+        terms = [self.ctx.analyzer.analyze(c.text) for c in batch.chunks]
         old = self.store.hashes([doc.id]) if batch.publish else {}
         with self.store.write():
             if batch.chunks:
@@ -496,7 +496,7 @@ class Indexer:
         """Store documents with precomputed vectors, one vector per document (one chunk each)."""
         docs = [as_document(r) for r in records]
         vectors = np.asarray(vectors, dtype=np.float32)
-        m = self.engine.manifest
+        m = self.ctx.manifest
         if m is None:
             raise InputError("add precomputed vectors to an index created with an encoder first.")
         dim = int(m.dimension)
@@ -506,7 +506,7 @@ class Indexer:
             )
         summary = IngestSummary()
         started = time.perf_counter()
-        analyzer = self.engine.analyzer
+        analyzer = self.ctx.analyzer
         with self.writing():
             step = chunk_size or 5000
             for i in range(0, len(docs), step):

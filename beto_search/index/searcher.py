@@ -26,18 +26,18 @@ from .store import Filter, StoredChunk
 
 if TYPE_CHECKING:
     from ..analyzer import SpanishAnalyzer
-    from ..engine import SearchEngine
+    from .context import IndexContext
 
 MODES = ("semantic", "lexical", "hybrid")
 EXACT_FILTER_MAX = 20_000  # filtered searches over at most this many chunks are scored exactly
 
 
 class Searcher:
-    """The read side of an engine (``Searcher(engine).search(...)``)."""
+    """The read side of an engine (``Searcher(ctx).search(...)``)."""
 
-    def __init__(self, engine: SearchEngine) -> None:
-        self.engine = engine
-        self.store = engine.store
+    def __init__(self, ctx: IndexContext) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
 
     # ----- search --------------------------------------------------------------------------
     def search(
@@ -71,7 +71,7 @@ class Searcher:
             rerank, rerank_depth, rerank_precision
         )  # fails before searching
         want = max(k, rerank_depth) if reranker is not None else k
-        manifest = self.engine.refresh()  # another process may have re-embedded or re-tuned
+        manifest = self.ctx.refresh()  # another process may have re-embedded or re-tuned
         config = self.fusion_config(fusion, alpha)
         if manifest is None:
             return SearchResults()
@@ -87,9 +87,9 @@ class Searcher:
             pending = _pool().submit(self._query_vector, query, None, manifest.dimension)
         elif mode != "lexical":
             qvec = self._query_vector(query, query_vector, manifest.dimension)
-        with self.engine.cache.pinned() as vi:
+        with self.ctx.cache.pinned() as vi:
             if vi.generation != manifest.generation:  # re-embedded while the query was encoded
-                manifest = self.engine.refresh()
+                manifest = self.ctx.refresh()
                 assert manifest is not None
                 config = self.fusion_config(fusion, alpha)
                 if mode != "lexical":
@@ -143,7 +143,7 @@ class Searcher:
         from ..rerank import rerank_model
 
         model = rerank_model(None if rerank is True else os.fspath(rerank))
-        return self.engine.reranker(model, precision)
+        return self.ctx.reranker(model, precision)
 
     def _reach(self, allowed: np.ndarray | None) -> int:
         """How many chunks a search can reach (counted only when a search must widen)."""
@@ -152,7 +152,7 @@ class Searcher:
     def fusion_config(self, fusion: str | None = None, alpha: float | None = None) -> FusionConfig:
         """THE fusion resolution: the given method/alpha, else the index's tuned default
         (manifest.fusion), else the library's (``fusion.resolve``)."""
-        m = self.engine.manifest
+        m = self.ctx.manifest
         return resolve(m.to_dict() if m is not None else None, fusion, alpha)
 
     def default_fusion(self, fusion: str | None, alpha: float | None) -> tuple[str, float]:
@@ -168,14 +168,14 @@ class Searcher:
         fuses, so ``tuning`` can re-fuse them under many configs. ``query_vectors``: the
         queries already encoded (``tuning`` scores more texts against them)."""
         texts = [clean_text(q) for q in queries]
-        manifest = self.engine.refresh()
+        manifest = self.ctx.refresh()
         if manifest is None:
             raise InputError("the index is empty; ingest documents first.")
         if query_vectors is None:
-            enc = self.engine.query_encoder
+            enc = self.ctx.query_encoder
             query_vectors = np.asarray(enc.encode_queries(texts), dtype=np.float32)
         qvecs = normalize_rows(np.asarray(query_vectors, dtype=np.float32))
-        with self.engine.cache.pinned() as vi:
+        with self.ctx.cache.pinned() as vi:
             if vi.generation != manifest.generation:
                 raise InputError("the index was re-embedded meanwhile; run it again.")
             scores, ids = vi.search(qvecs, depth, params=SearchParams())
@@ -205,7 +205,7 @@ class Searcher:
         by bm25 over THIS index's term statistics, each candidate's row, and how many chunks the
         search could reach, all in one snapshot. What a sharded index merges before fusing
         (``beto_search.shards``); ``exclude``: chunk ids never returned (similar's own)."""
-        manifest = self.engine.refresh()
+        manifest = self.ctx.refresh()
         if manifest is None:
             return Candidates({}, {}, {}, 0)
         flt = Filter({str(a): str(b) for a, b in (where or {}).items()}, source)
@@ -215,7 +215,7 @@ class Searcher:
             if query_vector is None:
                 raise InputError("a query vector is needed for dense candidates.")
             qvec = self._query_vector(query, query_vector, manifest.dimension)
-        with self.engine.cache.pinned() as vi:
+        with self.ctx.cache.pinned() as vi:
             if vi.generation != manifest.generation:
                 raise InputError("the index was re-embedded meanwhile; run the search again.")
             allowed = self.store.filtered_chunk_ids(flt) if flt else None
@@ -241,7 +241,7 @@ class Searcher:
     def document_vector(self, doc_id: str) -> tuple[np.ndarray, list[int]] | None:
         """A stored document's mean vector (normalised, shape (1, dim)) and its chunk ids, or
         None when the index does not hold it (``similar``'s query, no encoding)."""
-        manifest = self.engine.refresh()
+        manifest = self.ctx.refresh()
         if manifest is None:
             return None
         own = self.store.doc_chunk_ids(doc_id)
@@ -252,7 +252,7 @@ class Searcher:
 
     def _query_vector(self, query: str, given: np.ndarray | None, dim: int) -> np.ndarray:
         if given is None:
-            enc = self.engine.query_encoder
+            enc = self.ctx.query_encoder
             return normalize_rows(np.asarray(enc.encode_queries([query]), dtype=np.float32))
         vec = np.asarray(given, dtype=np.float32)
         if vec.ndim == 1:
@@ -294,7 +294,7 @@ class Searcher:
         return out
 
     def _lexical(self, query: str, depth: int, flt: Filter) -> dict[int, float]:
-        match = self.engine.analyzer.fts_query(query)
+        match = self.ctx.analyzer.fts_query(query)
         if match is None:
             return {}
         return dict(self.store.lexical(match, depth, flt if flt else None))
@@ -324,7 +324,7 @@ class Searcher:
                     if h.dense_score is None:
                         h.dense_score = exact.get(h.chunk_id)
         if snippets:
-            add_snippets(hits, query, self.engine.analyzer)
+            add_snippets(hits, query, self.ctx.analyzer)
         self.locate(hits)
 
     def locate(self, hits: list[Hit]) -> None:
@@ -349,10 +349,10 @@ class Searcher:
         """Documents closest to a stored one, from its stored vectors (no encoding)."""
         if not isinstance(k, int) or k < 1:
             raise InputError("the number of results (k) must be a whole number of at least 1.")
-        manifest = self.engine.manifest
+        manifest = self.ctx.manifest
         if manifest is None:
             raise InputError(f"there is no document '{doc_id}' in the index.")
-        with self.engine.cache.pinned() as vi:
+        with self.ctx.cache.pinned() as vi:
             own = self.store.doc_chunk_ids(doc_id)
             if not own:
                 raise InputError(self.no_document(doc_id))

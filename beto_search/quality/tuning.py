@@ -39,6 +39,7 @@ from ..analyzer import stopwords
 from ..encoder import normalize_rows
 from ..errors import BetoSearchError, InputError
 from ..fusion import DEFAULT_CONFIG, NORMS, FusionConfig, normalise, resolve
+from ..fusion import explain as explain  # re-exported: moved to fusion.py
 from .pseudoqueries import group_queries, make_pseudo_queries, sentences
 
 if TYPE_CHECKING:
@@ -707,23 +708,6 @@ def maybe_autotune(engine: SearchEngine) -> TuneResult | None:
         return None
     log.info("fusion tuned: %s (%s)", result.config.label(), result.reason)
     return result
-
-
-def explain(manifest: dict[str, Any] | None) -> str:
-    """One line for ``info``: the default fusion and why."""
-    f = (manifest or {}).get("fusion")
-    if not isinstance(f, dict):
-        return (
-            f"{DEFAULT_CONFIG.label()}: the library default (not tuned; 'beto-search tune' "
-            f"chooses one for this index)"
-        )
-    cfg = FusionConfig.from_dict(f)
-    s = f.get("ndcg@10", {})
-    return (
-        f"{cfg.label()}: tuned on {f.get('tuned_on')} at generation {f.get('generation', 0)}; "
-        f"nDCG@10 {s.get('chosen')} vs dense only {s.get('dense')}, lexical only "
-        f"{s.get('lexical')}, default {s.get('default')}; {f.get('reason')}"
-    )
 
 
 def describe(
