@@ -9,16 +9,14 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import numpy as np
 
 from .analyzer import SpanishAnalyzer
 from .encoder import Encoder
-from .errors import BetoSearchError, InputError
 from .index.context import DB_NAME, EncoderOptions, IndexContext, default_model  # noqa: F401
 from .index.indexer import Embedder, Indexer
-from .index.locking import WriteLock
 from .index.maintenance import Maintenance
 from .index.manifest import FORMAT_VERSION, IndexOptions, Manifest  # noqa: F401  (re-exported)
 from .index.searcher import MODES, Searcher  # noqa: F401  (re-exported)
@@ -37,17 +35,100 @@ if TYPE_CHECKING:
     from .shards import ShardedEngine
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def default_index_path() -> Path:
     return Path(os.environ.get("BETO_SEARCH_INDEX") or "indexes/default")
 
 
-class SearchEngine:
+class _FromContext(Generic[T]):
+    """An attribute of the engine's ``IndexContext``, read through (``engine.store`` is
+    ``engine.ctx.store``)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, engine: ContextView | None, owner: type | None = None) -> T:
+        if engine is None:
+            return self  # type: ignore[return-value]  # the class's own attribute
+        return cast(T, getattr(engine.ctx, self.name))
+
+
+class ContextView:
+    """What ``SearchEngine`` shows of its ``IndexContext`` (``ctx``): the folder, store, vector
+    cache, options, manifest and encoders, read through to the one context."""
+
+    def __init__(self, ctx: IndexContext) -> None:
+        self._ctx = ctx
+
+    @property
+    def ctx(self) -> IndexContext:
+        """The index's shared state (``index/context.py``): build collaborators on it."""
+        return self._ctx
+
+    folder: _FromContext[Path] = _FromContext()
+    store: _FromContext[Store] = _FromContext()
+    cache: _FromContext[VectorCache] = _FromContext()
+    wait: _FromContext[float] = _FromContext()
+    options: _FromContext[EncoderOptions] = _FromContext()
+    index_options: _FromContext[IndexOptions] = _FromContext()
+    spec: _FromContext[IndexSpec] = _FromContext()
+    analyzer: _FromContext[SpanishAnalyzer] = _FromContext()
+
+    @property
+    def manifest(self) -> Manifest | None:
+        """Settings fixed when the index was created (None while it is empty and new; an index
+        another process fills is seen at the next call)."""
+        return self.ctx.manifest
+
+    def reload_manifest(self) -> Manifest | None:
+        return self.ctx.reload_manifest()
+
+    def refresh(self, encoder: Encoder | None = None) -> Manifest | None:
+        """Re-read the manifest if it changed (a search does, so a reader follows another
+        process's re-embed or re-tune at its next query). When the generation moved, the
+        encoders built for the old model are dropped and a passed-in encoder must fit the new
+        model (``IndexContext.refresh``); ``encoder``: the new generation's (the caller has it)."""
+        return self.ctx.refresh(encoder)
+
+    @property
+    def encoder(self) -> Encoder:
+        """The full encoder (built from the manifest or the options on first use)."""
+        return self.ctx.encoder
+
+    @property
+    def query_encoder(self) -> Encoder:
+        """The encoder for searches: the given or loaded encoder if any, else a light one (a
+        cached graph under ONNX Runtime, no torch; see backends/query.py)."""
+        return self.ctx.query_encoder
+
+    def share_encoder(self, encoder: Encoder) -> None:
+        """Use ``encoder``, already built for this index's model by another engine (the shards
+        of one index share one model), instead of building another; checked like a given one."""
+        self.ctx.share_encoder(encoder)
+
+    def open_model(self, model: str, precision: str | None = None) -> Encoder:
+        """An encoder for another model (``reembed``'s target), built like this engine's own
+        (``backends.open_encoder``) with its device and batch size; precision: the given one,
+        else the index's."""
+        return self.ctx.open_model(model, precision)
+
+    def reranker(self, model: str | os.PathLike[str], precision: str | None = None) -> Reranker:
+        """The cross-encoder ``model`` at ``precision`` (default auto), loaded once per engine
+        and kept (a server reranks every query with the one it loaded at start-up)."""
+        return self.ctx.reranker(model, precision)
+
+    def vectors(self) -> VectorIndex:
+        """The vector cache caught up with SQLite (loaded, healed or rebuilt as needed)."""
+        return self.cache.current()
+
+
+class SearchEngine(ContextView):
     """A Spanish semantic + lexical search index stored in one folder."""
 
     def __init__(self, ctx: IndexContext) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         self._searcher = Searcher(ctx)  # stateless but for ctx: built once
         self._maintenance = Maintenance(ctx)
 
@@ -73,39 +154,13 @@ class SearchEngine:
 
         A sharded index (a folder with ``shards.json``; ``shards=N`` creates one) opens as a
         ``ShardedEngine``: the same methods over N ordinary index folders."""
+        kw = {k: v for k, v in locals().items() if k not in ("cls", "path", "encoder", "shards")}
         folder = Path(path) if path is not None else default_index_path()
         from .shards import MANIFEST_NAME, ShardedEngine
 
         if shards is not None or (folder / MANIFEST_NAME).exists():
-            return ShardedEngine.open(
-                folder,
-                encoder,
-                shards=shards,
-                model=model,
-                pooling=pooling,
-                precision=precision,
-                device=device,
-                batch_size=batch_size,
-                index_type=index_type,
-                chunk_tokens=chunk_tokens,
-                overlap=overlap,
-                create=create,
-                wait=wait,
-            )
-        return cls.open_folder(
-            folder,
-            encoder,
-            model=model,
-            pooling=pooling,
-            precision=precision,
-            device=device,
-            batch_size=batch_size,
-            index_type=index_type,
-            chunk_tokens=chunk_tokens,
-            overlap=overlap,
-            create=create,
-            wait=wait,
-        )
+            return ShardedEngine.open(folder, encoder, shards=shards, **kw)
+        return cls.open_folder(folder, encoder, **kw)
 
     @classmethod
     def open_folder(
@@ -127,16 +182,7 @@ class SearchEngine:
         """Open the one index folder ``folder`` (never a sharded one: one shard of it, say)."""
         options = EncoderOptions(model, pooling, precision, device, batch_size)
         index_options = IndexOptions(model, pooling, index_type, chunk_tokens, overlap)
-        return cls(
-            IndexContext.open(
-                folder,
-                encoder,
-                create=create,
-                wait=wait,
-                options=options,
-                index_options=index_options,
-            )
-        )
+        return cls(IndexContext.open(folder, encoder, create, wait, options, index_options))
 
     def close(self) -> None:
         self.ctx.close()
@@ -147,84 +193,9 @@ class SearchEngine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ----- the context (index/context.py) -------------------------------------------------
-    @property
-    def folder(self) -> Path:
-        return self.ctx.folder
-
-    @property
-    def store(self) -> Store:
-        return self.ctx.store
-
-    @property
-    def cache(self) -> VectorCache:
-        return self.ctx.cache
-
-    @property
-    def wait(self) -> float:
-        return self.ctx.wait
-
-    @property
-    def options(self) -> EncoderOptions:
-        return self.ctx.options
-
-    @property
-    def index_options(self) -> IndexOptions:
-        return self.ctx.index_options
-
-    @property
-    def manifest(self) -> Manifest | None:
-        """Settings fixed when the index was created (None while it is empty and new; an index
-        another process fills is seen at the next call)."""
-        return self.ctx.manifest
-
-    def reload_manifest(self) -> Manifest | None:
-        return self.ctx.reload_manifest()
-
-    def refresh(self, encoder: Encoder | None = None) -> Manifest | None:
-        """Re-read the manifest if it changed (a search does, so a reader follows another
-        process's re-embed or re-tune at its next query); ``IndexContext.refresh``."""
-        return self.ctx.refresh(encoder)
-
-    @property
-    def spec(self) -> IndexSpec:
-        return self.ctx.spec
-
-    @property
-    def analyzer(self) -> SpanishAnalyzer:
-        return self.ctx.analyzer
-
-    @property
-    def encoder(self) -> Encoder:
-        """The full encoder (built from the manifest or the options on first use)."""
-        return self.ctx.encoder
-
-    @property
-    def query_encoder(self) -> Encoder:
-        """The encoder for searches: the given or loaded encoder if any, else a light one (a
-        cached graph under ONNX Runtime, no torch; see backends/query.py)."""
-        return self.ctx.query_encoder
-
-    def share_encoder(self, encoder: Encoder) -> None:
-        """Use ``encoder``, already built for this index's model by another engine (the shards
-        of one index share one model), instead of building another; checked like a given one."""
-        self.ctx.share_encoder(encoder)
-
-    def open_model(self, model: str, precision: str | None = None) -> Encoder:
-        """An encoder for another model (``reembed``'s target), built like this engine's own
-        (``backends.open_encoder``) with its device and batch size; precision: the given one,
-        else the index's."""
-        return self.ctx.open_model(model, precision)
-
     def set_default_fusion(self, fusion: dict[str, Any] | None) -> None:
         """Record the index's default fusion (e.g. the one ``tune`` chose) in the manifest."""
-        with WriteLock(self.folder, self.wait):
-            m = self.reload_manifest()
-            if m is None:
-                raise InputError("the index is empty; ingest documents before setting its fusion.")
-            m.fusion = dict(fusion) if fusion is not None else None
-            with self.store.write():
-                self.store.write_manifest({"fusion": m.fusion})
+        self._maintenance.set_default_fusion(fusion)
 
     # ----- writing (indexer.py) ------------------------------------------------------------
     def ingest(
@@ -257,17 +228,7 @@ class SearchEngine:
         """Export the index's light query graph now if it is not cached yet (seconds for BETO),
         so that the first query after an ingest does not pay for it. False when it does not
         apply (a custom encoder, CUDA, an empty index) or failed (the first query tries again)."""
-        m = self.manifest
-        if m is None or self.ctx.encoders.given or self.options.device == "cuda":
-            return False
-        from .backends.query import prepare_query_graph
-
-        try:
-            prepare_query_graph(m.encoder, m.precision, m.revision)
-        except (BetoSearchError, ImportError, RuntimeError, OSError, ValueError) as exc:
-            log.warning("the query graph was not prepared (the first query will): %s", exc)
-            return False
-        return True
+        return self._maintenance.prepare_query_graph()
 
     def add(
         self,
@@ -310,27 +271,8 @@ class SearchEngine:
         rerank_depth: int = DEFAULT_DEPTH,
         rerank_precision: str | None = None,
     ) -> SearchResults:
-        return self._searcher.search(
-            query,
-            k,
-            mode,
-            fusion,
-            alpha,
-            where,
-            source,
-            ef_search,
-            nprobe,
-            snippets,
-            query_vector,
-            rerank,
-            rerank_depth,
-            rerank_precision,
-        )
-
-    def reranker(self, model: str | os.PathLike[str], precision: str | None = None) -> Reranker:
-        """The cross-encoder ``model`` at ``precision`` (default auto), loaded once per engine
-        and kept (a server reranks every query with the one it loaded at start-up)."""
-        return self.ctx.reranker(model, precision)
+        args = (query, k, mode, fusion, alpha, where, source, ef_search, nprobe, snippets)
+        return self._searcher.search(*args, query_vector, rerank, rerank_depth, rerank_precision)
 
     def similar(self, doc_id: str, k: int = 10) -> list[Hit]:
         return self._searcher.similar(doc_id, k)
@@ -357,10 +299,6 @@ class SearchEngine:
         self, fields: list[str] | None = None, limit: int = 20
     ) -> dict[str, list[tuple[Any, int]]]:
         return self.store.facets(fields, limit)
-
-    def vectors(self) -> VectorIndex:
-        """The vector cache caught up with SQLite (loaded, healed or rebuilt as needed)."""
-        return self.cache.current()
 
     # ----- checks and upkeep (maintenance.py) ----------------------------------------------
     def info(self) -> dict[str, Any]:

@@ -105,7 +105,6 @@ class IndexContext:
         cls,
         folder: Path,
         encoder: Encoder | None = None,
-        *,
         create: bool = True,
         wait: float = 0.0,
         options: EncoderOptions | None = None,

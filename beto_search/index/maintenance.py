@@ -1,4 +1,5 @@
-"""Facts, checks and upkeep of an index: info, verify, repair, compact."""
+"""Facts, checks and upkeep of an index: info, verify, repair, compact, the default fusion and
+the light query graph."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BetoSearchError
+from ..errors import BetoSearchError, InputError
 from ..fusion import explain as explain_fusion
 from .indexer import Indexer
 from .locking import WriteLock
@@ -147,3 +148,28 @@ class Maintenance:
                 "bytes_after": after,
                 "staged_chunks_dropped": dropped,
             }
+
+    def set_default_fusion(self, fusion: dict[str, Any] | None) -> None:
+        """Record the index's default fusion (e.g. the one ``tune`` chose) in the manifest."""
+        ctx = self.ctx
+        with WriteLock(ctx.folder, ctx.wait):
+            m = ctx.reload_manifest()
+            if m is None:
+                raise InputError("the index is empty; ingest documents before setting its fusion.")
+            m.fusion = dict(fusion) if fusion is not None else None
+            with self.store.write():
+                self.store.write_manifest({"fusion": m.fusion})
+
+    def prepare_query_graph(self) -> bool:
+        """Export the index's light query graph if it is not cached yet (``SearchEngine``'s)."""
+        m = self.ctx.manifest
+        if m is None or self.ctx.encoders.given or self.ctx.options.device == "cuda":
+            return False
+        from ..backends.query import prepare_query_graph
+
+        try:
+            prepare_query_graph(m.encoder, m.precision, m.revision)
+        except (BetoSearchError, ImportError, RuntimeError, OSError, ValueError) as exc:
+            log.warning("the query graph was not prepared (the first query will): %s", exc)
+            return False
+        return True
