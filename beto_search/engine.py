@@ -154,6 +154,7 @@ class SearchEngine(ContextView):
 
         A sharded index (a folder with ``shards.json``; ``shards=N`` creates one) opens as a
         ``ShardedEngine``: the same methods over N ordinary index folders."""
+        # the keyword options above, passed on as given (to ShardedEngine or open_folder)
         kw = {k: v for k, v in locals().items() if k not in ("cls", "path", "encoder", "shards")}
         folder = Path(path) if path is not None else default_index_path()
         from .shards import MANIFEST_NAME, ShardedEngine

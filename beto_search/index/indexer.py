@@ -5,7 +5,7 @@ transaction, each document whole (row, chunks, vectors, FTS rows) or not at all;
 is checkpointed when the write ends. Vectors come from an *embedder*: a callable that takes an
 iterable of batches (token-id lists when the index tokenizes with the model, else texts) and
 yields one (n_i, dimension) float32 array per batch, in order. The default embedder calls the
-engine's encoder; a distributed one (Ray) may pipeline.
+index's encoder; a distributed one (Ray) may pipeline.
 
 A document too large to hold (``Document.parts``) is read, chunked, staged and published as a
 stream: ``stream.py``.
@@ -45,7 +45,7 @@ Embedder = Callable[[Iterable[Any]], Iterator[np.ndarray]]
 
 
 def local_embedder(encoder: Any, token_ids: bool) -> Embedder:
-    """The default embedder: the engine's own encoder, one batch at a time."""
+    """The default embedder: the index's own encoder, one batch at a time."""
 
     def embed(batches: Iterable[Any]) -> Iterator[np.ndarray]:
         for batch in batches:
@@ -58,7 +58,8 @@ def local_embedder(encoder: Any, token_ids: bool) -> Embedder:
 
 
 class Indexer:
-    """The write side of an engine (``Indexer(ctx).add(...)``)."""
+    """The write side of an index (``Indexer(ctx).add(...)``): built per write call, it keeps
+    per-run state."""
 
     def __init__(self, ctx: IndexContext) -> None:
         self.ctx = ctx

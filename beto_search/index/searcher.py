@@ -41,7 +41,8 @@ EXACT_FILTER_MAX = 20_000  # filtered searches over at most this many chunks are
 
 
 class Searcher:
-    """The read side of an engine (``Searcher(ctx).search(...)``)."""
+    """The read side of an index (``Searcher(ctx).search(...)``): no state but the context, so
+    one serves every thread."""
 
     def __init__(self, ctx: IndexContext) -> None:
         self.ctx = ctx
