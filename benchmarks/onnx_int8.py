@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from beto_search.backends import onnx as onnx_backend
-from beto_search.encoder import BetoEncoder, normalize_rows
+from beto_search.backends.torch import BetoEncoder
+from beto_search.encoder import normalize_rows
 
 from common import (
     BETO_DIR,

@@ -27,12 +27,13 @@ import numpy as np
 
 from beto_search import SearchEngine
 from beto_search.backends import open_encoder
-from beto_search.encoder import BetoEncoder, cpu_supports_bf16, quantize_int8
+from beto_search.backends.torch import BetoEncoder, quantize_int8
+from beto_search.encoder import cpu_supports_bf16
 from beto_search.quality.evaluation import evaluate, load_eval_set
 
 from common import CORPUS, ROOT, emit, minilm_path, paragraphs, queries_from
 
-# name -> (keep fp32, per-channel); "int8" is the project's choice (encoder.INT8_KEEP_FP32)
+# name -> (keep fp32, per-channel); "int8" is the project's choice (backends.torch.INT8_KEEP_FP32)
 INT8_VARIANTS = {
     "int8-per-tensor-all": ((), False),
     "int8-per-channel-all": ((), True),

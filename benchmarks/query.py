@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from beto_search import SearchEngine
-from beto_search.encoder import BetoEncoder
+from beto_search.backends.torch import BetoEncoder
 
 from common import CORPUS, emit, full_beto, percentiles
 

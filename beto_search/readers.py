@@ -3,7 +3,8 @@ ids, and reasons for every file or record not read.
 
 Formats: .txt and .md (one document per file; first line / first heading is the title),
 .jsonl (one object per line), .json (a list of objects), .csv (one row per document).
-A BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``) is recognised without flags.
+A BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``) is recognised without flags; the record
+formats are read by ``readers_records``.
 Documents (PDF, HTML/XHTML, DOCX, ODT, EPUB) are read by ``formats``, one per file.
 Every file under an ingested folder is read or listed as skipped with its reason (hidden,
 unsupported extension, too large, ...); files left out by --include/--exclude are counted.
@@ -11,14 +12,10 @@ unsupported extension, too large, ...); files left out by --include/--exclude ar
 
 from __future__ import annotations
 
-import csv
 import fnmatch
-import json
 import logging
 import os
 import re
-import sys
-import threading
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,9 +24,9 @@ from typing import Any
 
 from .errors import InputError
 from .formats import FORMATS, read_format
+from .readers_records import read_csv, read_json, read_jsonl
 from .text import SNIFF_BYTES, clean_text, decode_bytes, detect_encoding
 from .types import Document
-from .validation import check_metadata
 
 log = logging.getLogger(__name__)
 
@@ -280,144 +277,6 @@ def _read_text_file(path: Path, root: Path, opts: ReaderOptions) -> Iterator[Doc
     )
 
 
-def _record_to_document(record: Any, opts: ReaderOptions, default_id: str, source: str) -> Document:
-    if not isinstance(record, dict):
-        raise InputError("not a JSON object")
-    id_field = opts.id_field
-    if id_field not in record and id_field == "id" and "_id" in record:
-        id_field = "_id"  # BEIR corpus.jsonl
-    text = record.get(opts.text_field)
-    if not isinstance(text, str) or not text.strip():
-        raise InputError(f"no text in field '{opts.text_field}'")
-    raw_id = record.get(id_field)
-    doc_id = str(raw_id).strip() if raw_id not in (None, "") else default_id
-    title = record.get(opts.title_field) or ""
-    used = {id_field, opts.text_field, opts.title_field}
-    metadata = check_metadata({k: v for k, v in record.items() if k not in used})
-    return Document(
-        id=clean_text(doc_id),
-        text=clean_text(text),
-        title=clean_text(str(title)),
-        source=source,
-        metadata=metadata,
-    )
-
-
-def _text_lines(path: Path, opts: ReaderOptions) -> Iterator[str]:
-    """Stream a text file line by line in its detected encoding (memory bounded)."""
-    encoding = opts.encoding
-    with path.open("rb") as fh:
-        head = fh.read(SNIFF_BYTES)
-    if encoding is None:
-        try:
-            head.decode("utf-8")
-            encoding = "utf-8-sig"
-        except UnicodeDecodeError as exc:
-            encoding = "utf-8-sig" if exc.start > len(head) - 4 else None
-        if encoding is None:
-            encoding = detect_encoding(head) or "utf-8"
-    try:
-        with path.open("r", encoding=encoding, errors="replace", newline="") as fh:
-            yield from fh
-    except LookupError:
-        raise InputError(f"unknown encoding {encoding}") from None
-
-
-def _read_jsonl(
-    path: Path, root: Path, opts: ReaderOptions, report: ReadReport
-) -> Iterator[Document]:
-    rel = doc_id_for(path, root)
-    for lineno, line in enumerate(_text_lines(path, opts), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            record = json.loads(line.replace("\x00", ""))
-            yield _record_to_document(record, opts, f"{rel}#{lineno}", str(path))
-        except json.JSONDecodeError as exc:
-            report.skip(where, f"malformed JSON ({exc.msg})")
-        except RecursionError:
-            report.skip(where, "malformed JSON (nested too deep)")
-        except InputError as exc:
-            report.skip(where, str(exc))
-
-
-def _read_json(
-    path: Path, root: Path, opts: ReaderOptions, report: ReadReport
-) -> Iterator[Document]:
-    rel = doc_id_for(path, root)
-    try:
-        data = json.loads(clean_text(decode_bytes(path.read_bytes(), opts.encoding)))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"malformed JSON at line {exc.lineno} ({exc.msg})") from None
-    except RecursionError:
-        raise InputError("malformed JSON (nested too deep)") from None
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list):
-        raise InputError("a .json file must hold an object or a list of objects")
-    for i, record in enumerate(data, start=1):
-        try:
-            yield _record_to_document(record, opts, f"{rel}#{i}", str(path))
-        except InputError as exc:
-            report.skip(f"{path}[{i}]", str(exc))
-
-
-# csv.field_size_limit is process-wide (131072 characters by default): raise it only while this
-# module parses one row, under a lock, and put it back, so no one else's csv reading changes.
-_CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
-_csv_limit_lock = threading.Lock()
-
-
-def _next_row(reader: Iterator[list[str]]) -> list[str]:
-    """``next(reader)`` with fields of any size allowed, the global limit restored after."""
-    with _csv_limit_lock:
-        previous = csv.field_size_limit(_CSV_FIELD_LIMIT)
-        try:
-            return next(reader)
-        finally:
-            csv.field_size_limit(previous)
-
-
-def _read_csv(
-    path: Path, root: Path, opts: ReaderOptions, report: ReadReport
-) -> Iterator[Document]:
-    rel = doc_id_for(path, root)
-    lines = (line.replace("\x00", "") for line in _text_lines(path, opts))
-    reader = csv.reader(lines)
-    try:
-        header = _next_row(reader)
-    except StopIteration:
-        raise InputError("empty CSV file") from None
-    except csv.Error as exc:
-        raise InputError(f"malformed CSV header ({exc})") from None
-    header = [clean_text(h).strip() for h in header]
-    if opts.text_field not in header:
-        raise InputError(f"CSV has no '{opts.text_field}' column (columns: {', '.join(header)})")
-    row_no = 1
-    while True:
-        try:
-            row = _next_row(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            report.skip(f"{path}:{reader.line_num}", f"malformed CSV row ({exc})")
-            continue
-        row_no += 1
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            report.skip(
-                f"{path}:{reader.line_num}",
-                f"malformed CSV row ({len(row)} fields, header has {len(header)})",
-            )
-            continue
-        try:
-            yield _record_to_document(dict(zip(header, row)), opts, f"{rel}#{row_no}", str(path))
-        except InputError as exc:
-            report.skip(f"{path}:{reader.line_num}", str(exc))
-
-
 def read_file(
     path: Path, root: Path, opts: ReaderOptions, report: ReadReport
 ) -> Iterator[Document]:
@@ -454,11 +313,11 @@ def read_file(
         if suffix in (".txt", ".md"):
             yield from _read_text_file(path, root, opts)
         elif suffix == ".jsonl":
-            yield from _read_jsonl(path, root, opts, report)
+            yield from read_jsonl(path, doc_id_for(path, root), opts, report.skip)
         elif suffix == ".json":
-            yield from _read_json(path, root, opts, report)
+            yield from read_json(path, doc_id_for(path, root), opts, report.skip)
         elif suffix == ".csv":
-            yield from _read_csv(path, root, opts, report)
+            yield from read_csv(path, doc_id_for(path, root), opts, report.skip)
     except InputError as exc:
         report.skip(str(path), str(exc))
     except OSError as exc:

@@ -104,7 +104,7 @@ def build_bert_folder(
         max_position_embeddings=max_positions,
         pad_token_id=BETO_PAD_ID,
     )
-    from .backends.torch import quiet_loading  # no "Writing model shards" progress bar
+    from .backends.hf import quiet_loading  # no "Writing model shards" progress bar
 
     with quiet_loading():
         BertModel(config).save_pretrained(folder)

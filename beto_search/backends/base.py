@@ -335,7 +335,7 @@ class CompiledEncoder(BatchEncoder):
         if self._hf_tokenizer is None:
             from transformers import AutoTokenizer
 
-            from .torch import quiet_loading
+            from .hf import quiet_loading
 
             with quiet_loading():
                 self._hf_tokenizer = AutoTokenizer.from_pretrained(str(self.folder))

@@ -256,7 +256,7 @@ def is_built(folder: Path) -> bool:
 
 def build(model: str, revision: str | None, precision: str, folder: Path) -> Path:
     """Export (and quantize) ``model`` into ``folder`` atomically; the torch model is freed."""
-    from .torch import load_for_export
+    from .hf import load_for_export
 
     _require_onnx(precision)
 

@@ -272,7 +272,7 @@ def build(model: str, revision: str | None, precision: str, folder: Path) -> Pat
     """Convert (and quantize) ``model`` into ``folder`` atomically; the torch model is freed."""
     import openvino as ov
 
-    from .torch import load_for_export
+    from .hf import load_for_export
 
     def run(tmp: Path) -> None:
         source = load_for_export(model, revision, precision)

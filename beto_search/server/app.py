@@ -73,7 +73,7 @@ def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> Fast
 
 
 def _version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return __version__
 

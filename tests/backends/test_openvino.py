@@ -13,7 +13,8 @@ pytest.importorskip("nncf")
 
 from beto_search import SearchEngine
 from beto_search.backends import openvino as openvino_backend
-from beto_search.encoder import PRECISIONS, BetoEncoder
+from beto_search.backends.torch import BetoEncoder
+from beto_search.encoder import PRECISIONS
 from beto_search.errors import InputError
 from tests.conftest import SPANISH_TEXTS, encoder_pairs
 from tests.paths import ROOT

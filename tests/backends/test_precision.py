@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from beto_search import BetoEncoder, SearchEngine
-from beto_search.encoder import cpu_supports_bf16, quantize_int8
+from beto_search.backends.torch import quantize_int8
+from beto_search.encoder import cpu_supports_bf16
 from beto_search.errors import InputError
 
 TEXTS = ["La capital de España es Madrid.", "El aceite de oliva es la base de la cocina."]

@@ -223,7 +223,7 @@ def test_sigkill_anywhere_leaves_the_old_or_the_new_index(tmp_path: Path) -> Non
     old, new = WordHash(), WordHash("hash-new", 48, salt=7)
     models = {"hash-old": old, "hash-new": new}
     script = tmp_path / "child.py"
-    script.write_text(KILL_SCRIPT.format(tests=str(ROOT / "tests")))
+    script.write_text(KILL_SCRIPT.format(tests=str(ROOT / "tests" / "index")))
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),

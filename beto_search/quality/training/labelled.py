@@ -20,28 +20,19 @@ import json
 import os
 import random
 import re
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError
-from .adapt import (
-    CHECK_CORPUS_MAX,
-    RetrievalCheck,
-    TrainReport,
-    check_out,
-    doc_distinct_batches,
-    embed,
-    finish,
-    index_chunks,
-    load_start_model,
-    run_training,
-    train_options,
-)
+from ...errors import InputError
+from ..evaluation.formats import load_eval_set
+from .checks import RetrievalCheck, cap_corpus
+from .model_io import embed
+from .options import TrainReport, train_options
+from .session import Session, check_batch_size, every_chunk
 
 if TYPE_CHECKING:
-    from ..engine import SearchEngine
+    from ...protocols import EngineLike, Searchable
 
 MINE_DEPTH = 30
 MINE_PICK = 5
@@ -137,7 +128,7 @@ def read_pairs(path: str | os.PathLike[str]) -> list[Example]:
 
 
 def qrels_examples(
-    engine: Any,
+    engine: EngineLike,
     model: Any,
     chunks: list[Any],
     queries: str | os.PathLike[str],
@@ -145,8 +136,6 @@ def qrels_examples(
     max_length: int,
 ) -> tuple[list[Example], dict[str, Any]]:
     """(query, best stored chunk of each relevant document) pairs, and the graded judgements."""
-    from .evaluation import load_eval_set
-
     es = load_eval_set(Path(queries), Path(qrels))
     by_doc: dict[str, list[Any]] = {}
     for c in chunks:
@@ -173,7 +162,7 @@ def qrels_examples(
 
 
 def mine_negative(
-    engine: Any, ex: Example, positives: list[str], rng: random.Random, fallback: list[Any]
+    engine: Searchable, ex: Example, positives: list[str], rng: random.Random, fallback: list[Any]
 ) -> str:
     """A hard negative for ``ex`` from the index's lexical and dense top results."""
     lexical = engine.search(ex.query, k=MINE_DEPTH, mode="lexical", snippets=False)
@@ -213,7 +202,7 @@ def _file_hash(path: str | os.PathLike[str] | None) -> str | None:
 
 
 def train(
-    engine: SearchEngine,
+    engine: EngineLike,
     out: str | os.PathLike[str],
     queries: str | os.PathLike[str] | None = None,
     qrels: str | os.PathLike[str] | None = None,
@@ -230,18 +219,12 @@ def train(
         raise InputError("give either --pairs or --queries with --qrels, not both.")
     if pairs is None and (queries is None or qrels is None):
         raise InputError("give --queries and --qrels together, or --pairs.")
-    if opts.batch_size < 2:
-        raise InputError(
-            "the batch size must be at least 2 (the other examples are the negatives)."
-        )
+    check_batch_size(opts)
     examples_from_pairs = read_pairs(pairs) if pairs is not None else None
-    manifest, chunks = index_chunks(engine)
-    out = Path(out)
-    check_out(out, opts.force)
-    model = load_start_model(manifest, opts.device)
-    base_len = int(manifest.max_length or model.max_seq_length)
-    max_len = min(opts.max_length, base_len)
-    model.max_seq_length = base_len
+    session = Session.begin(out, opts, every_chunk(engine))
+    chunks = session.chunks
+    model = session.start_model()
+    base_len, max_len = session.base_len, session.max_len
     graded: dict[str, dict[str, int]] = {}
     if examples_from_pairs is not None:
         examples = examples_from_pairs
@@ -273,13 +256,10 @@ def train(
             e.negative = mine_negative(engine, e, positives_of[e.qid], mine_rng, fallback)
 
     # the dev check: the dev queries against the stored chunks (+ the dev pairs' positives)
-    passages = [(c.doc_id, c.text) for c in chunks]
-    if len(passages) > CHECK_CORPUS_MAX:
-        keep_docs = {d for e in dev_ex for d in e.positive_docs}
-        keep = [p for p in passages if p[0] in keep_docs]
-        rest = [p for p in passages if p[0] not in keep_docs]
-        random.Random(opts.seed).shuffle(rest)
-        passages = keep + rest[: max(0, CHECK_CORPUS_MAX - len(keep))]
+    keep_docs = {d for e in dev_ex for d in e.positive_docs}
+    passages = cap_corpus(
+        [(c.doc_id, c.text) for c in chunks], lambda p: p[0] in keep_docs, opts.seed
+    )
     dev_queries = {e.qid: e.query for e in dev_ex}
     if graded:
         dev_qrels = {q: graded[q] for q in dev_queries}
@@ -287,17 +267,7 @@ def train(
         dev_qrels = {e.qid: {e.key: 1} for e in dev_ex}
         passages += [(e.key, e.positive) for e in dev_ex]
     check = RetrievalCheck(dev_queries, dev_qrels, passages)
-
-    per_epoch = max(1, len(train_ex) // opts.batch_size)
-    epochs = opts.epochs or (3 if not opts.max_minutes else max(1, min(100, 20000 // per_epoch)))
-    keys = [e.key for e in train_ex]
-    order: list[int] = []
-    for epoch in range(epochs):
-        part = list(range(len(train_ex)))
-        random.Random(f"{opts.seed}-{epoch}").shuffle(part)
-        order += part
-    batches = doc_distinct_batches(keys, order, opts.batch_size)
-    steps_per_epoch = max(1, len(batches) // epochs)
+    batches = session.plan([e.key for e in train_ex], default_epochs=3)
 
     from sentence_transformers.sentence_transformer import losses
 
@@ -313,65 +283,35 @@ def train(
     def evaluate() -> float:
         return check.score(model, base_len).get("ndcg@10", 0.0)
 
-    fingerprint = opts.fingerprint(
-        {
-            "command": "train",
-            "encoder": manifest.encoder,
-            "chunks": len(chunks),
-            "last_chunk": max(c.chunk_id for c in chunks),
-            "queries": _file_hash(queries),
-            "qrels": _file_hash(qrels),
-            "pairs": _file_hash(pairs),
-        }
+    fingerprint = session.fingerprint(
+        "train", queries=_file_hash(queries), qrels=_file_hash(qrels), pairs=_file_hash(pairs)
     )
-    started = time.perf_counter()
-    before = check.score(model, base_len)
-    result = run_training(
-        out,
-        model,
+    before, result, after = session.train(
+        check,
         loss,
         batches,
         make_batch,
-        opts,
         fingerprint,
         [opts.query_length, max_len, max_len],
         evaluate=evaluate if dev_queries else None,
-        eval_every=steps_per_epoch,
+        eval_every=session.steps_per_epoch,
     )
-    if result.best is not None:
-        model.load_state_dict(result.best)
-    after = check.score(model, base_len)
     source = f"pairs from {pairs}" if pairs is not None else f"queries {queries} with qrels {qrels}"
-    report = TrainReport(
-        out=str(out),
-        command="train",
-        method="mnrl-hard",
-        base_model=manifest.encoder,
-        examples=len(train_ex),
-        steps=result.steps,
-        planned_steps=result.planned,
-        epochs_done=result.steps / steps_per_epoch,
-        seconds=result.seconds,
-        stopped=result.stopped,
-        before=before,
-        after=after,
-        check=f"dev split of {len(dev_queries)} labelled queries never trained on"
+    report = session.report(
+        "train",
+        len(train_ex),
+        result,
+        before,
+        after,
+        f"dev split of {len(dev_queries)} labelled queries never trained on"
         if dev_queries
         else "no dev split (fewer than 5 queries)",
-        check_queries=len(dev_queries),
-        written=False,
-        resumed_from=result.resumed_from,
-        index_chunks=len(chunks),
-        chunks_sampled=len(chunks),  # train reads every chunk (its positives may be anywhere)
-        options={
-            **asdict(opts),
-            "wall_seconds": round(time.perf_counter() - started, 1),
-            "source": source,
-        },
+        len(dev_queries),
+        source=source,
     )
     extra = (
         f"Labelled data: {source}; {len(train_ex)} training pairs, one hard negative each "
         f"(lexical and dense top {MINE_DEPTH} of the index, known positives and near-duplicates "
         f"excluded); dev evaluations: {json.dumps(result.evals)}.\n"
     )
-    return finish(report, model, out, manifest, len(chunks), extra)
+    return session.finish(report, model, extra)
