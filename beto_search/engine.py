@@ -15,11 +15,12 @@ import numpy as np
 
 from .analyzer import SpanishAnalyzer
 from .encoder import Encoder
+from .index.candidates import MODES  # noqa: F401  (re-exported)
 from .index.context import DB_NAME, EncoderOptions, IndexContext, default_model  # noqa: F401
 from .index.indexer import Embedder, Indexer
 from .index.maintenance import Maintenance
 from .index.manifest import FORMAT_VERSION, IndexOptions, Manifest  # noqa: F401  (re-exported)
-from .index.searcher import MODES, Searcher  # noqa: F401  (re-exported)
+from .index.searcher import Searcher
 from .index.store import Store, StoredChunk
 from .index.vector_cache import VectorCache
 from .ingest import IngestSummary
