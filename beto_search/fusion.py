@@ -170,3 +170,20 @@ def fuse(
     # weights 2a and 2(1-a): alpha 0.5 is exactly plain RRF
     weights = [2.0 * config.alpha, 2.0 * (1.0 - config.alpha)]
     return rrf([ranking(dense), ranking(lexical)], config.rrf_k, weights)
+
+
+def explain(manifest: dict[str, Any] | None) -> str:
+    """One line for ``info``: the default fusion and why."""
+    f = (manifest or {}).get("fusion")
+    if not isinstance(f, dict):
+        return (
+            f"{DEFAULT_CONFIG.label()}: the library default (not tuned; 'beto-search tune' "
+            f"chooses one for this index)"
+        )
+    cfg = FusionConfig.from_dict(f)
+    s = f.get("ndcg@10", {})
+    return (
+        f"{cfg.label()}: tuned on {f.get('tuned_on')} at generation {f.get('generation', 0)}; "
+        f"nDCG@10 {s.get('chosen')} vs dense only {s.get('dense')}, lexical only "
+        f"{s.get('lexical')}, default {s.get('default')}; {f.get('reason')}"
+    )

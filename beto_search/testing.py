@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 BETO_PAD_ID = 1
 # BETO's real vocabularies and configurations, shipped with the package (CC BY 4.0: see the
@@ -175,3 +177,19 @@ def build_cross_encoder_folder(
     CrossEncoder(str(raw), device="cpu", trust_remote_code=False).save(str(folder))
     shutil.rmtree(raw, ignore_errors=True)
     return folder
+
+
+@contextmanager
+def encoder_factory(encoder: Any) -> Iterator[None]:
+    """Within the block, every encoder an index builds (its own, its query encoder, a re-embed
+    target) is ``encoder`` (one object, or a callable taking open_encoder's arguments), not a
+    model loaded from its name: tests open CLI commands and engines on a prebuilt encoder."""
+    from .index.context import Encoders
+
+    build = encoder if callable(encoder) and not hasattr(encoder, "encode_queries") else None
+    old = Encoders.factory
+    Encoders.factory = build or (lambda *args, **kwargs: encoder)
+    try:
+        yield
+    finally:
+        Encoders.factory = old

@@ -6,6 +6,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -96,14 +97,23 @@ def encoder_pairs(model: Path, cache: Path, precision: str, poolings: tuple[str,
 
 
 @pytest.fixture
-def cli_run(monkeypatch: pytest.MonkeyPatch, tiny_model: Path, tiny_encoder):
+def use_encoder():
+    """``use_encoder(enc)``: every encoder an index builds during the test is ``enc``
+    (``beto_search.testing.encoder_factory``), not a model loaded from its name."""
+    from beto_search.testing import encoder_factory
+
+    with ExitStack() as stack:
+        yield lambda encoder: stack.enter_context(encoder_factory(encoder))
+
+
+@pytest.fixture
+def cli_run(use_encoder, tiny_model: Path, tiny_encoder):
     """Invoke the CLI in-process with the session's tiny encoder (no model reload per call)."""
     from click.testing import CliRunner
 
-    import beto_search.engine as engine_mod
     from beto_search.cli import cli
 
-    monkeypatch.setattr(engine_mod, "_open_encoder", lambda *a, **k: tiny_encoder)
+    use_encoder(tiny_encoder)
 
     def run(*args: object):
         return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)

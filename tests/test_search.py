@@ -142,10 +142,10 @@ def test_highlight_escapes_html(tmp_path: Path, tiny_encoder) -> None:
         assert "&lt;b&gt;<mark>negritas</mark>&lt;/b&gt; &amp;" in hit.highlight
 
 
-def test_similar_uses_stored_vectors(corpus_index: Path, hash_encoder) -> None:
+def test_similar_uses_stored_vectors(corpus_index: Path) -> None:
     class Refuses:
-        name = hash_encoder.name
-        dimension = 32
+        def __init__(self, manifest) -> None:
+            self.name, self.dimension = manifest.encoder, manifest.dimension
 
         def encode_documents(self, texts):
             raise AssertionError("similar must not encode")
@@ -153,7 +153,7 @@ def test_similar_uses_stored_vectors(corpus_index: Path, hash_encoder) -> None:
         encode_queries = encode_documents
 
     with SearchEngine.open(corpus_index, create=False) as engine:
-        engine._encoder = Refuses()
+        engine.share_encoder(Refuses(engine.manifest))  # the index's own would pass too
         hits = engine.similar("faq-01", k=5)
         assert len(hits) == 5 and "faq-01" not in _ids(hits)
         assert all(a.score >= b.score for a, b in itertools.pairwise(hits))

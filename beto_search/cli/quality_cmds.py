@@ -15,7 +15,7 @@ import click
 
 from ..encoder import DEVICES
 from ..fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS
-from ..index.searcher import MODES
+from ..index.candidates import MODES
 from ..quality.training.options import ADAPT_CHUNKS_MAX, DEFAULT_METHOD, METHODS
 from .options import (
     count,

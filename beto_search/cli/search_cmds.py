@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS, resolve
-from ..index.searcher import MODES
+from ..index.candidates import MODES
 from ..types import Hit
 from .options import (
     encoder_options,

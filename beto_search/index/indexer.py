@@ -5,14 +5,10 @@ transaction, each document whole (row, chunks, vectors, FTS rows) or not at all;
 is checkpointed when the write ends. Vectors come from an *embedder*: a callable that takes an
 iterable of batches (token-id lists when the index tokenizes with the model, else texts) and
 yields one (n_i, dimension) float32 array per batch, in order. The default embedder calls the
-engine's encoder; a distributed one (Ray) may pipeline.
+index's encoder; a distributed one (Ray) may pipeline.
 
-A document too large to hold (``Document.parts``: a 20 MB text, a 2,000-page PDF) is read and
-chunked as a stream; its batches go to staging tables (``store.stage_chunks``, one transaction
-per batch) that searches never read, and it is published in one transaction at its end
-(``store.publish_staged``). A run killed in between loses at most the batches in flight; the next
-run with the same content re-chunks the stream (cheap) and encodes only the chunks after the last
-staged one.
+A document too large to hold (``Document.parts``) is read, chunked, staged and published as a
+stream: ``stream.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,24 +29,23 @@ from ..encoder import normalize_rows
 from ..errors import InputError, ManifestMismatchError
 from ..ingest import IngestSummary, as_document, content_hash
 from ..progress import Progress
-from ..readers import ReaderOptions, ReadReport, Skip, iter_files, read_file
+from ..readers import ReaderOptions, ReadReport, iter_files, read_file
 from ..types import Chunk, Document
 from .locking import WriteLock
 from .manifest import Manifest
 from .store import PreparedDocument
+from .stream import BATCH_CHUNKS, Batch, stream_batches, write_streamed
 
 if TYPE_CHECKING:
-    from ..engine import SearchEngine
+    from .context import IndexContext
 
 log = logging.getLogger(__name__)
-
-BATCH_CHUNKS = 128  # chunks per ingest transaction (estimated from text length)
 
 Embedder = Callable[[Iterable[Any]], Iterator[np.ndarray]]
 
 
 def local_embedder(encoder: Any, token_ids: bool) -> Embedder:
-    """The default embedder: the engine's own encoder, one batch at a time."""
+    """The default embedder: the index's own encoder, one batch at a time."""
 
     def embed(batches: Iterable[Any]) -> Iterator[np.ndarray]:
         for batch in batches:
@@ -63,39 +57,26 @@ def local_embedder(encoder: Any, token_ids: bool) -> Embedder:
     return embed
 
 
-@dataclass
-class _Batch:
-    """Documents of one transaction, chunked, waiting for their vectors; or a batch of one
-    streamed document (``stream``), the last of which publishes it."""
-
-    todo: list[tuple[Document, str]]
-    prepared: list[PreparedDocument]
-    chunks: list[Chunk]
-    force: bool
-    chars: int = 0  # characters of input the batch covers (progress)
-    stream: tuple[Document, str] | None = None
-    publish: bool = False
-
-
 class Indexer:
-    """The write side of an engine (``Indexer(engine).add(...)``)."""
+    """The write side of an index (``Indexer(ctx).add(...)``): built per write call, it keeps
+    per-run state."""
 
-    def __init__(self, engine: SearchEngine) -> None:
-        self.engine = engine
-        self.store = engine.store
+    def __init__(self, ctx: IndexContext) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
         self._known_hashes: dict[str, str] = {}
 
     @contextmanager
     def writing(self) -> Iterator[None]:
         """The write lock; the cache loaded before and checkpointed after."""
-        engine = self.engine
-        with WriteLock(engine.folder, engine.wait):
+        ctx = self.ctx
+        with WriteLock(ctx.folder, ctx.wait):
             # refresh: a re-embed by another process also swaps the encoder (or refuses a stale one)
-            if engine.refresh() is not None:
-                engine.cache.current()  # load (or heal) the cache before changing anything
+            if ctx.refresh() is not None:
+                ctx.cache.current()  # load (or heal) the cache before changing anything
             yield
-            if engine.manifest is not None:
-                engine.cache.checkpoint()
+            if ctx.manifest is not None:
+                ctx.cache.checkpoint()
 
     # ----- documents -----------------------------------------------------------------------
     def ingest(
@@ -216,10 +197,10 @@ class Indexer:
         embedder: Embedder | None,
         force: bool = False,
     ) -> None:
-        pending: deque[_Batch] = deque()
+        pending: deque[Batch] = deque()
         token_ids: list[bool] = []  # decided once the manifest exists
 
-        def feed(batch: _Batch) -> Any:
+        def feed(batch: Batch) -> Any:
             if not token_ids:
                 token_ids.append(self._tokenizes())
             if token_ids[0]:
@@ -270,7 +251,7 @@ class Indexer:
         first = next(feed, None)
         if first is None:
             return
-        enc = self.engine.encoder
+        enc = self.ctx.encoder
 
         def chain() -> Iterator[Any]:
             yield first
@@ -280,9 +261,9 @@ class Indexer:
 
     def _tokenizes(self) -> bool:
         """Whether chunks are embedded from their token ids (the index tokenizes with the model)."""
-        m = self.engine.manifest
+        m = self.ctx.manifest
         assert m is not None
-        enc = self.engine.encoder
+        enc = self.ctx.encoder
         return (
             m.tokenizer == "model"
             and getattr(enc, "tokenizer", None) is not None
@@ -290,23 +271,23 @@ class Indexer:
         )
 
     def _chunker(self, m: Manifest) -> Chunker:
-        tok = getattr(self.engine.encoder, "tokenizer", None) if m.tokenizer == "model" else None
+        tok = getattr(self.ctx.encoder, "tokenizer", None) if m.tokenizer == "model" else None
         return Chunker(tok, int(m.chunk_tokens), int(m.overlap))
 
     def _manifest(self) -> Manifest:
         """The index's manifest, created (and saved) on the first write."""
-        m = self.engine.manifest
+        m = self.ctx.manifest
         if m is None:
-            m = Manifest.for_encoder(self.engine.encoder, self.engine.index_options)
+            m = Manifest.for_encoder(self.ctx.encoder, self.ctx.index_options)
             with self.store.write():
                 m.save(self.store)
-            self.engine.reload_manifest()
-            self.engine.cache.rebuild()  # the new, empty cache
+            self.ctx.reload_manifest()
+            self.ctx.cache.rebuild()  # the new, empty cache
         return m
 
     def _prepare(
         self, docs: list[Document], summary: IngestSummary, progress: Progress, force: bool
-    ) -> _Batch | None:
+    ) -> Batch | None:
         """Skip unchanged documents, create the manifest on the first write, chunk the rest."""
         old = self.store.hashes(d.id for d in docs)
         todo = []
@@ -325,69 +306,23 @@ class Indexer:
             parts = chunker.chunk(d.text)
             prepared.append(PreparedDocument(d, h, parts, np.zeros(0), []))
             chunks.extend(parts)
-        return _Batch(todo, prepared, chunks, force, chars=sum(len(d.text) for d, _ in todo))
+        return Batch(todo, prepared, chunks, force, chars=sum(len(d.text) for d, _ in todo))
 
     def _stream_batches(
         self, doc: Document, summary: IngestSummary, progress: Progress, force: bool
-    ) -> Iterator[_Batch]:
-        """A streamed document's batches of new chunks, the last one marked to publish it.
-
-        Chunks already staged by a killed run with the same content are cut again (so the
-        stream goes on from the same place) but not given to the embedder again."""
+    ) -> Iterator[Batch]:
+        """A streamed document's batches of new chunks (``stream.stream_batches``)."""
         h = self._known_hashes.get(doc.id) or content_hash(doc)
-        if not force and self.store.hashes([doc.id]).get(doc.id) == h:
-            summary.unchanged += 1
-            return
-        chunker = self._chunker(self._manifest())
-        with self.store.write():
-            self.store.ensure_staging_tables()
-            staged, last = self.store.begin_staging(doc.id, h, doc.source)
-        locations: list[tuple[int, dict[str, Any]]] = []
 
-        def texts() -> Iterator[str]:
-            pos = 0
-            for text, where in doc.parts():  # type: ignore[misc]  # checked by the caller
-                if where:
-                    locations.append((pos, where))
-                pos += len(text)
-                yield text
+        def chunker() -> Chunker:
+            return self._chunker(self._manifest())
 
-        group: list[Chunk] = []
-        done_to = 0  # input characters covered by the batches handed on
-        n = 0
-        for c in chunker.chunk_stream(texts()):
-            n += 1
-            if c.ordinal < staged:
-                if c.ordinal == staged - 1:
-                    if (c.start, c.end) != last:  # cut otherwise than staged: start over
-                        log.warning("staged chunks of %s do not match: encoding anew", doc.id)
-                        with self.store.write():
-                            self.store.drop_staging(doc.id)
-                        yield from self._stream_batches(doc, summary, progress, force)
-                        return
-                    log.info("%s: resuming after %d staged chunks", doc.id, staged)
-                    summary.resumed += staged
-                    progress.skip(c.end)
-                    done_to = c.end
-                continue
-            group.append(c)
-            if len(group) >= BATCH_CHUNKS:
-                yield _Batch([(doc, h)], [], group, force, c.end - done_to, (doc, h))
-                done_to, group = c.end, []
-        if n == 0:
-            with self.store.write():
-                self.store.drop_staging(doc.id)
-            summary.skipped.append(Skip(doc.source or doc.id, "empty or whitespace-only"))
-            return
-        if locations or not doc.locations:  # a repaired stream keeps its stored locations
-            doc.locations = locations
-        end = group[-1].end if group else done_to
-        yield _Batch([(doc, h)], [], group, force, end - done_to, (doc, h), publish=True)
+        return stream_batches(self.store, doc, h, chunker, summary, progress, force)
 
     def _write(
-        self, batch: _Batch, vectors: np.ndarray, summary: IngestSummary, progress: Progress
+        self, batch: Batch, vectors: np.ndarray, summary: IngestSummary, progress: Progress
     ) -> None:
-        m = self.engine.manifest
+        m = self.ctx.manifest
         assert m is not None
         vectors = np.asarray(vectors, dtype=np.float32)
         if batch.stream is not None and not batch.chunks:
@@ -398,9 +333,9 @@ class Indexer:
                 f"chunks of dimension {m.dimension}; nothing of this batch was written."
             )
         vectors = normalize_rows(vectors)
-        analyzer = self.engine.analyzer
+        analyzer = self.ctx.analyzer
         if batch.stream is not None:
-            self._write_streamed(batch, vectors, summary)
+            write_streamed(self.store, analyzer, batch, vectors, summary)
             progress.update(len(batch.chunks), batch.chars)
             return
         # the stored hashes now, not when the batch was prepared: a pipelining embedder has later
@@ -432,25 +367,6 @@ class Indexer:
                 summary.new_ids.add(d.id)
         summary.chunks += chunks
         progress.update(len(batch.chunks), batch.chars)
-
-    def _write_streamed(self, batch: _Batch, vectors: np.ndarray, summary: IngestSummary) -> None:
-        """Stage a streamed document's batch; the last one publishes it in the same transaction."""
-        assert batch.stream is not None
-        doc, h = batch.stream
-        terms = [self.engine.analyzer.analyze(c.text) for c in batch.chunks]
-        old = self.store.hashes([doc.id]) if batch.publish else {}
-        with self.store.write():
-            if batch.chunks:
-                self.store.stage_chunks(doc.id, h, batch.chunks, vectors, terms)
-            if batch.publish:
-                self.store.publish_staged(doc, h)
-        summary.chunks += len(batch.chunks)
-        if batch.publish and doc.id not in summary.new_ids:
-            if doc.id in old:
-                summary.updated += 1
-            else:
-                summary.added += 1
-                summary.new_ids.add(doc.id)
 
     def reencode(self, doc_ids: list[str]) -> int:
         """Encode stored documents again and store them (repair; caller holds the write lock)."""
@@ -496,7 +412,7 @@ class Indexer:
         """Store documents with precomputed vectors, one vector per document (one chunk each)."""
         docs = [as_document(r) for r in records]
         vectors = np.asarray(vectors, dtype=np.float32)
-        m = self.engine.manifest
+        m = self.ctx.manifest
         if m is None:
             raise InputError("add precomputed vectors to an index created with an encoder first.")
         dim = int(m.dimension)
@@ -506,7 +422,7 @@ class Indexer:
             )
         summary = IngestSummary()
         started = time.perf_counter()
-        analyzer = self.engine.analyzer
+        analyzer = self.ctx.analyzer
         with self.writing():
             step = chunk_size or 5000
             for i in range(0, len(docs), step):

@@ -33,7 +33,7 @@ from .indexer import Embedder, local_embedder
 from .locking import WriteLock
 
 if TYPE_CHECKING:
-    from ..engine import SearchEngine
+    from .context import IndexContext
 
 BATCH = 256  # chunks per encoded batch and per side-table transaction
 SWITCH_WAIT = 600.0  # seconds the switch waits for a running ingest: hours of work are at stake
@@ -62,16 +62,16 @@ class ReembedLock(WriteLock):
 
 
 def open_target(
-    engine: SearchEngine, model: str | os.PathLike[str] | Encoder, precision: str | None
+    ctx: IndexContext, model: str | os.PathLike[str] | Encoder, precision: str | None
 ) -> Encoder:
-    """The new model's encoder: an Encoder object as given, else built the way the engine builds
-    its own (``SearchEngine.open_model``: ``backends.open_encoder``)."""
+    """The new model's encoder: an Encoder object as given, else built the way the index builds
+    its own (``IndexContext.open_model``: ``backends.open_encoder``)."""
     if not isinstance(model, str | os.PathLike):
         return model
     name = str(model)
     if Path(name).is_dir():
         name = str(Path(name).resolve())  # readers in other folders must find it too
-    return engine.open_model(name, precision)
+    return ctx.open_model(name, precision)
 
 
 def _max_length(enc: Any) -> int | None:
@@ -99,9 +99,9 @@ def target_facts(enc: Encoder) -> dict[str, Any]:
     }
 
 
-def pending(engine: SearchEngine) -> dict[str, Any] | None:
+def pending(ctx: IndexContext) -> dict[str, Any] | None:
     """The target of an unfinished re-embed of this index, with how far it got (None: none)."""
-    store = engine.store
+    store = ctx.store
     with store.snapshot():
         target = store.reembed_target()
         if target is None:
@@ -125,7 +125,7 @@ def _inputs(enc: Any) -> tuple[Callable[[list[str]], Any], bool]:
 
 
 def _encode_missing(
-    engine: SearchEngine,
+    ctx: IndexContext,
     enc: Any,
     dim: int,
     embedder: Embedder | None,
@@ -133,7 +133,7 @@ def _encode_missing(
     batch_size: int,
 ) -> int:
     """Encode every chunk without a side vector into ``embeddings_next``; how many were done."""
-    store = engine.store
+    store = ctx.store
     to_input, token_ids = _inputs(enc)
     ids_q: deque[list[int]] = deque()
 
@@ -168,7 +168,7 @@ def _encode_missing(
 
 
 def reembed(
-    engine: SearchEngine,
+    ctx: IndexContext,
     model: str | os.PathLike[str] | Encoder,
     precision: str | None = None,
     progress: bool = False,
@@ -178,13 +178,13 @@ def reembed(
     """Re-encode every stored chunk with ``model`` (a folder/hub id, or an Encoder object) and
     switch the index to it in one transaction; see the module docstring."""
     started = time.perf_counter()
-    store = engine.store
-    if engine.refresh() is None:
+    store = ctx.store
+    if ctx.refresh() is None:
         raise InputError("the index is empty; there is nothing to re-embed.")
-    enc = open_target(engine, model, precision)
+    enc = open_target(ctx, model, precision)
     facts = target_facts(enc)
     dim = facts["dimension"]
-    with ReembedLock(engine.folder, engine.wait):
+    with ReembedLock(ctx.folder, ctx.wait):
         store.ensure_reembed_tables()
         with store.write():
             if store.reembed_target() != facts:  # a new target (or none yet): start over
@@ -199,15 +199,12 @@ def reembed(
             leave=False,
         )
         try:
-            encoded = _encode_missing(engine, enc, dim, embedder, bar, batch_size)
-            with WriteLock(engine.folder, max(engine.wait, SWITCH_WAIT)):  # no ingest from here
-                stragglers = _encode_missing(engine, enc, dim, embedder, bar, batch_size)
-                generation = _switch(engine, enc, facts)
+            encoded = _encode_missing(ctx, enc, dim, embedder, bar, batch_size)
+            with WriteLock(ctx.folder, max(ctx.wait, SWITCH_WAIT)):  # no ingest from here
+                stragglers = _encode_missing(ctx, enc, dim, embedder, bar, batch_size)
+                generation = _switch(ctx, enc, facts)
         finally:
             bar.close()
-    from ..quality.tuning import maybe_autotune
-
-    maybe_autotune(engine)  # the tuned fusion belonged to the old model
     return ReembedResult(
         facts["encoder"],
         generation,
@@ -219,14 +216,14 @@ def reembed(
     )
 
 
-def _switch(engine: SearchEngine, enc: Any, facts: dict[str, Any]) -> int:
+def _switch(ctx: IndexContext, enc: Any, facts: dict[str, Any]) -> int:
     """The one transaction that makes the new vectors and manifest current (under the write
-    lock), then this engine follows at once and writes a checkpoint of the new generation."""
-    store = engine.store
+    lock), then this context follows at once and writes a checkpoint of the new generation."""
+    store = ctx.store
     with store.write():
         if store.count_without_next_vector():  # cannot happen under the write lock
             raise ManifestMismatchError("chunks without a new vector remain; nothing was changed.")
-        old = engine.reload_manifest()
+        old = ctx.reload_manifest()
         assert old is not None
         generation = old.generation + 1
         describe = getattr(enc, "describe", None)
@@ -246,7 +243,7 @@ def _switch(engine: SearchEngine, enc: Any, facts: dict[str, Any]) -> int:
             update["chunk_tokens"] = limit - 2
             update["overlap"] = min(old.overlap, (limit - 2) // 4)
         store.switch_to_next_vectors(update)
-    engine.refresh(encoder=enc)
-    vi = engine.cache.checkpoint()  # the new generation's cache, rebuilt from SQLite, saved
-    engine.cache.drop_checkpoints_below(vi.seq)  # the old generation's files: never used again
+    ctx.refresh(encoder=enc)
+    vi = ctx.cache.checkpoint()  # the new generation's cache, rebuilt from SQLite, saved
+    ctx.cache.drop_checkpoints_below(vi.seq)  # the old generation's files: never used again
     return generation

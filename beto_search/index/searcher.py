@@ -5,39 +5,47 @@ snapshot (``VectorCache.pinned``), so results never mix two states of the index.
 
 from __future__ import annotations
 
-import html
 import os
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..encoder import normalize_rows
 from ..errors import InputError
-from ..fusion import FUSIONS, FusionConfig, fuse, resolve
+from ..fusion import FusionConfig, resolve
 from ..readers import EXTENSIONS, clean_text
 from ..rerank import DEFAULT_DEPTH, Reranker
-from ..snippets import make_snippet
 from ..types import Hit, SearchResults, locate
 from ..vector_index import SearchParams, VectorIndex
-from .store import Filter, StoredChunk
+from .candidates import (
+    Candidates,
+    _pool,
+    _top,
+    add_snippets,
+    check_search,
+    field_warnings,
+    fuse_mode,
+    hits_from_rows,
+    make_filter,
+    plain_snippets,
+    rerank_hits,
+)
+from .store import Filter
 
 if TYPE_CHECKING:
-    from ..analyzer import SpanishAnalyzer
-    from ..engine import SearchEngine
+    from .context import IndexContext
 
-MODES = ("semantic", "lexical", "hybrid")
 EXACT_FILTER_MAX = 20_000  # filtered searches over at most this many chunks are scored exactly
 
 
 class Searcher:
-    """The read side of an engine (``Searcher(engine).search(...)``)."""
+    """The read side of an index (``Searcher(ctx).search(...)``): no state but the context, so
+    one serves every thread."""
 
-    def __init__(self, engine: SearchEngine) -> None:
-        self.engine = engine
-        self.store = engine.store
+    def __init__(self, ctx: IndexContext) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
 
     # ----- search --------------------------------------------------------------------------
     def search(
@@ -71,7 +79,7 @@ class Searcher:
             rerank, rerank_depth, rerank_precision
         )  # fails before searching
         want = max(k, rerank_depth) if reranker is not None else k
-        manifest = self.engine.refresh()  # another process may have re-embedded or re-tuned
+        manifest = self.ctx.refresh()  # another process may have re-embedded or re-tuned
         config = self.fusion_config(fusion, alpha)
         if manifest is None:
             return SearchResults()
@@ -87,9 +95,9 @@ class Searcher:
             pending = _pool().submit(self._query_vector, query, None, manifest.dimension)
         elif mode != "lexical":
             qvec = self._query_vector(query, query_vector, manifest.dimension)
-        with self.engine.cache.pinned() as vi:
+        with self.ctx.cache.pinned() as vi:
             if vi.generation != manifest.generation:  # re-embedded while the query was encoded
-                manifest = self.engine.refresh()
+                manifest = self.ctx.refresh()
                 assert manifest is not None
                 config = self.fusion_config(fusion, alpha)
                 if mode != "lexical":
@@ -143,7 +151,7 @@ class Searcher:
         from ..rerank import rerank_model
 
         model = rerank_model(None if rerank is True else os.fspath(rerank))
-        return self.engine.reranker(model, precision)
+        return self.ctx.reranker(model, precision)
 
     def _reach(self, allowed: np.ndarray | None) -> int:
         """How many chunks a search can reach (counted only when a search must widen)."""
@@ -152,7 +160,7 @@ class Searcher:
     def fusion_config(self, fusion: str | None = None, alpha: float | None = None) -> FusionConfig:
         """THE fusion resolution: the given method/alpha, else the index's tuned default
         (manifest.fusion), else the library's (``fusion.resolve``)."""
-        m = self.engine.manifest
+        m = self.ctx.manifest
         return resolve(m.to_dict() if m is not None else None, fusion, alpha)
 
     def default_fusion(self, fusion: str | None, alpha: float | None) -> tuple[str, float]:
@@ -168,14 +176,14 @@ class Searcher:
         fuses, so ``tuning`` can re-fuse them under many configs. ``query_vectors``: the
         queries already encoded (``tuning`` scores more texts against them)."""
         texts = [clean_text(q) for q in queries]
-        manifest = self.engine.refresh()
+        manifest = self.ctx.refresh()
         if manifest is None:
             raise InputError("the index is empty; ingest documents first.")
         if query_vectors is None:
-            enc = self.engine.query_encoder
+            enc = self.ctx.query_encoder
             query_vectors = np.asarray(enc.encode_queries(texts), dtype=np.float32)
         qvecs = normalize_rows(np.asarray(query_vectors, dtype=np.float32))
-        with self.engine.cache.pinned() as vi:
+        with self.ctx.cache.pinned() as vi:
             if vi.generation != manifest.generation:
                 raise InputError("the index was re-embedded meanwhile; run it again.")
             scores, ids = vi.search(qvecs, depth, params=SearchParams())
@@ -205,7 +213,7 @@ class Searcher:
         by bm25 over THIS index's term statistics, each candidate's row, and how many chunks the
         search could reach, all in one snapshot. What a sharded index merges before fusing
         (``beto_search.shards``); ``exclude``: chunk ids never returned (similar's own)."""
-        manifest = self.engine.refresh()
+        manifest = self.ctx.refresh()
         if manifest is None:
             return Candidates({}, {}, {}, 0)
         flt = Filter({str(a): str(b) for a, b in (where or {}).items()}, source)
@@ -215,7 +223,7 @@ class Searcher:
             if query_vector is None:
                 raise InputError("a query vector is needed for dense candidates.")
             qvec = self._query_vector(query, query_vector, manifest.dimension)
-        with self.engine.cache.pinned() as vi:
+        with self.ctx.cache.pinned() as vi:
             if vi.generation != manifest.generation:
                 raise InputError("the index was re-embedded meanwhile; run the search again.")
             allowed = self.store.filtered_chunk_ids(flt) if flt else None
@@ -241,7 +249,7 @@ class Searcher:
     def document_vector(self, doc_id: str) -> tuple[np.ndarray, list[int]] | None:
         """A stored document's mean vector (normalised, shape (1, dim)) and its chunk ids, or
         None when the index does not hold it (``similar``'s query, no encoding)."""
-        manifest = self.engine.refresh()
+        manifest = self.ctx.refresh()
         if manifest is None:
             return None
         own = self.store.doc_chunk_ids(doc_id)
@@ -252,7 +260,7 @@ class Searcher:
 
     def _query_vector(self, query: str, given: np.ndarray | None, dim: int) -> np.ndarray:
         if given is None:
-            enc = self.engine.query_encoder
+            enc = self.ctx.query_encoder
             return normalize_rows(np.asarray(enc.encode_queries([query]), dtype=np.float32))
         vec = np.asarray(given, dtype=np.float32)
         if vec.ndim == 1:
@@ -294,7 +302,7 @@ class Searcher:
         return out
 
     def _lexical(self, query: str, depth: int, flt: Filter) -> dict[int, float]:
-        match = self.engine.analyzer.fts_query(query)
+        match = self.ctx.analyzer.fts_query(query)
         if match is None:
             return {}
         return dict(self.store.lexical(match, depth, flt if flt else None))
@@ -324,7 +332,7 @@ class Searcher:
                     if h.dense_score is None:
                         h.dense_score = exact.get(h.chunk_id)
         if snippets:
-            add_snippets(hits, query, self.engine.analyzer)
+            add_snippets(hits, query, self.ctx.analyzer)
         self.locate(hits)
 
     def locate(self, hits: list[Hit]) -> None:
@@ -349,10 +357,10 @@ class Searcher:
         """Documents closest to a stored one, from its stored vectors (no encoding)."""
         if not isinstance(k, int) or k < 1:
             raise InputError("the number of results (k) must be a whole number of at least 1.")
-        manifest = self.engine.manifest
+        manifest = self.ctx.manifest
         if manifest is None:
             raise InputError(f"there is no document '{doc_id}' in the index.")
-        with self.engine.cache.pinned() as vi:
+        with self.ctx.cache.pinned() as vi:
             own = self.store.doc_chunk_ids(doc_id)
             if not own:
                 raise InputError(self.no_document(doc_id))
@@ -374,167 +382,3 @@ class Searcher:
             plain_snippets(hits)
             self.locate(hits)
         return hits
-
-
-@dataclass
-class Candidates:
-    """A search's chunk candidates before fusion (``Searcher.search_candidates``): raw cosine
-    and bm25 scores by chunk id, the rows of those chunks, and the chunks the search reaches."""
-
-    dense: dict[int, float]
-    lexical: dict[int, float]
-    rows: dict[int, StoredChunk]
-    reach: int
-
-
-def check_search(
-    query: str, k: int, mode: str, fusion: str | None = None, alpha: float | None = None
-) -> None:
-    """A search's arguments, checked once (one-sentence ``InputError``s); the server runs them
-    before it encodes a query."""
-    if not isinstance(query, str) or not clean_text(query).strip():
-        raise InputError("the query is empty; give some text to search for.")
-    if not isinstance(k, int) or k < 1:
-        raise InputError("the number of results (k) must be a whole number of at least 1.")
-    if mode not in MODES:
-        raise InputError(f"mode must be one of {', '.join(MODES)}, not '{mode[:40]}'.")
-    if fusion is not None and fusion not in FUSIONS:
-        raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, not '{fusion[:40]}'.")
-    if alpha is not None and not 0.0 <= alpha <= 1.0:
-        raise InputError("alpha must be between 0 and 1.")
-
-
-def fuse_mode(
-    mode: str, config: FusionConfig, dense: dict[int, float], lexical: dict[int, float]
-) -> dict[int, float]:
-    """The chunk scores a search of ``mode`` ranks by: one side alone, or the two fused."""
-    if mode == "semantic":
-        return dict(dense)
-    if mode == "lexical":
-        return dict(lexical)
-    return fuse(config, dense, lexical)
-
-
-def hits_from_rows(
-    fused: dict[int, float],
-    dense: dict[int, float],
-    lexical: dict[int, float],
-    rows: dict[int, StoredChunk],
-    k: int,
-) -> list[Hit]:
-    """Aggregate chunk scores to documents (best chunk wins) and take the top k; a chunk
-    without a row (a vector SQLite no longer has: a tombstone) is never shown."""
-    best: dict[str, int] = {}
-    for cid, _score in sorted(fused.items(), key=lambda kv: (-kv[1], kv[0])):
-        row = rows.get(cid)
-        if row is None:
-            continue
-        if row.doc_id not in best:
-            best[row.doc_id] = cid
-            if len(best) == k:
-                break
-    hits = []
-    for rank, (doc_id, cid) in enumerate(best.items(), start=1):
-        r = rows[cid]
-        hits.append(
-            Hit(
-                rank=rank,
-                score=float(fused[cid]),
-                doc_id=doc_id,
-                title=r.title,
-                text=r.text,
-                start=r.start,
-                end=r.end,
-                source=r.source,
-                metadata=r.metadata,
-                chunk_id=cid,
-                dense_score=dense.get(cid),
-                lexical_score=lexical.get(cid),
-            )
-        )
-    return hits
-
-
-def add_snippets(hits: list[Hit], query: str, analyzer: SpanishAnalyzer) -> None:
-    """Snippets with the query's terms highlighted."""
-    for h in hits:
-        snip = make_snippet(h.text, h.start, query, analyzer)
-        h.snippet, h.snippet_start, h.snippet_end = snip.text, snip.start, snip.end
-        h.highlight_spans = snip.spans
-        h.highlight = snip.marked()
-
-
-def plain_snippets(hits: list[Hit]) -> None:
-    """``similar``'s snippets: the chunk's start, nothing marked, escaped like search's
-    highlights (HTML-safe to show as is)."""
-    for h in hits:
-        h.snippet, h.snippet_start = h.text[:320], h.start
-        h.snippet_end = h.start + len(h.snippet)
-        h.highlight = html.escape(h.snippet)
-
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    """Threads that encode hybrid queries next to their lexical side (shared by every engine
-    of the process; idle threads cost nothing and are joined at exit)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="beto-search-query")
-        return _POOL
-
-
-def make_filter(where: dict[str, Any] | None, source: str | None) -> Filter:
-    """The store's ``Filter`` for a search's ``where`` and ``source``."""
-    return Filter({str(a): _filter_value(b) for a, b in (where or {}).items()}, source)
-
-
-def field_warnings(missing: list[str], fields: list[str]) -> list[str]:
-    """A sentence per filtered metadata field that no document has, naming those that exist
-    (a misspelled field would otherwise be a silent empty result)."""
-    if not missing:
-        return []
-    known = (
-        f"the metadata fields are: {', '.join(fields)} (and title, source, id)"
-        if fields
-        else "no document has metadata (filter on title, source or id)"
-    )
-    return [f"no document has the field '{key}'; {known}." for key in missing]
-
-
-def _filter_value(value: object) -> str:
-    """A filter value as text: booleans as JSON writes them (True -> "true"), the rest as str."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _top(ids: np.ndarray, scores: np.ndarray, n: int) -> dict[int, float]:
-    if not len(ids):
-        return {}
-    order = np.argsort(-scores)[:n]
-    return {int(ids[i]): float(scores[i]) for i in order}
-
-
-def rerank_hits(reranker: Reranker, query: str, hits: list[Hit], depth: int) -> list[Hit]:
-    """The top ``depth`` hits in ``reranker``'s order of (query, best passage) scores (ties keep
-    the fused order), then the rest as they were; ranks renumbered."""
-    head, tail = hits[:depth], hits[depth:]
-    if not head:
-        return hits
-    scores = np.asarray(reranker.score(query, [h.text for h in head]), dtype=np.float64)
-    if scores.shape != (len(head),):
-        raise InputError(
-            f"the reranker '{reranker.name}' gave {scores.size} scores for {len(head)} passages."
-        )
-    scores = np.nan_to_num(scores, nan=-np.inf)
-    order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
-    for i in order:
-        head[i].rerank_score = float(scores[i])
-    out = [head[i] for i in order] + tail
-    for rank, h in enumerate(out, start=1):
-        h.rank = rank
-    return out

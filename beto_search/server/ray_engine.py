@@ -21,8 +21,8 @@ import numpy as np
 from ..encoder import Encoder
 from ..errors import BetoSearchError, InputError, StorageError
 from ..fusion import FusionConfig, resolve
+from ..index.candidates import check_search
 from ..index.manifest import Manifest
-from ..index.searcher import check_search
 from ..ingest import IngestSummary, as_document
 from ..readers import clean_text
 from ..rerank import DEFAULT_DEPTH, Reranker

@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..index.searcher import Candidates, Searcher, make_filter
+from ..index.candidates import Candidates, make_filter
+from ..index.searcher import Searcher
 from .bm25 import TermStats
 
 if TYPE_CHECKING:
     from ..analyzer import SpanishAnalyzer
     from ..encoder import Encoder
+    from ..index.context import IndexContext
     from ..index.indexer import Embedder
     from ..index.manifest import Manifest
     from ..index.reembed import ReembedResult
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
 class LocalShard(Protocol):
     """One shard opened in this process: an ordinary index (``SearchEngine.open_folder``)."""
 
+    @property
+    def ctx(self) -> IndexContext: ...
     @property
     def folder(self) -> Path: ...
     @property
@@ -101,9 +105,8 @@ class LocalShard(Protocol):
 
 
 def searcher(shard: LocalShard) -> Searcher:
-    """THE place shards build a ``Searcher`` (one line to change when the index collaborators
-    take the shard's context instead of its engine)."""
-    return Searcher(shard)  # type: ignore[arg-type]  # a SearchEngine, structurally
+    """THE place shards build a ``Searcher``: on the shard's index context."""
+    return Searcher(shard.ctx)
 
 
 @dataclass(frozen=True, eq=False)

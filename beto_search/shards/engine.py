@@ -22,7 +22,7 @@ import numpy as np
 from ..encoder import Encoder, normalize_rows
 from ..errors import IndexNotFoundError, InputError, ManifestMismatchError
 from ..fusion import FusionConfig, resolve
-from ..index.searcher import check_search
+from ..index.candidates import check_search
 from ..ingest import IngestSummary, as_document
 from ..readers import ReaderOptions, clean_text
 from ..rerank import DEFAULT_DEPTH, Reranker

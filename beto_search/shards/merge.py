@@ -24,7 +24,7 @@ import numpy as np
 from ..encoder import normalize_rows
 from ..errors import InputError
 from ..fusion import FusionConfig
-from ..index.searcher import (
+from ..index.candidates import (
     Candidates,
     add_snippets,
     field_warnings,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InputError
+from ..index.indexer import Indexer
 from ..ingest import as_document
 from ..readers import ReaderOptions, ReadReport, clean_text, iter_files, read_file
 from .callers import LocalShard
@@ -90,7 +91,9 @@ class ShardWriter:
 
         def write(i: int) -> IngestSummary:
             try:
-                return self.shards[i].add(feed(queues[i]), embedder=embed)
+                # the index layer's add: the after-write step (autotune) runs once, on the
+                # merged index, not per shard
+                return Indexer(self.shards[i].ctx).add(feed(queues[i]), False, embed)
             except BaseException:
                 failed.set()
                 raise
@@ -291,7 +294,7 @@ def _process_writer(
     try:
         engine = open_shard(Path(folder), encoder, create=False, wait=wait, **options)
         try:
-            summary = engine.add(feed())
+            summary = Indexer(engine.ctx).add(feed(), False, None)  # no per-shard autotune
         finally:
             engine.close()
         summary.new_ids = set()  # not needed by the caller: do not ship it back

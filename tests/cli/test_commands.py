@@ -230,7 +230,7 @@ def test_chunk_tokens_larger_than_the_model_window(cli_run, tmp_path: Path) -> N
 def test_choice_lists_come_from_the_library() -> None:
     from beto_search.encoder import DEVICES, POOLINGS, PRECISIONS
     from beto_search.fusion import FUSIONS
-    from beto_search.index.searcher import MODES
+    from beto_search.index.candidates import MODES
     from beto_search.vector_index import INDEX_TYPES
 
     def choices(command: str, option: str) -> list[str]:

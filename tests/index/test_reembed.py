@@ -95,7 +95,7 @@ def test_reembed_switches_model_and_searches_use_it(tmp_path: Path) -> None:
     index = build(tmp_path / "idx")
     with SearchEngine.open(index, encoder=old) as engine:
         before = engine.search("río montaña", k=3, mode="semantic")
-        result = reembed(engine, new)
+        result = reembed(engine.ctx, new)
         assert (result.generation, result.encoded, result.resumed) == (1, 60, 0)
         m = engine.manifest
         assert (m["encoder"], m["dimension"], m["generation"]) == ("hash-new", 48, 1)
@@ -134,16 +134,18 @@ def test_interrupted_reembed_keeps_old_index_and_resumes(tmp_path: Path) -> None
     index = build(tmp_path / "idx")
     with SearchEngine.open(index, encoder=old) as engine:
         with pytest.raises(RuntimeError):
-            reembed(engine, FailingAfter(2, name="hash-new", dimension=48, salt=7), batch_size=10)
+            reembed(
+                engine.ctx, FailingAfter(2, name="hash-new", dimension=48, salt=7), batch_size=10
+            )
         assert engine.manifest["encoder"] == "hash-old"
-        assert pending(engine)["vectors_done"] == 20
+        assert pending(engine.ctx)["vectors_done"] == 20
         assert engine.info()["reembed_pending"]["encoder"] == "hash-new"
         assert engine.search("río", k=2, mode="semantic")  # still answers with the old model
         assert engine.verify() == []
     assert assert_wholly(index, {"hash-old": old}) == "hash-old"
     new = WordHash("hash-new", 48, salt=7)
     with SearchEngine.open(index, encoder=old) as engine:
-        result = reembed(engine, new, batch_size=10)
+        result = reembed(engine.ctx, new, batch_size=10)
     assert (result.resumed, result.encoded) == (20, 40)
     with SearchEngine.open(index, encoder=new) as engine:
         info = engine.info()
@@ -156,11 +158,13 @@ def test_a_different_target_starts_over(tmp_path: Path) -> None:
     index = build(tmp_path / "idx")
     with SearchEngine.open(index, encoder=old) as engine:
         with pytest.raises(RuntimeError):
-            reembed(engine, FailingAfter(2, name="hash-new", dimension=48, salt=7), batch_size=10)
+            reembed(
+                engine.ctx, FailingAfter(2, name="hash-new", dimension=48, salt=7), batch_size=10
+            )
         other = WordHash("hash-other", 40, salt=3)
-        result = reembed(engine, other, batch_size=10)
+        result = reembed(engine.ctx, other, batch_size=10)
         assert (result.resumed, result.encoded) == (0, 60)
-        assert pending(engine) is None
+        assert pending(engine.ctx) is None
     assert assert_wholly(index, {"hash-other": other}) == "hash-other"
 
 
@@ -178,7 +182,7 @@ def test_chunks_written_during_the_bulk_phase_are_covered(tmp_path: Path) -> Non
             yield new.encode_documents(batch)
 
     with SearchEngine.open(index, encoder=old) as engine:
-        result = reembed(engine, new, embedder=embedder)
+        result = reembed(engine.ctx, new, embedder=embedder)
         assert result.stragglers == 5 and result.chunks == 65
         assert engine.verify() == []
     assert assert_wholly(index, {"hash-new": new}) == "hash-new"
@@ -198,7 +202,7 @@ KILL_SCRIPT = textwrap.dedent("""
             return super().encode_documents(texts)
 
     with SearchEngine.open(sys.argv[1], encoder=WordHash()) as engine:
-        reembed(engine, Slow("hash-new", 48, salt=7), batch_size=8)
+        reembed(engine.ctx, Slow("hash-new", 48, salt=7), batch_size=8)
     print("done")
 """)
 
@@ -277,7 +281,7 @@ def test_sigkill_anywhere_leaves_the_old_or_the_new_index(tmp_path: Path) -> Non
         if which == "hash-old":  # a re-run finishes the job, resuming what was written
             done = _count(db, next_rows)
             with SearchEngine.open(index, encoder=old) as engine:
-                result = reembed(engine, new, batch_size=8)
+                result = reembed(engine.ctx, new, batch_size=8)
             assert result.resumed == done
             resumed_ok |= done > 0 and result.encoded == 80 - done
             assert assert_wholly(index, models) == "hash-new"
@@ -383,7 +387,7 @@ def test_an_open_engine_follows_or_refuses_at_its_next_query(tmp_path: Path) -> 
         writer.set_default_fusion({"method": "rrf", "alpha": 0.5})
         reader.search("río", k=2)
         assert reader.manifest.fusion == {"method": "rrf", "alpha": 0.5}
-        reembed(writer, new)
+        reembed(writer.ctx, new)
         for mode in ("semantic", "lexical"):  # as opening it with that encoder would be
             with pytest.raises(ManifestMismatchError):
                 reader.search("río", k=2, mode=mode)

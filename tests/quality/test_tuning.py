@@ -236,11 +236,30 @@ def test_autotune_after_ingest_only_when_big_enough(
         assert engine.manifest["fusion"]["labels"] == "labels"
 
 
-def test_cli_tune(built: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import beto_search.engine as engine_mod
+def test_add_autotunes_past_the_threshold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``add`` (the server's upsert) runs the same after-write step as ``ingest``."""
+    from beto_search.readers import ReaderOptions, ReadReport, iter_files, read_file
 
+    monkeypatch.delenv("BETO_SEARCH_AUTOTUNE", raising=False)
+    report, options = ReadReport(), ReaderOptions()
+    docs = [
+        doc
+        for path, root in iter_files([CORPUS], report, options)
+        for doc in read_file(path, root, options, report)
+    ]
+    with SearchEngine.open(tmp_path / "idx", encoder=BagEncoder(), chunk_tokens=60) as engine:
+        engine.add(docs[:10])
+        assert engine.counts()["chunks"] < AUTOTUNE_MIN_CHUNKS
+        assert engine.manifest.get("fusion") is None
+        engine.add(docs[10:])
+        assert engine.counts()["chunks"] >= AUTOTUNE_MIN_CHUNKS
+        fusion = engine.manifest["fusion"]
+        assert fusion["labels"] == "pseudo" and fusion["queries"] >= MIN_QUERIES
+
+
+def test_cli_tune(built: dict[str, Path], tmp_path: Path, use_encoder) -> None:
     index = _copy(built["bag"], tmp_path)
-    monkeypatch.setattr(engine_mod, "_open_encoder", lambda *a, **k: BagEncoder())
+    use_encoder(BagEncoder())
     res = CliRunner().invoke(
         cli,
         [
@@ -341,12 +360,10 @@ def test_one_chunk_paragraphs_get_cloze_pseudo_queries(
 
 
 def test_info_and_explain_say_what_the_fusion_is_and_why(
-    built: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    built: dict[str, Path], tmp_path: Path, use_encoder
 ) -> None:
-    import beto_search.engine as engine_mod
-
     index = _copy(built["noise"], tmp_path)
-    monkeypatch.setattr(engine_mod, "_open_encoder", lambda *a, **k: NoiseEncoder())
+    use_encoder(NoiseEncoder())
     with SearchEngine.open(index, encoder=NoiseEncoder()) as engine:
         result = tune(engine)
         stored = engine.manifest["fusion"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import InputError
 from ...fusion import resolve
-from ...index.searcher import MODES
+from ...index.candidates import MODES
 from ..scoring import score_run
 from .formats import EvalSet
 from .report import EvalReport, write_per_query, write_runs

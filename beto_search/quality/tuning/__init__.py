@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...errors import BetoSearchError, InputError
-from ...fusion import DEFAULT_CONFIG, NORMS, FusionConfig, resolve
+from ...fusion import DEFAULT_CONFIG, NORMS, FusionConfig, explain, resolve  # explain: re-exported
 from ..pseudoqueries import (
     GROUP_MAX,
     PSEUDO_QUERIES,
@@ -354,23 +354,6 @@ def maybe_autotune(engine: EngineLike) -> TuneResult | None:
         return None
     log.info("fusion tuned: %s (%s)", result.config.label(), result.reason)
     return result
-
-
-def explain(manifest: dict[str, Any] | None) -> str:
-    """One line for ``info``: the default fusion and why."""
-    f = (manifest or {}).get("fusion")
-    if not isinstance(f, dict):
-        return (
-            f"{DEFAULT_CONFIG.label()}: the library default (not tuned; 'beto-search tune' "
-            f"chooses one for this index)"
-        )
-    cfg = FusionConfig.from_dict(f)
-    s = f.get("ndcg@10", {})
-    return (
-        f"{cfg.label()}: tuned on {f.get('tuned_on')} at generation {f.get('generation', 0)}; "
-        f"nDCG@10 {s.get('chosen')} vs dense only {s.get('dense')}, lexical only "
-        f"{s.get('lexical')}, default {s.get('default')}; {f.get('reason')}"
-    )
 
 
 def describe(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
 from ...fusion import resolve
-from ...index.searcher import check_search
+from ...index.candidates import check_search
 from ...readers import clean_text
 from ..auth import ServiceDep, read_access
 from ..errors import ApiError
