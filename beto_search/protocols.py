@@ -52,8 +52,8 @@ class EncoderSource(Protocol):
     def manifest(self) -> Manifest | None: ...
 
 
-class Searchable(Protocol):
-    """Reads: the server's routes, evaluation, training's mining of hard negatives."""
+class Reads(Protocol):
+    """Reads every engine has (the local ones and the Ray Serve ingress)."""
 
     @property
     def manifest(self) -> Manifest | None: ...
@@ -83,15 +83,19 @@ class Searchable(Protocol):
 
     def get_document(self, doc_id: str) -> dict[str, Any] | None: ...
 
-    def facets(
-        self, fields: list[str] | None = None, limit: int = 20
-    ) -> dict[str, list[tuple[Any, int]]]: ...
-
     def info(self) -> dict[str, Any]: ...
 
     def reranker(self, model: str | os.PathLike[str], precision: str | None = None) -> Reranker: ...
 
     def close(self) -> None: ...
+
+
+class Searchable(Reads, Protocol):
+    """Reads: evaluation, training's mining of hard negatives, the facets of chosen fields."""
+
+    def facets(
+        self, fields: list[str] | None = None, limit: int = 20
+    ) -> dict[str, list[tuple[Any, int]]]: ...
 
 
 class Writable(Protocol):
@@ -105,6 +109,16 @@ class Writable(Protocol):
     ) -> IngestSummary: ...
 
     def delete(self, ids: Iterable[str]) -> list[str]: ...
+
+
+class Served(Reads, EncoderSource, Protocol):
+    """What the server uses: reads, the encoder and its two writes, called with the lists its
+    routes parse (``SearchEngine``, ``ShardedEngine`` and the Ray Serve ingress's ``RayEngine``
+    satisfy it)."""
+
+    def facets(self, *, limit: int = 20) -> dict[str, list[tuple[Any, int]]]: ...
+    def add(self, records: list[dict[str, Any]]) -> IngestSummary: ...
+    def delete(self, ids: list[str]) -> list[str]: ...
 
 
 class EngineLike(Searchable, Writable, EncoderSource, Protocol):

@@ -15,13 +15,21 @@ from pathlib import Path
 import pytest
 
 from beto_search import SearchEngine
-from beto_search.protocols import EncoderSource, EngineLike, Searchable, StoreView, Writable
+from beto_search.protocols import (
+    EncoderSource,
+    EngineLike,
+    Reads,
+    Searchable,
+    Served,
+    StoreView,
+    Writable,
+)
 from beto_search.quality.evaluation import EvalSet, Query, evaluate
 from beto_search.shards import ShardedEngine
 from tests.encoders import HashEncoder
 from tests.paths import ROOT
 
-PROTOCOLS = (StoreView, EncoderSource, Searchable, Writable, EngineLike)
+PROTOCOLS = (StoreView, EncoderSource, Reads, Searchable, Writable, EngineLike, Served)
 RECORDS = [
     {"id": "a", "title": "Gatos", "text": "El gato duerme en el sofá toda la tarde."},
     {"id": "b", "title": "Perros", "text": "El perro ladra al cartero por la mañana."},
@@ -76,8 +84,10 @@ def test_a_flat_engine_is_every_protocol(tmp_path: Path) -> None:
     writes: Writable = flat
     source: EncoderSource = flat
     store: StoreView = flat.store
+    served: Served = flat  # what the server holds
     try:
         use(engine)
+        assert served.facets(limit=5) == reads.facets(None, 5)
         assert reads.search("perro", k=1)[0].doc_id == "b"
         assert writes.delete(["b"]) == ["b"]
         assert source.manifest is not None and store.chunk_count() == 2
@@ -92,8 +102,10 @@ def test_a_sharded_engine_is_every_protocol(tmp_path: Path) -> None:
     writes: Writable = sharded
     source: EncoderSource = sharded
     store: StoreView = sharded.store
+    served: Served = sharded  # what the server holds
     try:
         use(engine)
+        assert served.facets(limit=5) == reads.facets(None, 5)
         assert reads.search("perro", k=1)[0].doc_id == "b"
         assert writes.delete(["b"]) == ["b"]
         assert source.manifest is not None and store.chunk_count() == 2
@@ -128,9 +140,12 @@ def test_every_protocol_member_is_a_public_member_of_both_engines(protocol: type
                 continue
             assert hasattr(cls, name), f"{label} has no {name} ({protocol.__name__})"
             if inspect.isfunction(spec):
-                wanted = list(inspect.signature(spec).parameters)
+                params = inspect.signature(spec).parameters.values()
+                wanted = [p.name for p in params if p.kind is not p.KEYWORD_ONLY]
+                by_name = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
                 have = list(inspect.signature(getattr(cls, name)).parameters)
                 assert have[: len(wanted)] == wanted, (label, name, have, wanted)
+                assert set(by_name) <= set(have), (label, name, have, by_name)
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..encoder import Encoder
 from ..errors import IndexNotFoundError
+from ..protocols import Served
 from .errors import add_error_handlers
 from .middleware import BodyLimit, HostCheck, security_headers
 from .protocol import protocol_class
@@ -41,7 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(
-    settings: ServerSettings, encoder: Encoder | None = None, engine: Any = None
+    settings: ServerSettings, encoder: Encoder | None = None, engine: Served | None = None
 ) -> FastAPI:
     """The FastAPI application for ``settings`` (the index must exist); ``engine``: an
     engine-like object to serve instead of opening ``settings.index`` here (``ray_serve.py``)."""

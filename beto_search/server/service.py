@@ -14,6 +14,7 @@ from fastapi import Request
 
 from ..encoder import Encoder
 from ..errors import LockTimeoutError
+from ..protocols import Served
 from .batcher import QueryBatcher
 from .errors import ApiError
 from .settings import ServerSettings
@@ -54,7 +55,7 @@ class Service:
     """
 
     def __init__(
-        self, settings: ServerSettings, encoder: Encoder | None = None, engine: Any = None
+        self, settings: ServerSettings, encoder: Encoder | None = None, engine: Served | None = None
     ) -> None:
         from ..engine import SearchEngine
 
@@ -62,7 +63,7 @@ class Service:
         self.folder = Path(settings.index)
         # ``engine``: an engine-like object with SearchEngine's serving methods (the Ray Serve
         # ingress passes one whose shard calls go to deployment handles: ray_serve.py)
-        self.engine = engine or SearchEngine.open(
+        self.engine: Served = engine or SearchEngine.open(
             self.folder,
             encoder=encoder,
             model=settings.model,
