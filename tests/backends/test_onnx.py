@@ -1,4 +1,6 @@
-"""precision="onnx-int8": the ONNX Runtime int8 backend of BetoEncoder (beto_search/onnx_backend.py)."""
+"""precision="onnx-int8": what only the ONNX Runtime int8 backend does (beto_search/backends/onnx.py):
+its graph, its input names, its numpy pooling, its cache key, its missing-runtime message. The
+cases every compiled precision shares are in test_compiled.py."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from beto_search import SearchEngine
 from beto_search.backends import onnx as onnx_backend
 from beto_search.backends.torch import BetoEncoder
 from beto_search.encoder import PRECISIONS
@@ -33,15 +34,8 @@ def _cache_env(monkeypatch: pytest.MonkeyPatch, onnx_cache: Path) -> None:
 
 @pytest.fixture(scope="module")
 def onnx_encoders(tiny_model: Path, onnx_cache: Path):
-    """(torch fp32, onnx-int8) encoder pairs per pooling, built with the module's cache."""
-    yield from encoder_pairs(tiny_model, onnx_cache, "onnx-int8", ("mean", "max", "cls"))
-
-
-def test_precision_listed_and_described(onnx_encoders) -> None:
-    assert "onnx-int8" in PRECISIONS
-    enc = onnx_encoders["mean"][1]
-    assert enc.describe()["precision"] == "onnx-int8"
-    assert enc.device == "cpu"
+    """(torch fp32, onnx-int8) encoder pairs, mean pooling, built with the module's cache."""
+    yield from encoder_pairs(tiny_model, onnx_cache, "onnx-int8", ("mean",))
 
 
 def test_cli_offers_every_precision() -> None:
@@ -49,15 +43,6 @@ def test_cli_offers_every_precision() -> None:
 
     choices = next(p.type.choices for p in ingest.params if p.name == "precision")
     assert list(choices) == list(PRECISIONS)
-
-
-def test_shape_dtype_normalised(onnx_encoders) -> None:
-    enc = onnx_encoders["mean"][1]
-    vecs = enc.encode_documents(TEXTS)
-    assert vecs.shape == (len(TEXTS), enc.dimension)
-    assert vecs.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
-    assert enc.encode_token_ids([]).shape == (0, enc.dimension)
 
 
 def test_graph_is_quantized_with_ffn_output_fp32(onnx_encoders) -> None:
@@ -92,19 +77,6 @@ def test_foreign_graph_refused_clearly() -> None:
     ]
 
 
-@pytest.mark.parametrize("pooling", ["mean", "max", "cls"])
-def test_close_to_torch_fp32(onnx_encoders, pooling: str) -> None:
-    ref_enc, enc = onnx_encoders[pooling]
-    ref, got = ref_enc.encode_documents(TEXTS), enc.encode_documents(TEXTS)
-    cos = np.sum(ref * got, axis=1)
-    # the tiny random model measures 1 - cos < 1e-6 (int8 noise is tiny next to its embeddings);
-    # pooling over the padding as well (a masking bug) gives 0.88-0.99 here for mean and max, and
-    # different texts are 0.86-0.92 apart. Its cls vector is the same for every text, so cls is
-    # checked for real by test_pool_semantics.
-    assert cos.min() > 0.999, cos
-    assert not np.array_equal(ref, got)  # really a different (quantized) path
-
-
 def test_pool_semantics() -> None:
     """numpy pooling = sentence-transformers' Pooling: padded positions never count."""
     import torch
@@ -123,42 +95,6 @@ def test_pool_semantics() -> None:
         onnx_backend.pool(hidden, mask, "lasttoken")
 
 
-@pytest.mark.parametrize("pooling", ["mean", "max", "cls"])
-def test_padding_invariance(onnx_encoders, pooling: str) -> None:
-    enc = onnx_encoders[pooling][1]
-    batch = enc.encode_documents(TEXTS)
-    alone = np.vstack([enc.encode_documents([t]) for t in TEXTS])
-    np.testing.assert_allclose(batch, alone, atol=1e-3)
-    assert np.min(np.sum(batch * alone, axis=1)) > 0.9999
-
-
-def test_cache_built_once_and_reused(
-    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("BETO_SEARCH_CACHE", str(tmp_path / "cache"))
-    calls = []
-    real_export = onnx_backend.export_onnx
-
-    def counting_export(*a, **k):
-        calls.append(1)
-        return real_export(*a, **k)
-
-    monkeypatch.setattr(onnx_backend, "export_onnx", counting_export)
-    first = BetoEncoder(str(tiny_model), precision="onnx-int8")
-    path = first.path
-    assert path.name == "model.onnx" and path.is_file()
-    assert path.parent.parent == tmp_path / "cache" / "onnx"
-    assert [p.name for p in path.parent.parent.iterdir()] == [path.parent.name]  # no temp folders
-    assert {"model.onnx", "model.onnx.data", "tokenizer.json", "encoder.json"} <= {
-        p.name for p in path.parent.iterdir()
-    }
-    assert not (path.parent / "raw").exists()  # the unoptimised export is not kept
-    mtime = path.stat().st_mtime_ns
-    second = BetoEncoder(str(tiny_model), pooling="max", precision="onnx-int8")
-    assert calls == [1]
-    assert second.path == path and path.stat().st_mtime_ns == mtime
-
-
 def test_cache_key_follows_the_weights(tiny_model: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -170,25 +106,6 @@ def test_cache_key_follows_the_weights(tiny_model: Path, tmp_path: Path) -> None
     weights = next(p for p in copy.iterdir() if p.suffix in (".safetensors", ".bin"))
     weights.write_bytes(weights.read_bytes() + b"\0")
     assert onnx_backend.cache_folder(str(copy), "local", "onnx-int8") != key
-
-
-def test_engine_end_to_end(tiny_model: Path, tmp_path: Path) -> None:
-    folder = tmp_path / "idx"
-    docs = [
-        {"id": "gabo", "text": TEXTS[1]},
-        {"id": "economia", "text": TEXTS[3]},
-        {"id": "madrid", "text": TEXTS[4]},
-    ]
-    with SearchEngine.open(folder, model=str(tiny_model), precision="onnx-int8") as engine:
-        engine.add(docs)
-        assert engine.search("García Márquez Aracataca", k=3, mode="semantic")
-        assert engine.manifest["precision"] == "onnx-int8"
-    # reopened without a precision: the index's own (onnx-int8) is used
-    with SearchEngine.open(folder, create=False) as engine:
-        hits = engine.search("capital de España", k=3, mode="semantic")
-        assert {h.doc_id for h in hits} <= {"gabo", "economia", "madrid"} and hits
-        assert engine.encoder.precision == "onnx-int8"
-        assert engine.manifest["precision"] == "onnx-int8"
 
 
 def test_missing_onnxruntime(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,11 +122,3 @@ def test_missing_onnxruntime(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) 
     assert str(info.value) == (
         "precision onnx-int8 needs onnxruntime: pip install 'beto-search[onnx]'"
     )
-
-
-def test_refuses_cuda(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import torch
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    with pytest.raises(InputError, match="CPU only"):
-        BetoEncoder(str(tiny_model), precision="onnx-int8", device="cuda")

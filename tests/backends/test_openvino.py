@@ -1,20 +1,19 @@
-"""precision="ov-int8": the OpenVINO static int8 backend of BetoEncoder (beto_search/openvino_backend.py)."""
+"""precision="ov-int8": what only the OpenVINO static int8 backend does (beto_search/backends/openvino.py):
+its calibration texts, its graph, its input names, its cache key, its missing-runtime messages, a
+quiet first build. The cases every compiled precision shares are in test_compiled.py."""
 
 from __future__ import annotations
 
 import builtins
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-from beto_search import SearchEngine
 from beto_search.backends import openvino as openvino_backend
 from beto_search.backends.torch import BetoEncoder
-from beto_search.encoder import PRECISIONS
 from beto_search.errors import InputError
 from tests.conftest import SPANISH_TEXTS, encoder_pairs
 from tests.paths import ROOT
@@ -34,30 +33,14 @@ def _cache_env(monkeypatch: pytest.MonkeyPatch, ov_cache: Path) -> None:
 
 @pytest.fixture(scope="module")
 def ov_encoders(tiny_model: Path, ov_cache: Path):
-    """(torch fp32, ov-int8) encoder pairs per pooling, built with the module's cache."""
-    yield from encoder_pairs(tiny_model, ov_cache, "ov-int8", ("mean", "max"))
-
-
-def test_precision_listed_and_described(ov_encoders) -> None:
-    assert "ov-int8" in PRECISIONS
-    enc = ov_encoders["mean"][1]
-    assert enc.describe()["precision"] == "ov-int8"
-    assert enc.device == "cpu"
+    """(torch fp32, ov-int8) encoder pairs, mean pooling, built with the module's cache."""
+    yield from encoder_pairs(tiny_model, ov_cache, "ov-int8", ("mean",))
 
 
 def test_calibration_texts_shipped() -> None:
     texts = openvino_backend.calibration_texts()
     assert len(texts) >= 50
     assert len({len(t.split()) for t in texts}) > 10  # of varied lengths
-
-
-def test_shape_dtype_normalised(ov_encoders) -> None:
-    enc = ov_encoders["mean"][1]
-    vecs = enc.encode_documents(TEXTS)
-    assert vecs.shape == (len(TEXTS), enc.dimension)
-    assert vecs.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
-    assert enc.encode_token_ids([]).shape == (0, enc.dimension)
 
 
 def test_graph_is_quantized(ov_encoders) -> None:
@@ -82,52 +65,6 @@ def test_graph_inputs_named_by_us(ov_encoders) -> None:
     assert [sorted(p.get_names()) for p in model.inputs] == [[n] for n in openvino_backend.INPUTS]
 
 
-@pytest.mark.parametrize("pooling", ["mean", "max"])
-def test_close_to_torch_fp32(ov_encoders, pooling: str) -> None:
-    ref_enc, enc = ov_encoders[pooling]
-    ref, got = ref_enc.encode_documents(TEXTS), enc.encode_documents(TEXTS)
-    cos = np.sum(ref * got, axis=1)
-    # the tiny random model measures 1 - cos of 1-2e-5 (mean) and 0.3-1e-5 (max) here; different
-    # texts are 0.86-0.98 apart and pooling the padding too (a masking bug) gives 0.88-0.99.
-    assert cos.min() > 0.9995, cos
-    assert not np.array_equal(ref, got)  # really a different (quantized) path
-
-
-@pytest.mark.parametrize("pooling", ["mean", "max"])
-def test_padding_invariance(ov_encoders, pooling: str) -> None:
-    enc = ov_encoders[pooling][1]
-    batch = enc.encode_documents(TEXTS)
-    alone = np.vstack([enc.encode_documents([t]) for t in TEXTS])
-    np.testing.assert_allclose(batch, alone, atol=1e-3)
-    assert np.min(np.sum(batch * alone, axis=1)) > 0.9999
-
-
-def test_cache_built_once_and_reused(
-    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("BETO_SEARCH_CACHE", str(tmp_path / "cache"))
-    calls = []
-    real_quantize = openvino_backend.quantize
-
-    def counting_quantize(*a, **k):
-        calls.append(1)
-        return real_quantize(*a, **k)
-
-    monkeypatch.setattr(openvino_backend, "quantize", counting_quantize)
-    first = BetoEncoder(str(tiny_model), precision="ov-int8")
-    path = first.path
-    assert path.name == "model.xml" and path.is_file()
-    assert path.parent.parent == tmp_path / "cache" / "openvino"
-    assert {"model.bin", "model.xml", "tokenizer.json", "encoder.json"} <= {
-        p.name for p in path.parent.iterdir()
-    }
-    assert [p.name for p in path.parent.parent.iterdir()] == [path.parent.name]  # no temp folders
-    mtime = path.stat().st_mtime_ns
-    second = BetoEncoder(str(tiny_model), pooling="max", precision="ov-int8")
-    assert calls == [1]
-    assert second.path == path and path.stat().st_mtime_ns == mtime
-
-
 def test_cache_key_follows_weights_and_calibration(tiny_model: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -143,24 +80,6 @@ def test_cache_key_follows_weights_and_calibration(tiny_model: Path, tmp_path: P
     weights = next(p for p in copy.iterdir() if p.suffix in (".safetensors", ".bin"))
     weights.write_bytes(weights.read_bytes() + b"\0")
     assert openvino_backend.cache_folder(str(copy), "local", "ov-int8", calib) != key2
-
-
-def test_engine_end_to_end(tiny_model: Path, tmp_path: Path) -> None:
-    folder = tmp_path / "idx"
-    docs = [
-        {"id": "gabo", "text": TEXTS[1]},
-        {"id": "economia", "text": TEXTS[3]},
-        {"id": "madrid", "text": TEXTS[4]},
-    ]
-    with SearchEngine.open(folder, model=str(tiny_model), precision="ov-int8") as engine:
-        engine.add(docs)
-        assert engine.search("García Márquez Aracataca", k=3, mode="semantic")
-        assert engine.manifest["precision"] == "ov-int8"
-    with SearchEngine.open(folder, create=False) as engine:
-        hits = engine.search("capital de España", k=3, mode="semantic")
-        assert {h.doc_id for h in hits} <= {"gabo", "economia", "madrid"} and hits
-        assert engine.encoder.precision == "ov-int8"
-        assert engine.manifest["precision"] == "ov-int8"
 
 
 @pytest.mark.parametrize("missing", ["openvino", "nncf"])
@@ -186,14 +105,6 @@ def test_missing_openvino(tiny_model: Path, monkeypatch: pytest.MonkeyPatch, mis
     assert str(info.value) == (
         "precision ov-int8 needs OpenVINO: pip install 'beto-search[openvino]'"
     )
-
-
-def test_refuses_cuda(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import torch
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    with pytest.raises(InputError, match="CPU only"):
-        BetoEncoder(str(tiny_model), precision="ov-int8", device="cuda")
 
 
 @pytest.mark.slow
