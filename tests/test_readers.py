@@ -284,3 +284,69 @@ def test_unreadable_file_real_permissions(tmp_path: Path) -> None:  # pragma: no
     for path, r in iter_files([root], report):
         list(read_file(path, r, ReaderOptions(), report))
     assert report.skips[0].reason.startswith("unreadable file")
+
+
+# the folder walk: hidden files, include/exclude, size limits, ids -----------------------------
+def test_hidden_files_and_folders_are_skipped_one_skip_per_hidden_folder(tmp_path: Path) -> None:
+    (tmp_path / ".git" / "objects").mkdir(parents=True)
+    for i in range(5):
+        (tmp_path / ".git" / "objects" / f"{i}.txt").write_text("oculto\n")
+    (tmp_path / ".oculto.txt").write_text("tampoco\n")
+    (tmp_path / "visible.txt").write_text("Un texto visible.\n")
+    docs, report = read_all(tmp_path)
+    assert set(docs) == {"visible.txt"}
+    assert reasons(report) == {
+        str(tmp_path / ".git") + os.sep: "hidden folder",
+        str(tmp_path / ".oculto.txt"): "hidden file",
+    }
+    # a hidden file named on purpose is read
+    docs, report = read_all(tmp_path / ".oculto.txt")
+    assert [d.id for d in docs.values()] == [".oculto.txt"] and report.skips == []
+
+
+def test_include_and_exclude_globs_leave_files_and_folders_out_and_count_them(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "borradores").mkdir()
+    (tmp_path / "borradores" / "a.txt").write_text("borrador\n")
+    (tmp_path / "notas.md").write_text("# Notas\n\ntexto\n")
+    (tmp_path / "uno.txt").write_text("uno\n")
+    (tmp_path / "viejo.txt").write_text("viejo\n")
+    opts = ReaderOptions(include=("*.txt",), exclude=("viejo*", "borradores/"))
+    docs, report = read_all(tmp_path, opts)
+    assert set(docs) == {"uno.txt"}
+    assert report.skips == [] and report.excluded == 3  # the folder, notas.md, viejo.txt
+    # a glob matches the path under the ingested folder as well as the name
+    docs, report = read_all(tmp_path, ReaderOptions(exclude=("borradores/a.txt",)))
+    assert set(docs) == {"notas.md", "uno.txt", "viejo.txt"} and report.excluded == 1
+
+
+def test_files_over_the_size_limit_are_skipped_naming_both_sizes(tmp_path: Path) -> None:
+    (tmp_path / "grande.txt").write_text("palabra " * 2000)  # 16 000 bytes
+    (tmp_path / "chico.txt").write_text("poco\n")
+    docs, report = read_all(tmp_path, ReaderOptions(max_file_size=10_000))
+    assert set(docs) == {"chico.txt"}
+    assert reasons(report) == {
+        str(tmp_path / "grande.txt"): "too large (16.0 kB > --max-file-size 10.0 kB)"
+    }
+
+
+def test_ids_are_paths_under_the_folder_and_records_fall_back_to_their_position(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.txt").write_text("texto\n")
+    (tmp_path / "sub" / "r.jsonl").write_text(
+        '{"id": " x1 ", "text": "con id"}\n{"text": "sin id"}\n{"_id": "b1", "text": "beir"}\n'
+    )
+    (tmp_path / "filas.csv").write_text("id,text\n,sin id\nc2,con id\n")
+    (tmp_path / "lista.json").write_text('[{"text": "primero"}, {"id": 7, "text": "segundo"}]')
+    docs, report = read_all(tmp_path)
+    assert report.skips == []
+    assert set(docs) == {"sub/a.txt", "x1", "sub/r.jsonl#2", "b1", "filas.csv#2", "c2"} | {
+        "lista.json#1",
+        "7",
+    }
+    # a file named directly takes its name as its id
+    docs, _ = read_all(tmp_path / "sub" / "a.txt")
+    assert set(docs) == {"a.txt"}
