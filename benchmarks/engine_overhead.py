@@ -8,7 +8,10 @@ is readers, chunking, SQLite, FAISS, fusion, per-document aggregation and snippe
 ``--compare TREE`` runs the same measurement with another checkout's ``beto_search`` (a
 subprocess with ``PYTHONPATH=TREE``), alternating the two, ``--rounds`` times each, and prints
 both medians and their ratio: how a refactor's before/after figures are taken on one machine in
-one run. The last line printed is one JSON object.
+one run. The write path is measured without the after-write fusion tune
+(``BETO_SEARCH_AUTOTUNE=0``, unless ``--autotune``): ``add`` runs it since the index layer's
+redesign, once an index reaches 200 chunks and each time it doubles, and its cost is the tune's
+(pseudo-queries over a sample), not the engine's. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -94,8 +97,11 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--compare", default=None, help="another checkout to measure side by side")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--autotune", action="store_true", help="keep the after-write fusion tune")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if not args.autotune:
+        os.environ["BETO_SEARCH_AUTOTUNE"] = "0"  # children inherit it
     if args.child or not args.compare:
         result = measure(args.docs, args.queries)
         if args.child:

@@ -85,7 +85,9 @@ class Searcher:
             return SearchResults()
         query = clean_text(query)
         flt = make_filter(where, source)
-        warnings = field_warnings(self.store.missing_fields(flt), self.store.metadata_fields())
+        missing = self.store.missing_fields(flt)  # only a filter's fields: usually nothing to do
+        # the fields that do exist are named only in a warning: listing them scans every document
+        warnings = field_warnings(missing, self.store.metadata_fields() if missing else [])
         params = SearchParams(ef_search=ef_search, nprobe=nprobe)
         qvec: np.ndarray | None = None
         pending: Future[np.ndarray] | None = None

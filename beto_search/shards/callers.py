@@ -165,7 +165,8 @@ def answer(shard: LocalShard, r: CandidateRequest) -> ShardAnswer:
         out.terms = store.lexical_terms(list(found.lexical))
     if r.with_fields:
         out.missing = store.missing_fields(make_filter(r.where, r.source))
-        out.fields = store.metadata_fields()
+        # the existing fields are named only when a field is missing (a scan of the documents)
+        out.fields = store.metadata_fields() if out.missing else []
     if r.with_locations:
         out.locations = store.locations(sorted({row.doc_id for row in found.rows.values()}))
     return out
